@@ -1,0 +1,251 @@
+//! Configuration: CLI flags, `OH_*` environment variables and the reference's JSON config file,
+//! validated once into [`Config`]. No other module reads the environment for settings.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Default JSON config file of the reference server (relative to the working directory).
+pub const DEFAULT_CONFIG_FILE: &str = "workspace/openhands_agent_server_config.json";
+
+/// Command-line flags of the `agent-server` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "agent-server",
+    version,
+    about = "A fast, wire-compatible Rust replacement for the OpenHands agent-server.",
+    long_about = "A fast, wire-compatible Rust replacement for the OpenHands agent-server.\n\n\
+Environment (as the reference server reads them):\n  \
+SESSION_API_KEY, OH_SESSION_API_KEYS_0..N, OH_SESSION_API_KEYS (JSON list)  API keys; none = no auth\n  \
+OH_CONVERSATIONS_PATH      where conversations are persisted (default workspace/conversations)\n  \
+OH_BASH_EVENTS_DIR         where global bash events are kept (default workspace/bash_events)\n  \
+OH_WORKSPACE_PATH          default workspace (default workspace/project)\n  \
+OH_SECRET_KEY              key that encrypts secrets at rest (default: the first API key)\n  \
+OH_ALLOW_CORS_ORIGINS_0..N, OH_ALLOW_CORS_ORIGIN_REGEX   extra CORS origins\n  \
+OH_MAX_CONCURRENT_RUNS     parallel agent runs before 429 (default 10)\n  \
+OPENHANDS_AGENT_SERVER_CONFIG_PATH  JSON config file (default workspace/openhands_agent_server_config.json)\n  \
+OPENHANDS_BUILD_GIT_SHA, OPENHANDS_BUILD_GIT_REF  reported by /server_info\n  \
+RUST_LOG                   log filter (default info)"
+)]
+pub struct Args {
+    /// Address to bind. Default: 127.0.0.1 without an API key, 0.0.0.0 with one (as the reference).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to bind; 0 picks a free port (the bound address is printed on stdout).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "OH_LOG_JSON")]
+    pub log_json: bool,
+    /// Accepted for compatibility with the reference's CLI; has no effect.
+    #[arg(long, hide = true)]
+    pub reload: bool,
+}
+
+/// The JSON config file (a subset of the reference's `Config` model); unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileConfig {
+    session_api_keys: Vec<String>,
+    allow_cors_origins: Vec<String>,
+    allow_cors_origin_regex: Option<String>,
+    conversations_path: Option<PathBuf>,
+    workspace_path: Option<PathBuf>,
+    bash_events_dir: Option<PathBuf>,
+    secret_key: Option<String>,
+    max_concurrent_runs: Option<usize>,
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub log_json: bool,
+    /// Accepted API keys; empty means no authentication.
+    pub session_api_keys: Vec<String>,
+    pub allow_cors_origins: Vec<String>,
+    pub allow_cors_origin_regex: Option<String>,
+    pub conversations_path: PathBuf,
+    pub workspace_path: PathBuf,
+    pub bash_events_dir: PathBuf,
+    /// Key for encrypting secrets at rest (`OH_SECRET_KEY`, else the first API key).
+    pub secret_key: Option<String>,
+    pub max_concurrent_runs: usize,
+    pub build_git_sha: String,
+    pub build_git_ref: String,
+}
+
+/// A configuration problem found at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid JSON: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{name} is not valid: {reason}")]
+    Env { name: String, reason: String },
+}
+
+impl Config {
+    /// Builds the configuration from flags and the process environment.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        Self::from_args_and_env(args, |k| std::env::var(k).ok())
+    }
+
+    /// Builds the configuration from flags and an environment lookup (testable).
+    pub fn from_args_and_env(
+        args: Args,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file_path = env("OPENHANDS_AGENT_SERVER_CONFIG_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        let file = read_file_config(&file_path)?;
+
+        let mut keys = env_list(&env, "OH_SESSION_API_KEYS")?;
+        if keys.is_empty() {
+            keys = file.session_api_keys;
+        }
+        if keys.is_empty() {
+            keys.extend(env("SESSION_API_KEY"));
+        }
+        keys.retain(|k| !k.is_empty());
+
+        let mut cors = env_list(&env, "OH_ALLOW_CORS_ORIGINS")?;
+        if cors.is_empty() {
+            cors = file.allow_cors_origins;
+        }
+        let path = |name: &str, from_file: Option<PathBuf>, default: &str| {
+            env(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or(from_file)
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        let max_concurrent_runs = match env("OH_MAX_CONCURRENT_RUNS") {
+            Some(v) => v.parse().map_err(|_| ConfigError::Env {
+                name: "OH_MAX_CONCURRENT_RUNS".into(),
+                reason: format!("{v:?} is not a positive integer"),
+            })?,
+            None => file.max_concurrent_runs.unwrap_or(10),
+        };
+        let secret_key = env("OH_SECRET_KEY")
+            .filter(|v| !v.is_empty())
+            .or(file.secret_key)
+            .or_else(|| keys.first().cloned());
+        let host = args.host.unwrap_or_else(|| {
+            if keys.is_empty() { "127.0.0.1" } else { "0.0.0.0" }.to_string()
+        });
+        Ok(Config {
+            host,
+            port: args.port,
+            log_json: args.log_json,
+            session_api_keys: keys,
+            allow_cors_origins: cors,
+            allow_cors_origin_regex: env("OH_ALLOW_CORS_ORIGIN_REGEX").or(file.allow_cors_origin_regex),
+            conversations_path: path(
+                "OH_CONVERSATIONS_PATH",
+                file.conversations_path,
+                "workspace/conversations",
+            ),
+            workspace_path: path("OH_WORKSPACE_PATH", file.workspace_path, "workspace/project"),
+            bash_events_dir: path(
+                "OH_BASH_EVENTS_DIR",
+                file.bash_events_dir,
+                "workspace/bash_events",
+            ),
+            secret_key,
+            max_concurrent_runs,
+            build_git_sha: env("OPENHANDS_BUILD_GIT_SHA").unwrap_or_else(|| "unknown".into()),
+            build_git_ref: env("OPENHANDS_BUILD_GIT_REF").unwrap_or_else(|| "unknown".into()),
+        })
+    }
+
+    /// A configuration for tests and embedding: no auth, storage under `root`.
+    pub fn for_root(root: &Path) -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            log_json: false,
+            session_api_keys: Vec::new(),
+            allow_cors_origins: Vec::new(),
+            allow_cors_origin_regex: None,
+            conversations_path: root.join("conversations"),
+            workspace_path: root.join("project"),
+            bash_events_dir: root.join("bash_events"),
+            secret_key: None,
+            max_concurrent_runs: 10,
+            build_git_sha: "unknown".into(),
+            build_git_ref: "unknown".into(),
+        }
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+    }
+}
+
+/// Reads a list variable the reference's way: `NAME` as a JSON list, or `NAME_0`, `NAME_1`, ...
+fn env_list(env: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Vec<String>, ConfigError> {
+    if let Some(raw) = env(name).filter(|v| !v.trim().is_empty()) {
+        return serde_json::from_str(&raw).map_err(|e| ConfigError::Env {
+            name: name.into(),
+            reason: format!("expected a JSON list of strings: {e}"),
+        });
+    }
+    let mut out = Vec::new();
+    for i in 0.. {
+        match env(&format!("{name}_{i}")) {
+            Some(v) => out.push(v),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)], host: Option<&str>) -> Config {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let args = Args { host: host.map(Into::into), port: 0, log_json: false, reload: false };
+        Config::from_args_and_env(args, |k| map.get(k).cloned()).expect("valid config")
+    }
+
+    #[test]
+    fn loopback_without_key_wildcard_with_key() {
+        assert_eq!(cfg(&[], None).host, "127.0.0.1");
+        let c = cfg(&[("SESSION_API_KEY", "k")], None);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.session_api_keys, vec!["k"]);
+        assert_eq!(c.secret_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn numbered_keys_win_over_legacy_key() {
+        let c = cfg(
+            &[("SESSION_API_KEY", "legacy"), ("OH_SESSION_API_KEYS_0", "a"), ("OH_SESSION_API_KEYS_1", "b")],
+            Some("1.2.3.4"),
+        );
+        assert_eq!(c.session_api_keys, vec!["a", "b"]);
+        assert_eq!(c.host, "1.2.3.4");
+    }
+
+    #[test]
+    fn conversations_path_from_env() {
+        let c = cfg(&[("OH_CONVERSATIONS_PATH", "/x/convs")], None);
+        assert_eq!(c.conversations_path, PathBuf::from("/x/convs"));
+    }
+}

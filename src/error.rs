@@ -1,0 +1,226 @@
+//! The one error type of the HTTP API and its mapping to status codes and bodies (as the
+//! reference server shapes them), plus extractors that turn malformed input into 422s.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One entry of a 422 `detail` list, shaped like a pydantic validation error.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationIssue {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub loc: Vec<Value>,
+    pub msg: String,
+    pub input: Value,
+}
+
+impl ValidationIssue {
+    /// An issue at `loc` (e.g. `["query", "limit"]`) of the given pydantic `type`.
+    pub fn new(kind: &str, loc: &[&str], msg: impl Into<String>) -> Self {
+        ValidationIssue {
+            kind: kind.into(),
+            loc: loc.iter().map(|s| Value::String((*s).into())).collect(),
+            msg: msg.into(),
+            input: Value::Null,
+        }
+    }
+
+    /// Sets the offending input value.
+    pub fn with_input(mut self, input: impl Into<Value>) -> Self {
+        self.input = input.into();
+        self
+    }
+}
+
+/// Errors of the HTTP API; each maps to one status code in [`IntoResponse`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("validation failed")]
+    Validation(Vec<ValidationIssue>),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 with one issue.
+    pub fn invalid(kind: &str, loc: &[&str], msg: impl Into<String>) -> Self {
+        ApiError::Validation(vec![ValidationIssue::new(kind, loc, msg)])
+    }
+
+    /// A 404 with the reference's generic body.
+    pub fn not_found() -> Self {
+        ApiError::NotFound("Not Found".into())
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Validation(issues) => json!({ "detail": issues }),
+            // 5xx: the reference moves the message into `exception`, prefixed with the status.
+            ApiError::ServiceUnavailable(msg) | ApiError::Internal(msg) => {
+                tracing::error!(status = status.as_u16(), error = %msg, "request failed");
+                json!({
+                    "detail": "Internal Server Error",
+                    "exception": format!("{}: {}", status.as_u16(), msg),
+                })
+            }
+            other => json!({ "detail": other.to_string() }),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Splits a serde message like "missing field `path`" or "limit: invalid digit" into a 422 issue.
+fn issue_from_serde(location: &str, message: &str) -> ValidationIssue {
+    if let Some(rest) = message.split("missing field `").nth(1) {
+        let field = rest.split('`').next().unwrap_or_default();
+        return ValidationIssue::new("missing", &[location, field], "Field required");
+    }
+    // serde_urlencoded / serde_path_to_error prefix the field name: "field: message"
+    let (field, msg) = match message.split_once(": ") {
+        Some((f, m)) if !f.contains(' ') => (Some(f), m),
+        _ => (None, message),
+    };
+    let mut loc = vec![Value::String(location.into())];
+    if let Some(f) = field {
+        loc.extend(f.split('.').map(|p| Value::String(p.into())));
+    }
+    ValidationIssue { kind: "value_error".into(), loc, msg: msg.into(), input: Value::Null }
+}
+
+/// `Query<T>` that answers malformed query strings with a 422 `detail` list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(ValidQuery(q.0)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::Validation(
+                vec![issue_from_serde("query", &e.body_text().replace("Failed to deserialize query string: ", ""))],
+            )),
+            Err(e) => Err(ApiError::invalid("value_error", &["query"], e.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` that answers malformed path parameters with a 422 `detail` list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(ValidPath(p.0)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::Validation(vec![issue_from_serde("path", &e.body_text())]))
+            }
+            Err(e) => Err(ApiError::invalid("value_error", &["path"], e.body_text())),
+        }
+    }
+}
+
+/// `Json<T>` that answers malformed bodies with a 422 `detail` list naming the field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
+        };
+        if bytes.is_empty() {
+            return Err(ApiError::invalid("missing", &["body"], "Field required"));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(v) => Ok(ValidJson(v)),
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let text = inner.to_string();
+                let issue = if inner.is_syntax() || inner.is_eof() {
+                    ValidationIssue::new("json_invalid", &["body"], format!("JSON decode error: {text}"))
+                } else if path == "." {
+                    issue_from_serde("body", &text)
+                } else {
+                    issue_from_serde("body", &format!("{path}: {text}"))
+                };
+                Err(ApiError::Validation(vec![issue]))
+            }
+        }
+    }
+}
+
+/// Maps axum's own JSON rejection (for handlers that use `Json` directly) to a 422.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::invalid("json_invalid", &["body"], e.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_field_names_the_field() {
+        let i = issue_from_serde("query", "missing field `path`");
+        assert_eq!(i.kind, "missing");
+        assert_eq!(i.loc, vec![json!("query"), json!("path")]);
+    }
+
+    #[test]
+    fn prefixed_message_names_the_field() {
+        let i = issue_from_serde("query", "limit: invalid digit found in string");
+        assert_eq!(i.loc, vec![json!("query"), json!("limit")]);
+    }
+}

@@ -1,0 +1,1 @@
+//! File service behind `/api/file/*`: streamed uploads written atomically, streamed downloads.

@@ -1,0 +1,1 @@
+//! Git service behind `/api/git/*`: shells out to `git` with no pager and a timeout.

@@ -1,0 +1,16 @@
+//! `agent-server`: a wire-compatible Rust replacement for the OpenHands agent-server.
+//!
+//! Reading order:
+//! - [`config`]: CLI flags, environment and the JSON config file, validated once into [`config::Config`].
+//! - [`error`]: the one error type and its mapping to HTTP status codes and bodies.
+//! - [`server`]: the axum application: routes, auth, WebSockets. The only module that knows HTTP.
+//! - [`exec`]: bash commands run by the workspace API (process groups, output chunking, bash events).
+//! - [`files`] and [`git`]: the file and git services behind `/api/file/*` and `/api/git/*`.
+
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod files;
+pub mod git;
+pub mod server;
+pub mod util;

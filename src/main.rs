@@ -1,0 +1,69 @@
+//! The `agent-server` binary: parse the configuration, set up logging, serve until SIGTERM/Ctrl-C.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use agent_server::config::{Args, Config};
+use agent_server::server::{serve, AppState};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::from_args(args).context("invalid configuration")?;
+    init_tracing(config.log_json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot bind {addr}"))?;
+    let local = listener.local_addr().context("no local address")?;
+    if config.session_api_keys.is_empty() && local.ip().is_unspecified() {
+        tracing::warn!("binding {local} without a session API key: anyone who can reach it can run commands");
+    }
+    let state = AppState::new(config).context("cannot initialise the server state")?;
+    // Printed on stdout so that `--port 0` users (and launchers) learn the address.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "agent-server listening on http://{local}");
+    let _ = out.flush();
+    tracing::info!(%local, "listening");
+    serve(listener, state, shutdown_signal()).await.context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

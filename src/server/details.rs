@@ -1,0 +1,64 @@
+//! Server details: `/`, `/alive`, `/health`, `/ready`, `/server_info` (no auth).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// Routes of the server-details group.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(server_info))
+        .route("/alive", get(alive))
+        .route("/health", get(alive))
+        .route("/ready", get(ready))
+        .route("/server_info", get(server_info))
+}
+
+async fn alive() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    if state.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "initializing", "message": "Server is still initializing"})),
+        )
+    }
+}
+
+/// Capabilities we advertise; only those whose routes we serve.
+const CAPABILITIES: &[&str] = &["idempotent_conversation_create_v1", "conversation_runtime_routes_v1"];
+
+async fn server_info(State(state): State<AppState>) -> Json<Value> {
+    let version = env!("CARGO_PKG_VERSION");
+    let cfg = &state.config;
+    Json(json!({
+        "uptime": state.activity.uptime_secs(),
+        "idle_time": state.activity.idle_secs(),
+        "title": "OpenHands Agent Server",
+        "version": version,
+        "sdk_version": version,
+        "tools_version": version,
+        "workspace_version": version,
+        "build_git_sha": cfg.build_git_sha,
+        "build_git_ref": cfg.build_git_ref,
+        "python_version": format!("none (agent-server {version}, Rust)"),
+        "usable_tools": state.usable_tools(),
+        "runtime_idle_timeout_seconds": null,
+        "conversation_runtime": "local",
+        "available_conversation_runtimes": [],
+        "capabilities": CAPABILITIES,
+        "app_backend_ingress_url": null,
+        "max_foreground_terminal_timeout_seconds": null,
+        "docs": "/docs",
+        "redoc": "/redoc",
+    }))
+}

@@ -1,0 +1,181 @@
+//! The axum application: shared state, the router of every domain, middleware layers, and the
+//! `serve` entry point. This is the only module that knows about HTTP; handlers extract, call one
+//! service method and convert the result.
+
+mod auth;
+mod bash;
+mod details;
+mod files;
+mod git;
+mod openapi;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method};
+use axum::response::IntoResponse;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::exec::BashService;
+
+pub use auth::{check_handshake, key_matches, SocketAuth};
+
+/// State shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The global bash command runner (`/api/bash/*`).
+    pub bash: Arc<BashService>,
+    /// Uptime and idle-time bookkeeping for `/server_info`.
+    pub activity: Arc<Activity>,
+    /// Set once start-up work is done; `/ready` answers 503 before.
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Builds the state and its services from the configuration.
+    pub fn new(config: Config) -> Result<Self, std::io::Error> {
+        let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
+        Ok(AppState {
+            config: Arc::new(config),
+            bash,
+            activity: Arc::new(Activity::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Marks the server ready (`/ready` answers 200).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Names of the agent tools this server really provides.
+    pub fn usable_tools(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+}
+
+/// Uptime and time since the last bash, file or git call.
+#[derive(Debug)]
+pub struct Activity {
+    started: Instant,
+    /// Milliseconds after `started` of the last workspace call.
+    last_execution_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { started: Instant::now(), last_execution_ms: AtomicU64::new(0) }
+    }
+
+    /// Records a workspace call (bash, file or git) now.
+    pub fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_execution_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whole seconds since start, as a float like the reference.
+    pub fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs() as f64
+    }
+
+    /// Whole seconds since the last workspace call (or since start).
+    pub fn idle_secs(&self) -> f64 {
+        let now = self.started.elapsed().as_millis() as u64;
+        ((now.saturating_sub(self.last_execution_ms.load(Ordering::Relaxed))) / 1000) as f64
+    }
+}
+
+/// The routes of every domain with their OpenAPI descriptions.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(bash::router())
+        .merge(files::router())
+        .merge(git::router())
+}
+
+/// The OpenAPI document generated from the routes.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// Builds the full application for `state`.
+pub fn app(state: AppState) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let cors = cors_layer(&state.config);
+    Router::new()
+        .merge(details::router())
+        .merge(api)
+        .merge(bash::socket_router())
+        .merge(openapi::router(doc))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            (
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(serde_json::json!({"detail": "Method Not Allowed"})),
+            )
+                .into_response()
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_session_key))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // Never the query string: it may hold a session key.
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), route)
+        }))
+        .with_state(state)
+}
+
+/// CORS as the reference: localhost and 127.0.0.1 always, plus configured origins and regex.
+fn cors_layer(config: &Config) -> CorsLayer {
+    let extra: Vec<String> = config.allow_cors_origins.clone();
+    let regex = config.allow_cors_origin_regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            let Ok(origin) = origin.to_str() else { return false };
+            is_local_origin(origin)
+                || extra.iter().any(|o| o == origin)
+                || regex.as_ref().is_some_and(|r| r.is_match(origin))
+        }))
+        .allow_credentials(true)
+        .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .expose_headers([axum::http::header::CONTENT_DISPOSITION])
+        .max_age(std::time::Duration::from_secs(600))
+        .vary([axum::http::header::ORIGIN])
+        .allow_private_network(false)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+}
+
+fn is_local_origin(origin: &str) -> bool {
+    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    let host = rest.map(|r| r.split(':').next().unwrap_or_default());
+    matches!(host, Some("localhost") | Some("127.0.0.1"))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops running commands.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    state.set_ready();
+    let bash = state.bash.clone();
+    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    bash.shutdown().await;
+    result
+}
