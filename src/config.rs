@@ -81,9 +81,15 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid JSON: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{name} is not valid: {reason}")]
     Env { name: String, reason: String },
 }
@@ -136,7 +142,12 @@ impl Config {
             .or(file.secret_key)
             .or_else(|| keys.first().cloned());
         let host = args.host.unwrap_or_else(|| {
-            if keys.is_empty() { "127.0.0.1" } else { "0.0.0.0" }.to_string()
+            if keys.is_empty() {
+                "127.0.0.1"
+            } else {
+                "0.0.0.0"
+            }
+            .to_string()
         });
         Ok(Config {
             host,
@@ -144,13 +155,18 @@ impl Config {
             log_json: args.log_json,
             session_api_keys: keys,
             allow_cors_origins: cors,
-            allow_cors_origin_regex: env("OH_ALLOW_CORS_ORIGIN_REGEX").or(file.allow_cors_origin_regex),
+            allow_cors_origin_regex: env("OH_ALLOW_CORS_ORIGIN_REGEX")
+                .or(file.allow_cors_origin_regex),
             conversations_path: path(
                 "OH_CONVERSATIONS_PATH",
                 file.conversations_path,
                 "workspace/conversations",
             ),
-            workspace_path: path("OH_WORKSPACE_PATH", file.workspace_path, "workspace/project"),
+            workspace_path: path(
+                "OH_WORKSPACE_PATH",
+                file.workspace_path,
+                "workspace/project",
+            ),
             bash_events_dir: path(
                 "OH_BASH_EVENTS_DIR",
                 file.bash_events_dir,
@@ -190,7 +206,10 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
             source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -218,9 +237,16 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)], host: Option<&str>) -> Config {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let args = Args { host: host.map(Into::into), port: 0, log_json: false, reload: false };
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = Args {
+            host: host.map(Into::into),
+            port: 0,
+            log_json: false,
+            reload: false,
+        };
         Config::from_args_and_env(args, |k| map.get(k).cloned()).expect("valid config")
     }
 
@@ -236,7 +262,11 @@ mod tests {
     #[test]
     fn numbered_keys_win_over_legacy_key() {
         let c = cfg(
-            &[("SESSION_API_KEY", "legacy"), ("OH_SESSION_API_KEYS_0", "a"), ("OH_SESSION_API_KEYS_1", "b")],
+            &[
+                ("SESSION_API_KEY", "legacy"),
+                ("OH_SESSION_API_KEYS_0", "a"),
+                ("OH_SESSION_API_KEYS_1", "b"),
+            ],
             Some("1.2.3.4"),
         );
         assert_eq!(c.session_api_keys, vec!["a", "b"]);

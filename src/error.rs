@@ -126,7 +126,12 @@ fn issue_from_serde(location: &str, message: &str) -> ValidationIssue {
     if let Some(f) = field {
         loc.extend(f.split('.').map(|p| Value::String(p.into())));
     }
-    ValidationIssue { kind: "value_error".into(), loc, msg: msg.into(), input: Value::Null }
+    ValidationIssue {
+        kind: "value_error".into(),
+        loc,
+        msg: msg.into(),
+        input: Value::Null,
+    }
 }
 
 /// `Query<T>` that answers malformed query strings with a 422 `detail` list.
@@ -139,9 +144,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(q) => Ok(ValidQuery(q.0)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::Validation(
-                vec![issue_from_serde("query", &e.body_text().replace("Failed to deserialize query string: ", ""))],
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::Validation(vec![issue_from_serde(
+                    "query",
+                    &e.body_text()
+                        .replace("Failed to deserialize query string: ", ""),
+                )]))
+            }
             Err(e) => Err(ApiError::invalid("value_error", &["query"], e.body_text())),
         }
     }
@@ -157,9 +166,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPa
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(p) => Ok(ValidPath(p.0)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::Validation(vec![issue_from_serde("path", &e.body_text())]))
-            }
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::Validation(
+                vec![issue_from_serde("path", &e.body_text())],
+            )),
             Err(e) => Err(ApiError::invalid("value_error", &["path"], e.body_text())),
         }
     }
@@ -188,7 +197,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 let inner = err.into_inner();
                 let text = inner.to_string();
                 let issue = if inner.is_syntax() || inner.is_eof() {
-                    ValidationIssue::new("json_invalid", &["body"], format!("JSON decode error: {text}"))
+                    ValidationIssue::new(
+                        "json_invalid",
+                        &["body"],
+                        format!("JSON decode error: {text}"),
+                    )
                 } else if path == "." {
                     issue_from_serde("body", &text)
                 } else {

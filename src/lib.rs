@@ -6,11 +6,15 @@
 //! - [`server`]: the axum application: routes, auth, WebSockets. The only module that knows HTTP.
 //! - [`exec`]: bash commands run by the workspace API (process groups, output chunking, bash events).
 //! - [`files`] and [`git`]: the file and git services behind `/api/file/*` and `/api/git/*`.
+//! - [`llm`]: LLM clients behind the [`llm::LlmClient`] trait.
+//! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
 
 pub mod config;
 pub mod error;
 pub mod exec;
 pub mod files;
 pub mod git;
+pub mod llm;
 pub mod server;
+pub mod tools;
 pub mod util;

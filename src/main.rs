@@ -23,10 +23,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let addr = format!("{}:{}", config.host, config.port);
-    let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot bind {addr}"))?;
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot bind {addr}"))?;
     let local = listener.local_addr().context("no local address")?;
     if config.session_api_keys.is_empty() && local.ip().is_unspecified() {
-        tracing::warn!("binding {local} without a session API key: anyone who can reach it can run commands");
+        tracing::warn!(
+            "binding {local} without a session API key: anyone who can reach it can run commands"
+        );
     }
     let state = AppState::new(config).context("cannot initialise the server state")?;
     // Printed on stdout so that `--port 0` users (and launchers) learn the address.
@@ -34,7 +38,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = writeln!(out, "agent-server listening on http://{local}");
     let _ = out.flush();
     tracing::info!(%local, "listening");
-    serve(listener, state, shutdown_signal()).await.context("server failed")?;
+    serve(listener, state, shutdown_signal())
+        .await
+        .context("server failed")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -60,7 +66,9 @@ async fn shutdown_signal() {
 
 fn init_tracing(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

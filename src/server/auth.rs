@@ -35,7 +35,11 @@ fn is_exempt(path: &str) -> bool {
 }
 
 /// Middleware: rejects `/api/*` requests without a valid `X-Session-API-Key` with 401.
-pub async fn require_session_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn require_session_key(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let keys = &state.config.session_api_keys;
     let path = req.uri().path();
     if keys.is_empty() || !path.starts_with("/api") || is_exempt(path) {
@@ -65,11 +69,17 @@ pub enum SocketAuth {
 }
 
 /// Checks the handshake credentials (query `session_api_key`, then the header).
-pub fn check_handshake(keys: &[String], headers: &HeaderMap, query_key: Option<&str>) -> SocketAuth {
+pub fn check_handshake(
+    keys: &[String],
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> SocketAuth {
     if keys.is_empty() {
         return SocketAuth::Granted;
     }
-    let header_key = headers.get(SESSION_KEY_HEADER).and_then(|v| v.to_str().ok());
+    let header_key = headers
+        .get(SESSION_KEY_HEADER)
+        .and_then(|v| v.to_str().ok());
     match query_key.or(header_key) {
         Some(k) if key_matches(keys, k) => SocketAuth::Granted,
         Some(_) => SocketAuth::Refused,
@@ -85,12 +95,19 @@ pub async fn await_auth_frame(socket: &mut WebSocket, keys: &[String]) -> bool {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .filter(|v| v.get("type").and_then(|t| t.as_str()) == Some("auth"))
-            .and_then(|v| v.get("session_api_key").and_then(|k| k.as_str()).map(str::to_owned))
+            .and_then(|v| {
+                v.get("session_api_key")
+                    .and_then(|k| k.as_str())
+                    .map(str::to_owned)
+            })
             .is_some_and(|k| key_matches(keys, &k)),
         _ => false,
     };
     if !ok {
-        let close = CloseFrame { code: WS_AUTH_FAILED, reason: "Authentication failed".into() };
+        let close = CloseFrame {
+            code: WS_AUTH_FAILED,
+            reason: "Authentication failed".into(),
+        };
         let _ = socket.send(Message::Close(Some(close))).await;
     }
     ok
@@ -99,7 +116,9 @@ pub async fn await_auth_frame(socket: &mut WebSocket, keys: &[String]) -> bool {
 /// True for a later frame shaped like an auth frame, which sockets ignore.
 pub fn is_auth_frame(value: &serde_json::Value) -> bool {
     value.get("type").and_then(|t| t.as_str()) == Some("auth")
-        && value.as_object().is_some_and(|o| o.keys().all(|k| k == "type" || k == "session_api_key"))
+        && value
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| k == "type" || k == "session_api_key"))
 }
 
 #[cfg(test)]

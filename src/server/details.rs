@@ -35,7 +35,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Capabilities we advertise; only those whose routes we serve.
-const CAPABILITIES: &[&str] = &["idempotent_conversation_create_v1", "conversation_runtime_routes_v1"];
+const CAPABILITIES: &[&str] = &[
+    "idempotent_conversation_create_v1",
+    "conversation_runtime_routes_v1",
+];
 
 async fn server_info(State(state): State<AppState>) -> Json<Value> {
     let version = env!("CARGO_PKG_VERSION");

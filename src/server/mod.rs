@@ -27,7 +27,10 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::exec::BashService;
 
-pub use auth::{check_handshake, key_matches, SocketAuth};
+pub use auth::{
+    await_auth_frame, check_handshake, is_auth_frame, key_matches, SocketAuth, SESSION_KEY_HEADER,
+    WS_AUTH_DEADLINE, WS_AUTH_FAILED,
+};
 
 /// State shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -79,7 +82,10 @@ pub struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { started: Instant::now(), last_execution_ms: AtomicU64::new(0) }
+        Activity {
+            started: Instant::now(),
+            last_execution_ms: AtomicU64::new(0),
+        }
     }
 
     /// Records a workspace call (bash, file or git) now.
@@ -130,11 +136,17 @@ pub fn app(state: AppState) -> Router {
             )
                 .into_response()
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_session_key))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session_key,
+        ))
         .layer(cors)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Never the query string: it may hold a session key.
-            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned());
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), route)
         }))
         .with_state(state)
@@ -143,10 +155,15 @@ pub fn app(state: AppState) -> Router {
 /// CORS as the reference: localhost and 127.0.0.1 always, plus configured origins and regex.
 fn cors_layer(config: &Config) -> CorsLayer {
     let extra: Vec<String> = config.allow_cors_origins.clone();
-    let regex = config.allow_cors_origin_regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
+    let regex = config
+        .allow_cors_origin_regex
+        .as_deref()
+        .and_then(|r| regex::Regex::new(r).ok());
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            let Ok(origin) = origin.to_str() else { return false };
+            let Ok(origin) = origin.to_str() else {
+                return false;
+            };
             is_local_origin(origin)
                 || extra.iter().any(|o| o == origin)
                 || regex.as_ref().is_some_and(|r| r.is_match(origin))
@@ -158,11 +175,19 @@ fn cors_layer(config: &Config) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
         .vary([axum::http::header::ORIGIN])
         .allow_private_network(false)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
 }
 
 fn is_local_origin(origin: &str) -> bool {
-    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
     let host = rest.map(|r| r.split(':').next().unwrap_or_default());
     matches!(host, Some("localhost") | Some("127.0.0.1"))
 }
@@ -175,7 +200,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     state.set_ready();
     let bash = state.bash.clone();
-    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     bash.shutdown().await;
     result
 }

@@ -14,7 +14,9 @@ pub(super) fn base() -> OpenApi {
             utoipa::openapi::InfoBuilder::new()
                 .title("OpenHands Agent Server")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Wire-compatible Rust implementation of the OpenHands agent-server API."))
+                .description(Some(
+                    "Wire-compatible Rust implementation of the OpenHands agent-server API.",
+                ))
                 .build(),
         )
         .build()
@@ -26,10 +28,13 @@ pub(super) fn router(doc: OpenApi) -> Router<AppState> {
     let json = serde_json::to_value(&doc).unwrap_or_default();
     Router::new()
         .route("/openapi.json", get(move || async move { Json(json) }))
-        .route("/docs", get({
-            let page = page.clone();
-            move || async move { Html(page) }
-        }))
+        .route(
+            "/docs",
+            get({
+                let page = page.clone();
+                move || async move { Html(page) }
+            }),
+        )
         .route("/redoc", get(move || async move { Html(page) }))
 }
 
@@ -46,7 +51,11 @@ fn docs_page(doc: &OpenApi) -> String {
         ];
         for (method, op) in ops {
             if let Some(op) = op {
-                let summary = op.summary.clone().or_else(|| op.description.clone()).unwrap_or_default();
+                let summary = op
+                    .summary
+                    .clone()
+                    .or_else(|| op.description.clone())
+                    .unwrap_or_default();
                 rows.push_str(&format!(
                     "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
                     html_escape(path),
@@ -65,5 +74,7 @@ fn docs_page(doc: &OpenApi) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

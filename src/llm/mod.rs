@@ -1,0 +1,193 @@
+//! LLM clients behind one small trait: OpenAI-compatible Chat Completions, the Responses API, and
+//! Anthropic Messages, with LiteLLM-style model prefixes, retries with backoff, and error classes
+//! that map to the reference's `ConversationErrorEvent.code` values.
+//!
+//! The agent loop only sees [`LlmClient`], [`CompletionRequest`] and [`Completion`].
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// Settings of one LLM, read from the `llm` object of the client's agent JSON (SDK `LLM` model).
+#[derive(Debug, Clone, Default)]
+pub struct LlmSettings {
+    /// LiteLLM-style model name, e.g. `openai/gpt-4o`, `anthropic/claude-sonnet-4`, `litellm_proxy/x`.
+    pub model: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    /// Request timeout in seconds.
+    pub timeout_secs: Option<f64>,
+    pub num_retries: u32,
+    pub retry_min_wait_secs: f64,
+    pub retry_max_wait_secs: f64,
+    pub retry_multiplier: f64,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_output_tokens: Option<u64>,
+    pub reasoning_effort: Option<String>,
+    /// `chat`, `responses` or `auto`.
+    pub api_mode: Option<String>,
+    pub usage_id: String,
+    /// The whole `llm` object as the client sent it.
+    pub raw: Value,
+}
+
+/// Role of a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One function call requested by the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// Provider call id (`call_...`; the Responses API's `call_id`).
+    pub id: String,
+    pub name: String,
+    /// Raw JSON arguments as the model produced them.
+    pub arguments: String,
+    /// The Responses API's `function_call` item id.
+    pub responses_item_id: Option<String>,
+}
+
+/// One message of the conversation as sent to the model.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub role: Role,
+    /// Text parts (joined by the providers that want a string).
+    pub content: Vec<String>,
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: the call this message answers.
+    pub tool_call_id: Option<String>,
+    /// For `Role::Tool`: the tool's name.
+    pub name: Option<String>,
+    pub reasoning_content: Option<String>,
+    /// Replayed Responses API reasoning item (`{id, summary, encrypted_content}`).
+    pub responses_reasoning_item: Option<Value>,
+}
+
+impl Message {
+    /// A message with one text part.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: vec![text.into()],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+            reasoning_content: None,
+            responses_reasoning_item: None,
+        }
+    }
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Clone)]
+pub struct ToolDefinition {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the parameters.
+    pub parameters: Value,
+}
+
+/// One completion request.
+#[derive(Debug, Clone, Default)]
+pub struct CompletionRequest {
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolDefinition>,
+    /// Sent as `prompt_cache_key` where supported (the conversation id).
+    pub cache_key: Option<String>,
+}
+
+/// Token usage and cost of one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub context_window: u64,
+    /// Cost in USD when known (0 otherwise).
+    pub cost: f64,
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    /// Provider response id (becomes `llm_response_id`).
+    pub response_id: String,
+    /// Assistant text, if any.
+    pub text: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub reasoning_content: Option<String>,
+    pub responses_reasoning_item: Option<Value>,
+    pub usage: Usage,
+    /// Wall time of the call in seconds.
+    pub latency_secs: f64,
+}
+
+/// LLM failures, named like the reference's exception classes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error("Your LLM API key appears to be invalid or has expired.")]
+    Authentication(String),
+    #[error("rate limited: {0}")]
+    RateLimit(String),
+    #[error("LLM request timed out: {0}")]
+    Timeout(String),
+    #[error("LLM service unavailable: {0}")]
+    ServiceUnavailable(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("content policy violation: {0}")]
+    ContentPolicy(String),
+    #[error("context window exceeded: {0}")]
+    ContextWindowExceeded(String),
+    #[error("the LLM returned no response: {0}")]
+    NoResponse(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LlmError {
+    /// The reference's exception class name, used as `ConversationErrorEvent.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LlmError::Authentication(_) => "LLMAuthenticationError",
+            LlmError::RateLimit(_) => "LLMRateLimitError",
+            LlmError::Timeout(_) => "LLMTimeoutError",
+            LlmError::ServiceUnavailable(_) => "LLMServiceUnavailableError",
+            LlmError::BadRequest(_) => "LLMBadRequestError",
+            LlmError::ContentPolicy(_) => "LLMContentPolicyViolationError",
+            LlmError::ContextWindowExceeded(_) => "LLMContextWindowExceedError",
+            LlmError::NoResponse(_) => "LLMNoResponseError",
+            LlmError::Other(_) => "LLMError",
+        }
+    }
+}
+
+/// A model endpoint. Implementations retry transient failures themselves.
+#[async_trait::async_trait]
+pub trait LlmClient: Send + Sync {
+    /// Sends one request and returns the model's answer.
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError>;
+}
+
+/// The client for `settings` (provider chosen from the model prefix and `api_mode`).
+pub fn client_for(settings: &LlmSettings) -> Arc<dyn LlmClient> {
+    let _ = settings;
+    Arc::new(Unconfigured)
+}
+
+struct Unconfigured;
+
+#[async_trait::async_trait]
+impl LlmClient for Unconfigured {
+    async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
+        Err(LlmError::Other("no LLM provider is implemented yet".into()))
+    }
+}

@@ -1,0 +1,122 @@
+//! Server details, auth on REST, error bodies.
+
+use crate::support::{ServerOptions, TestServer};
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_alive_ready_and_server_info() {
+    let srv = TestServer::start();
+    let c = srv.client();
+    for (path, want) in [("/health", "ok"), ("/alive", "ok"), ("/ready", "ready")] {
+        let r = c.get(format!("{}{path}", srv.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], want, "{path}");
+    }
+    let info: Value = c
+        .get(format!("{}/server_info", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for field in [
+        "uptime",
+        "idle_time",
+        "version",
+        "usable_tools",
+        "capabilities",
+        "docs",
+    ] {
+        assert!(
+            info.get(field).is_some(),
+            "server_info lacks {field}: {info}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_bodies() {
+    let srv = TestServer::start();
+    let c = srv.client();
+    let r = c
+        .get(format!("{}/no/such/route", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"detail": "Not Found"})
+    );
+    let r = c.post(format!("{}/health", srv.url)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"detail": "Method Not Allowed"})
+    );
+}
+
+#[tokio::test]
+async fn api_routes_need_the_key_health_does_not() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("sekrit".into()),
+        ..Default::default()
+    });
+    let anon = reqwest::Client::new();
+    let r = anon
+        .get(format!("{}/api/bash/bash_events/search", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"detail": "Unauthorized"})
+    );
+    let r = anon
+        .get(format!("{}/api/bash/bash_events/search", srv.url))
+        .header("X-Session-API-Key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        anon.get(format!("{}/health", srv.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        anon.get(format!("{}/server_info", srv.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let srv = TestServer::start();
+    let r = srv
+        .client()
+        .get(format!("{}/openapi.json", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+    let docs = srv
+        .client()
+        .get(format!("{}/docs", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+}

@@ -1,0 +1,188 @@
+//! Test support: start the real `agent-server` binary on a free port with private directories,
+//! wait until `/health` answers, and kill it (as a process group) when the handle drops.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server started from the built binary.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub port: u16,
+    /// Private root holding `conversations/`, `bash_events/`, `home/`, `work/`.
+    pub root: tempfile::TempDir,
+    pub api_key: Option<String>,
+    log_path: PathBuf,
+}
+
+/// Options for [`TestServer::start_with`].
+#[derive(Default, Clone)]
+pub struct ServerOptions {
+    pub api_key: Option<String>,
+    /// Reuse a conversations directory (restart tests).
+    pub conversations_dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl TestServer {
+    /// A server without authentication.
+    pub fn start() -> Self {
+        Self::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(opts: ServerOptions) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conversations = opts
+            .conversations_dir
+            .clone()
+            .unwrap_or_else(|| root.path().join("conversations"));
+        for d in ["home", "tmp", "work"] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        let log_path = root.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-server"));
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .current_dir(root.path())
+            .env_remove("SESSION_API_KEY")
+            .env_remove("OH_SESSION_API_KEYS_0")
+            .env("HOME", root.path().join("home"))
+            .env("TMPDIR", root.path().join("tmp"))
+            .env("OH_CONVERSATIONS_PATH", &conversations)
+            .env("OH_BASH_EVENTS_DIR", root.path().join("bash_events"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(k) = &opts.api_key {
+            cmd.env("SESSION_API_KEY", k);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("spawn agent-server");
+        let mut server = TestServer {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            root,
+            api_key: opts.api_key,
+            log_path,
+        };
+        server.wait_healthy(Duration::from_secs(20));
+        server
+    }
+
+    fn wait_healthy(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("agent-server exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent-server not healthy in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A fresh working directory under the server's root.
+    pub fn workdir(&self) -> PathBuf {
+        let d = self
+            .root
+            .path()
+            .join("work")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&d).expect("mkdir workdir");
+        d
+    }
+
+    pub fn root_path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The server process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Resident set size of the server process in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends `signal` to the server's process group and waits for it to exit.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, signal);
+            let _ = child.wait();
+        }
+    }
+
+    /// A reqwest client with the session key header when one is set.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(k) = &self.api_key {
+            headers.insert("X-Session-API-Key", k.parse().expect("header value"));
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop_with(nix::sys::signal::Signal::SIGKILL);
+    }
+}

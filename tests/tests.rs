@@ -1,0 +1,6 @@
+//! The crate's integration tests: each module starts the real binary on a free port.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod server_details;
