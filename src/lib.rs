@@ -8,8 +8,10 @@
 //! - [`files`] and [`git`]: the file and git services behind `/api/file/*` and `/api/git/*`.
 //! - [`llm`]: LLM clients behind the [`llm::LlmClient`] trait.
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
+//! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 
 pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod exec;
 pub mod files;
