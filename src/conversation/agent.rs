@@ -21,8 +21,8 @@ use crate::tools::{Tool, ToolContext, ToolSet};
 
 /// What a conversation needs to run its agent, built on first use.
 pub struct AgentRuntime {
-    /// The conversation's tools.
-    pub tools: ToolSet,
+    /// The conversation's tools, in the order offered to the LLM.
+    pub tools: Tools,
     /// The agent's LLM.
     pub llm: Arc<dyn LlmClient>,
     /// The `llm` object of the agent JSON.
@@ -35,6 +35,22 @@ pub struct AgentRuntime {
     pub definitions: Vec<ToolDefinition>,
     /// Context for tool execution (the cancel token is replaced per run).
     pub base_ctx: ToolContext,
+}
+
+/// The tools of one conversation.
+#[derive(Clone, Default)]
+pub struct Tools(pub Vec<Arc<dyn Tool>>);
+
+impl Tools {
+    /// The tool called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.0.iter().find(|t| t.name() == name)
+    }
+
+    /// All tools.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.0.iter()
+    }
 }
 
 /// Reads LLM settings from the agent's `llm` JSON.
@@ -140,7 +156,7 @@ fn action_observation_types(kind: &str) -> (String, String) {
     (format!("{base}Action"), format!("{base}Observation"))
 }
 
-fn system_prompt(working_dir: &str, tools: &ToolSet) -> String {
+fn system_prompt(working_dir: &str, tools: &Tools) -> String {
     let names: Vec<&str> = tools.iter().map(|t| t.name()).collect();
     format!(
         "You are an autonomous software engineering agent working on the user's machine through tools.\n\
@@ -175,9 +191,8 @@ pub async fn ensure_initialized(
     let agent = conv.agent_json();
     let llm_json = agent.get("llm").cloned().unwrap_or(json!({}));
     let settings = llm_settings(&llm_json);
-    let working_dir = conv.working_dir();
     let base_ctx = ToolContext {
-        working_dir: working_dir.clone().into(),
+        working_dir: conv.working_dir().into(),
         persistence_dir: conv.dir().to_path_buf(),
         cancel: tokio_util::sync::CancellationToken::new(),
     };
@@ -186,23 +201,60 @@ pub async fn ensure_initialized(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let (tools, unknown) = ToolSet::from_agent_spec(&specs, &base_ctx);
+    let (toolset, unknown) = ToolSet::from_agent_spec(&specs, &base_ctx);
     if !unknown.is_empty() {
         tracing::warn!(conversation = %conv.id, tools = ?unknown, "agent names tools this server does not provide");
     }
-    let definitions: Vec<ToolDefinition> = tools
-        .iter()
-        .map(|t| offered_definition(t.as_ref()))
-        .collect();
-    let rt = Arc::new(AgentRuntime {
-        llm: llm::client_for(&settings),
-        usage_id: settings.usage_id.clone(),
-        model: settings.model.clone(),
-        llm_json: llm_json.clone(),
-        definitions,
-        tools,
+    let rt = Arc::new(AgentRuntime::new(
+        llm::client_for(&settings),
+        &llm_json,
+        Tools(toolset.iter().cloned().collect()),
         base_ctx,
-    });
+    ));
+    announce(conv, &rt).await?;
+    *guard = Some(rt.clone());
+    Ok(rt)
+}
+
+impl AgentRuntime {
+    /// A runtime for `llm` (configured by `llm_json`) and `tools`.
+    pub fn new(
+        llm: Arc<dyn LlmClient>,
+        llm_json: &Value,
+        tools: Tools,
+        base_ctx: ToolContext,
+    ) -> Self {
+        let settings = llm_settings(llm_json);
+        let definitions = tools
+            .iter()
+            .map(|t| offered_definition(t.as_ref()))
+            .collect();
+        AgentRuntime {
+            llm,
+            usage_id: settings.usage_id,
+            model: settings.model,
+            llm_json: llm_json.clone(),
+            definitions,
+            tools,
+            base_ctx,
+        }
+    }
+}
+
+/// Installs a prepared runtime (tests use fakes) and announces it like [`ensure_initialized`].
+pub async fn install_runtime(
+    conv: &Arc<Conversation>,
+    rt: Arc<AgentRuntime>,
+) -> Result<(), ConversationError> {
+    let mut guard = conv.runtime.lock().await;
+    announce(conv, &rt).await?;
+    *guard = Some(rt);
+    Ok(())
+}
+
+/// Registers the LLMs in the stats and emits the `SystemPromptEvent` once per conversation.
+async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), ConversationError> {
+    let agent = conv.agent_json();
     conv.register_usage(&rt.usage_id, &rt.model);
     if let Some(cllm) = agent.get("condenser").and_then(|c| c.get("llm")) {
         let s = llm_settings(cllm);
@@ -211,37 +263,37 @@ pub async fn ensure_initialized(
     let has_prompt = conv
         .with_events(|evs| evs.iter().any(|e| events::kind(e) == "SystemPromptEvent"))
         .await?;
-    if !has_prompt {
-        let hook_config = conv.meta_value("hook_config").filter(|h| !h.is_null());
-        if let Some(h) = hook_config {
-            conv.set_fields(vec![("hook_config", h)], true).await?;
-        }
-        let tool_defs: Vec<Value> = rt
-            .tools
-            .iter()
-            .map(|t| {
-                let def = t.definition();
-                let (a, o) = action_observation_types(t.kind());
-                json!({
-                    "description": def.description,
-                    "action_type": a,
-                    "observation_type": o,
-                    "annotations": annotations(t.as_ref()),
-                    "kind": t.kind(),
-                    "title": t.name(),
-                })
-            })
-            .collect();
-        let body = json!({
-            "source": "agent",
-            "system_prompt": text(&system_prompt(&working_dir, &rt.tools)),
-            "tools": tool_defs,
-            "kind": "SystemPromptEvent",
-        });
-        conv.append(body).await?;
+    if has_prompt {
+        return Ok(());
     }
-    *guard = Some(rt.clone());
-    Ok(rt)
+    let hook_config = conv.meta_value("hook_config").filter(|h| !h.is_null());
+    if let Some(h) = hook_config {
+        conv.set_fields(vec![("hook_config", h)], true).await?;
+    }
+    let tool_defs: Vec<Value> = rt
+        .tools
+        .iter()
+        .map(|t| {
+            let def = t.definition();
+            let (a, o) = action_observation_types(t.kind());
+            json!({
+                "description": def.description,
+                "action_type": a,
+                "observation_type": o,
+                "annotations": annotations(t.as_ref()),
+                "kind": t.kind(),
+                "title": t.name(),
+            })
+        })
+        .collect();
+    let body = json!({
+        "source": "agent",
+        "system_prompt": text(&system_prompt(&conv.working_dir(), &rt.tools)),
+        "tools": tool_defs,
+        "kind": "SystemPromptEvent",
+    });
+    conv.append(body).await?;
+    Ok(())
 }
 
 /// ActionEvents (with an action) that have no observation, rejection or error yet.
@@ -487,6 +539,16 @@ async fn step(
     if !pending.is_empty() {
         return execute_actions(conv, rt, ctl, pending).await;
     }
+    if let Some(last) = conv
+        .state_value("last_user_message_id")
+        .and_then(|v| v.as_str().map(str::to_owned))
+    {
+        let blocked = conv.state_value("blocked_messages");
+        if blocked.as_ref().and_then(|b| b.get(&last)).is_some() {
+            conv.set_status(status::FINISHED).await?;
+            return Ok(());
+        }
+    }
     let llm_texts = conv.llm_texts();
     let messages = conv
         .with_events(|evs| build_messages(evs, &llm_texts))
@@ -573,7 +635,7 @@ pub fn mask_secrets(s: &str, secrets: &[(String, String)]) -> String {
 }
 
 /// Maps a model's tool name to one of ours (aliases and stray XML suffixes).
-fn normalize_tool_name(name: &str, tools: &ToolSet) -> String {
+fn normalize_tool_name(name: &str, tools: &Tools) -> String {
     if tools.get(name).is_some() {
         return name.to_string();
     }

@@ -24,7 +24,7 @@ impl Clock {
     }
 
     /// The next timestamp.
-    pub fn next(&mut self) -> String {
+    pub fn tick(&mut self) -> String {
         let mut now = Local::now().naive_local();
         if let Some(last) = self.last {
             if now <= last {
@@ -258,8 +258,8 @@ mod tests {
     fn clock_is_strictly_monotonic_with_micros() {
         let mut c = Clock::default();
         c.observe("2999-01-01T00:00:00.000001");
-        let a = c.next();
-        let b = c.next();
+        let a = c.tick();
+        let b = c.tick();
         assert_eq!(a, "2999-01-01T00:00:00.000002");
         assert!(b > a);
         assert_eq!(b.len(), 26);

@@ -64,3 +64,6 @@ pub mod status {
         "deleting",
     ];
 }
+
+#[cfg(test)]
+mod tests;

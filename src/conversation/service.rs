@@ -1031,7 +1031,7 @@ impl Conversation {
         let (ev, index) = {
             let mut inner = lock(&self.inner);
             let id = crate::util::dashed_id();
-            let ts = inner.clock.next();
+            let ts = inner.clock.tick();
             let n = inner.events.as_ref().map_or(0, Vec::len);
             let head = inner
                 .state
@@ -1137,7 +1137,7 @@ impl Conversation {
     pub fn publish_full_state(&self) {
         let value = self.full_state_value();
         let mut inner = lock(&self.inner);
-        let ts = inner.clock.next();
+        let ts = inner.clock.tick();
         let ev = events::finalize(
             events::state_update("full_state", value),
             &crate::util::dashed_id(),
@@ -1150,7 +1150,7 @@ impl Conversation {
 
     /// Publishes a transient event (never persisted), e.g. a `ServerErrorEvent` to one socket.
     pub fn transient_event(&self, body: Value) -> Value {
-        let ts = lock(&self.inner).clock.next();
+        let ts = lock(&self.inner).clock.tick();
         events::finalize(body, &crate::util::dashed_id(), &ts, None)
     }
 
@@ -1164,7 +1164,7 @@ impl Conversation {
             ));
         }
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        let ts = inner.clock.next();
+        let ts = inner.clock.tick();
         let ev = events::finalize(
             events::state_update("full_state", value),
             &crate::util::dashed_id(),
@@ -1203,6 +1203,16 @@ impl Conversation {
         }
         self.set_fields(vec![("last_user_message_id", json!(msg_id))], true)
             .await?;
+        let text_body = events::message_text(&msg);
+        if let Some(reason) = super::hooks::user_prompt_submit(self, &text_body, &msg_id).await? {
+            let mut blocked = self
+                .state_value("blocked_messages")
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            blocked[msg_id.as_str()] = json!(reason);
+            self.set_fields(vec![("blocked_messages", blocked)], true)
+                .await?;
+        }
         let st = self.status();
         if running.is_none() && (st == status::FINISHED || st == status::STUCK) {
             self.set_status(status::IDLE).await?;
@@ -1426,7 +1436,7 @@ impl Conversation {
             .insert("execution_status".into(), json!(status::ERROR));
         for (i, body) in bodies.into_iter().enumerate() {
             let id = crate::util::dashed_id();
-            let ts = inner.clock.next();
+            let ts = inner.clock.tick();
             let n = inner.events.as_ref().map_or(0, Vec::len);
             let parent = if i < pending.len() {
                 Some(events::id(&pending[i]).to_string())

@@ -65,7 +65,11 @@ async fn create(
     ValidJson(body): ValidJson<Value>,
 ) -> Result<Response, ApiError> {
     let (conv, created) = state.conversations.create(&body).await.map_err(api_error)?;
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((code, Json(conv.info(q.include_skills, false))).into_response())
 }
 
@@ -85,7 +89,10 @@ async fn get_conversation(
 #[utoipa::path(get, path = "/api/conversations", tag = "Conversations",
     params(("ids" = Vec<Uuid>, Query), SkillsQuery),
     responses((status = 200, description = "List of ConversationInfo or null")))]
-async fn batch_get(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn batch_get(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut ids = Vec::new();
     let mut include_skills = false;
     for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
@@ -96,7 +103,11 @@ async fn batch_get(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
         }
     }
     if ids.is_empty() {
-        return Err(ApiError::Validation(vec![ValidationIssue::new("missing", &["query", "ids"], "Field required")]));
+        return Err(ApiError::Validation(vec![ValidationIssue::new(
+            "missing",
+            &["query", "ids"],
+            "Field required",
+        )]));
     }
     if ids.len() > 99 {
         return Err(ApiError::Validation(vec![ValidationIssue::new(
@@ -108,10 +119,19 @@ async fn batch_get(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
     let mut out = Vec::new();
     for raw_id in ids {
         let id = Uuid::parse_str(&raw_id).map_err(|_| {
-            ApiError::Validation(vec![ValidationIssue::new("uuid_parsing", &["query", "ids"], "Input should be a valid UUID")
-                .with_input(raw_id.clone())])
+            ApiError::Validation(vec![ValidationIssue::new(
+                "uuid_parsing",
+                &["query", "ids"],
+                "Input should be a valid UUID",
+            )
+            .with_input(raw_id.clone())])
         })?;
-        out.push(state.conversations.get(&id).map_or(Value::Null, |c| c.info(include_skills, true)));
+        out.push(
+            state
+                .conversations
+                .get(&id)
+                .map_or(Value::Null, |c| c.info(include_skills, true)),
+        );
     }
     Ok(Json(Value::Array(out)))
 }
@@ -186,7 +206,10 @@ fn check_status(s: &Option<String>) -> Result<(), ApiError> {
             return Err(ApiError::Validation(vec![ValidationIssue::new(
                 "enum",
                 &["query", "status"],
-                format!("Input should be {}", status::ALL.map(|s| format!("'{s}'")).join(", ")),
+                format!(
+                    "Input should be {}",
+                    status::ALL.map(|s| format!("'{s}'")).join(", ")
+                ),
             )
             .with_input(v.clone())]));
         }
@@ -206,7 +229,10 @@ fn filtered(state: &AppState, status_filter: &Option<String>) -> Vec<Arc<Convers
 /// Search conversations.
 #[utoipa::path(get, path = "/api/conversations/search", tag = "Conversations", params(SearchQuery),
     responses((status = 200, description = "A page of ConversationInfo")))]
-async fn search(State(state): State<AppState>, ValidQuery(q): ValidQuery<SearchQuery>) -> Result<Json<Value>, ApiError> {
+async fn search(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
     let limit = check_limit(q.limit)?;
     check_status(&q.status)?;
     let order = q.sort_order.as_deref().unwrap_or("CREATED_AT_DESC");
@@ -215,16 +241,23 @@ async fn search(State(state): State<AppState>, ValidQuery(q): ValidQuery<SearchQ
         "UPDATED_AT" | "UPDATED_AT_DESC" => "updated_at",
         other => {
             return Err(ApiError::Validation(vec![ValidationIssue::new(
-                "enum",
-                &["query", "sort_order"],
-                "Input should be 'CREATED_AT', 'UPDATED_AT', 'CREATED_AT_DESC' or 'UPDATED_AT_DESC'",
-            )
-            .with_input(other.to_string())]))
+            "enum",
+            &["query", "sort_order"],
+            "Input should be 'CREATED_AT', 'UPDATED_AT', 'CREATED_AT_DESC' or 'UPDATED_AT_DESC'",
+        )
+        .with_input(other.to_string())]))
         }
     };
     let mut items: Vec<(String, Arc<Conversation>)> = filtered(&state, &q.status)
         .into_iter()
-        .map(|c| (c.meta_value(key).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), c))
+        .map(|c| {
+            (
+                c.meta_value(key)
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                c,
+            )
+        })
         .collect();
     items.sort_by(|a, b| a.0.cmp(&b.0));
     if order.ends_with("_DESC") {
@@ -233,17 +266,32 @@ async fn search(State(state): State<AppState>, ValidQuery(q): ValidQuery<SearchQ
     let start = q
         .page_id
         .as_deref()
-        .and_then(|p| items.iter().position(|(_, c)| c.id.simple().to_string() == p))
+        .and_then(|p| {
+            items
+                .iter()
+                .position(|(_, c)| c.id.simple().to_string() == p)
+        })
         .unwrap_or(0);
-    let page: Vec<Value> = items.iter().skip(start).take(limit).map(|(_, c)| c.info(q.include_skills, true)).collect();
-    let next = items.get(start + limit).map(|(_, c)| json!(c.id.simple().to_string())).unwrap_or(Value::Null);
+    let page: Vec<Value> = items
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, c)| c.info(q.include_skills, true))
+        .collect();
+    let next = items
+        .get(start + limit)
+        .map(|(_, c)| json!(c.id.simple().to_string()))
+        .unwrap_or(Value::Null);
     Ok(Json(json!({"items": page, "next_page_id": next})))
 }
 
 /// Count conversations.
 #[utoipa::path(get, path = "/api/conversations/count", tag = "Conversations", params(SearchQuery),
     responses((status = 200, description = "Number of conversations")))]
-async fn count(State(state): State<AppState>, ValidQuery(q): ValidQuery<SearchQuery>) -> Result<Json<Value>, ApiError> {
+async fn count(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
     check_status(&q.status)?;
     Ok(Json(json!(filtered(&state, &q.status).len())))
 }
@@ -289,7 +337,10 @@ async fn patch(
 /// Delete a conversation (its directory; the workspace is kept).
 #[utoipa::path(delete, path = "/api/conversations/{conversation_id}", tag = "Conversations",
     params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
-async fn delete(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn delete(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     state.conversations.delete(&id).await.map_err(api_error)?;
     Ok(success())
 }
@@ -299,7 +350,10 @@ async fn delete(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -
     params(("conversation_id" = Uuid, Path)),
     responses((status = 200, description = "Success"), (status = 409, description = "Already running"),
                (status = 429, description = "Too many runs")))]
-async fn run(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn run(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     find(&state, &id)?.start_run().map_err(api_error)?;
     Ok(success())
 }
@@ -307,7 +361,10 @@ async fn run(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> R
 /// Pause after the current step.
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/pause", tag = "Conversations",
     params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
-async fn pause(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn pause(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     find(&state, &id)?.pause().await.map_err(io_error)?;
     Ok(success())
 }
@@ -315,7 +372,10 @@ async fn pause(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) ->
 /// Interrupt now (in-flight LLM call abandoned, running tool cancelled).
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/interrupt", tag = "Conversations",
     params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
-async fn interrupt(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn interrupt(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     find(&state, &id)?.interrupt().await.map_err(io_error)?;
     Ok(success())
 }
@@ -336,8 +396,16 @@ async fn confirmation_policy(
     ValidJson(body): ValidJson<SetConfirmationPolicyRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let conv = find(&state, &id)?;
-    let kind = body.policy.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-    if !matches!(kind.as_str(), "AlwaysConfirm" | "NeverConfirm" | "ConfirmRisky") {
+    let kind = body
+        .policy
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !matches!(
+        kind.as_str(),
+        "AlwaysConfirm" | "NeverConfirm" | "ConfirmRisky"
+    ) {
         return Err(ApiError::Validation(vec![ValidationIssue::new(
             "union_tag_invalid",
             &["body", "policy"],
@@ -353,7 +421,9 @@ async fn confirmation_policy(
             policy["confirm_unknown"] = json!(true);
         }
     }
-    conv.set_fields(vec![("confirmation_policy", policy)], true).await.map_err(io_error)?;
+    conv.set_fields(vec![("confirmation_policy", policy)], true)
+        .await
+        .map_err(io_error)?;
     Ok(success())
 }
 
@@ -381,7 +451,9 @@ async fn security_analyzer(
             "Field required",
         )]));
     };
-    conv.set_fields(vec![("security_analyzer", v.clone())], true).await.map_err(io_error)?;
+    conv.set_fields(vec![("security_analyzer", v.clone())], true)
+        .await
+        .map_err(io_error)?;
     Ok(success())
 }
 
@@ -400,7 +472,10 @@ async fn secrets(
     ValidPath(id): ValidPath<Uuid>,
     ValidJson(body): ValidJson<UpdateSecretsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &id)?.update_secrets(body.secrets).await.map_err(io_error)?;
+    find(&state, &id)?
+        .update_secrets(body.secrets)
+        .await
+        .map_err(io_error)?;
     Ok(success())
 }
 
@@ -423,7 +498,9 @@ async fn ask_agent(
         .conversations
         .get(&id)
         .ok_or_else(|| ApiError::NotFound("Conversation not found".into()))?;
-    let answer = agent::ask_agent(&conv, &body.question).await.map_err(api_error)?;
+    let answer = agent::ask_agent(&conv, &body.question)
+        .await
+        .map_err(api_error)?;
     Ok(Json(json!({"response": answer})))
 }
 
@@ -431,12 +508,23 @@ async fn ask_agent(
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/condense", tag = "Conversations",
     params(("conversation_id" = Uuid, Path)),
     responses((status = 200, description = "Success"), (status = 409, description = "No condenser")))]
-async fn condense(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn condense(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     let conv = find(&state, &id)?;
-    if conv.agent_json().get("condenser").is_none_or(Value::is_null) {
-        return Err(ApiError::Conflict("Cannot condense conversation: No condenser configured".into()));
+    if conv
+        .agent_json()
+        .get("condenser")
+        .is_none_or(Value::is_null)
+    {
+        return Err(ApiError::Conflict(
+            "Cannot condense conversation: No condenser configured".into(),
+        ));
     }
-    conv.append(events::bare("CondensationRequest", "environment")).await.map_err(io_error)?;
+    conv.append(events::bare("CondensationRequest", "environment"))
+        .await
+        .map_err(io_error)?;
     Ok(success())
 }
 
@@ -463,21 +551,37 @@ async fn fork(
     let req: ForkConversationRequest = if body.is_empty() {
         ForkConversationRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("value_error", &["body"], e.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("value_error", &["body"], e.to_string()))?
     };
     let source = state
         .conversations
         .get(&id)
         .ok_or_else(|| ApiError::NotFound("Source conversation not found".into()))?;
     if req.title.as_ref().is_some_and(|t| t.chars().count() > 200) {
-        return Err(ApiError::invalid("string_too_long", &["body", "title"], "String should have at most 200 characters"));
+        return Err(ApiError::invalid(
+            "string_too_long",
+            &["body", "title"],
+            "String should have at most 200 characters",
+        ));
     }
     let fork = state
         .conversations
-        .fork(&source, req.id, req.title, req.tags, req.reset_metrics.unwrap_or(true), req.from_event_id)
+        .fork(
+            &source,
+            req.id,
+            req.title,
+            req.tags,
+            req.reset_metrics.unwrap_or(true),
+            req.from_event_id,
+        )
         .await
         .map_err(api_error)?;
-    Ok((StatusCode::CREATED, Json(fork.info(q.include_skills, false))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(fork.info(q.include_skills, false)),
+    )
+        .into_response())
 }
 
 /// Body of `/navigate`.
@@ -508,30 +612,42 @@ async fn navigate(
     }
     let leaf = body.event_id.map(Value::String).unwrap_or(Value::Null);
     let empty = leaf.is_null();
-    conv.set_fields(vec![("leaf_event_id", leaf), ("head_is_empty", json!(empty))], false)
-        .await
-        .map_err(io_error)?;
+    conv.set_fields(
+        vec![("leaf_event_id", leaf), ("head_is_empty", json!(empty))],
+        false,
+    )
+    .await
+    .map_err(io_error)?;
     Ok(Json(conv.info(q.include_skills, true)))
 }
 
 /// The agent's last answer (finish message or final text).
 #[utoipa::path(get, path = "/api/conversations/{conversation_id}/agent_final_response", tag = "Conversations",
     params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "{\"response\": str}")))]
-async fn agent_final_response(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn agent_final_response(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     let conv = find(&state, &id)?;
     let response = conv
         .with_events(|evs| {
             for e in evs.iter().rev() {
                 match events::kind(e) {
                     "ActionEvent" if events::str_field(e, "tool_name") == Some("finish") => {
-                        if let Some(m) = e.get("action").and_then(|a| a.get("message")).and_then(Value::as_str) {
+                        if let Some(m) = e
+                            .get("action")
+                            .and_then(|a| a.get("message"))
+                            .and_then(Value::as_str)
+                        {
                             return m.to_string();
                         }
                     }
                     "MessageEvent" if events::str_field(e, "source") == Some("agent") => {
                         return events::message_text(e);
                     }
-                    "MessageEvent" if events::str_field(e, "source") == Some("user") => return String::new(),
+                    "MessageEvent" if events::str_field(e, "source") == Some("user") => {
+                        return String::new()
+                    }
                     _ => {}
                 }
             }
@@ -545,9 +661,14 @@ async fn agent_final_response(State(state): State<AppState>, ValidPath(id): Vali
 /// Runtime status of a local conversation (always available).
 #[utoipa::path(get, path = "/api/conversations/{conversation_id}/runtime", tag = "Conversations",
     params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Runtime info")))]
-async fn runtime(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn runtime(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     find(&state, &id)?;
-    Ok(Json(json!({"runtime_status": "available", "can_resume": true, "runtime_error": null})))
+    Ok(Json(
+        json!({"runtime_status": "available", "can_resume": true, "runtime_error": null}),
+    ))
 }
 
 fn unsupported(what: &str) -> ApiError {
@@ -558,25 +679,78 @@ macro_rules! refuse {
     ($name:ident, $method:ident, $path:literal, $what:literal) => {
         #[doc = concat!("Not supported: ", $what, ".")]
         #[utoipa::path($method, path = $path, tag = "Conversations",
-            params(("conversation_id" = Uuid, Path)),
-            responses((status = 400, description = "Not supported by this server")))]
-        async fn $name(State(state): State<AppState>, ValidPath(id): ValidPath<Uuid>) -> Result<Json<Value>, ApiError> {
+                    params(("conversation_id" = Uuid, Path)),
+                    responses((status = 400, description = "Not supported by this server")))]
+        async fn $name(
+            State(state): State<AppState>,
+            ValidPath(id): ValidPath<Uuid>,
+        ) -> Result<Json<Value>, ApiError> {
             find(&state, &id)?;
             Err(unsupported($what))
         }
     };
 }
 
-refuse!(reprovision, post, "/api/conversations/{conversation_id}/runtime/reprovision", "Runtime reprovisioning (docker runtime)");
-refuse!(goal, post, "/api/conversations/{conversation_id}/goal", "Goal mode");
-refuse!(goal_stop, post, "/api/conversations/{conversation_id}/goal/stop", "Goal mode");
-refuse!(goal_resume, post, "/api/conversations/{conversation_id}/goal/resume", "Goal mode");
-refuse!(switch_profile, post, "/api/conversations/{conversation_id}/switch_profile", "Switching LLM profiles");
-refuse!(switch_llm, post, "/api/conversations/{conversation_id}/switch_llm", "Switching the LLM of a running conversation");
-refuse!(switch_acp_model, post, "/api/conversations/{conversation_id}/switch_acp_model", "ACP agents");
-refuse!(load_plugin, post, "/api/conversations/{conversation_id}/load_plugin", "Loading plugins");
-refuse!(children, post, "/api/conversations/{conversation_id}/children", "Child conversations");
-refuse!(workspace_listing, get, "/api/conversations/{conversation_id}/workspace", "The conversation workspace browser");
+refuse!(
+    reprovision,
+    post,
+    "/api/conversations/{conversation_id}/runtime/reprovision",
+    "Runtime reprovisioning (docker runtime)"
+);
+refuse!(
+    goal,
+    post,
+    "/api/conversations/{conversation_id}/goal",
+    "Goal mode"
+);
+refuse!(
+    goal_stop,
+    post,
+    "/api/conversations/{conversation_id}/goal/stop",
+    "Goal mode"
+);
+refuse!(
+    goal_resume,
+    post,
+    "/api/conversations/{conversation_id}/goal/resume",
+    "Goal mode"
+);
+refuse!(
+    switch_profile,
+    post,
+    "/api/conversations/{conversation_id}/switch_profile",
+    "Switching LLM profiles"
+);
+refuse!(
+    switch_llm,
+    post,
+    "/api/conversations/{conversation_id}/switch_llm",
+    "Switching the LLM of a running conversation"
+);
+refuse!(
+    switch_acp_model,
+    post,
+    "/api/conversations/{conversation_id}/switch_acp_model",
+    "ACP agents"
+);
+refuse!(
+    load_plugin,
+    post,
+    "/api/conversations/{conversation_id}/load_plugin",
+    "Loading plugins"
+);
+refuse!(
+    children,
+    post,
+    "/api/conversations/{conversation_id}/children",
+    "Child conversations"
+);
+refuse!(
+    workspace_listing,
+    get,
+    "/api/conversations/{conversation_id}/workspace",
+    "The conversation workspace browser"
+);
 
 /// Not supported: the conversation workspace browser.
 #[utoipa::path(get, path = "/api/conversations/{conversation_id}/workspace/{file_path}", tag = "Conversations",

@@ -54,9 +54,18 @@ pub(super) struct EventQuery {
 fn naive_local(s: &str, field: &str) -> Result<String, ApiError> {
     let fmt = "%Y-%m-%dT%H:%M:%S%.6f";
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Ok(dt.with_timezone(&Local).naive_local().format(fmt).to_string());
+        return Ok(dt
+            .with_timezone(&Local)
+            .naive_local()
+            .format(fmt)
+            .to_string());
     }
-    let candidates = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f"];
+    let candidates = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ];
     for c in candidates {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, c) {
             return Ok(n.format(fmt).to_string());
@@ -94,11 +103,22 @@ struct Filter {
 impl Filter {
     fn from_query(q: &EventQuery) -> Result<Self, ApiError> {
         Ok(Filter {
-            kind: q.kind.as_ref().map(|k| k.rsplit('.').next().unwrap_or(k).to_string()),
+            kind: q
+                .kind
+                .as_ref()
+                .map(|k| k.rsplit('.').next().unwrap_or(k).to_string()),
             source: q.source.clone(),
             body: q.body.as_ref().map(|b| b.to_lowercase()),
-            gte: q.timestamp_gte.as_deref().map(|s| naive_local(s, "timestamp__gte")).transpose()?,
-            lt: q.timestamp_lt.as_deref().map(|s| naive_local(s, "timestamp__lt")).transpose()?,
+            gte: q
+                .timestamp_gte
+                .as_deref()
+                .map(|s| naive_local(s, "timestamp__gte"))
+                .transpose()?,
+            lt: q
+                .timestamp_lt
+                .as_deref()
+                .map(|s| naive_local(s, "timestamp__lt"))
+                .transpose()?,
         })
     }
 
@@ -106,7 +126,11 @@ impl Filter {
         if self.kind.as_deref().is_some_and(|k| events::kind(e) != k) {
             return false;
         }
-        if self.source.as_deref().is_some_and(|s| events::str_field(e, "source") != Some(s)) {
+        if self
+            .source
+            .as_deref()
+            .is_some_and(|s| events::str_field(e, "source") != Some(s))
+        {
             return false;
         }
         if let Some(b) = &self.body {
@@ -114,7 +138,11 @@ impl Filter {
                 return false;
             }
             let mut t = events::message_text(e);
-            if let Some(r) = e.get("llm_message").and_then(|m| m.get("reasoning_content")).and_then(Value::as_str) {
+            if let Some(r) = e
+                .get("llm_message")
+                .and_then(|m| m.get("reasoning_content"))
+                .and_then(Value::as_str)
+            {
                 t.push('\n');
                 t.push_str(r);
             }
@@ -124,7 +152,9 @@ impl Filter {
         }
         if self.gte.is_some() || self.lt.is_some() {
             let ts = norm_ts(events::str_field(e, "timestamp").unwrap_or(""));
-            if self.gte.as_ref().is_some_and(|g| ts < *g) || self.lt.as_ref().is_some_and(|l| ts >= *l) {
+            if self.gte.as_ref().is_some_and(|g| ts < *g)
+                || self.lt.as_ref().is_some_and(|l| ts >= *l)
+            {
                 return false;
             }
         }
@@ -168,8 +198,16 @@ async fn search(
                 .as_deref()
                 .and_then(|p| matching.iter().position(|e| events::id(e) == p))
                 .unwrap_or(0);
-            let items: Vec<Value> = matching.iter().skip(start).take(limit).map(|e| (*e).clone()).collect();
-            let next = matching.get(start + limit).map(|e| json!(events::id(e))).unwrap_or(Value::Null);
+            let items: Vec<Value> = matching
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|e| (*e).clone())
+                .collect();
+            let next = matching
+                .get(start + limit)
+                .map(|e| json!(events::id(e)))
+                .unwrap_or(Value::Null);
             (items, next)
         })
         .await
@@ -218,7 +256,8 @@ async fn get_event(
         .with_events(|evs| evs.iter().find(|e| events::id(e) == event_id).cloned())
         .await
         .map_err(io_error)?;
-    ev.map(|e| Json(with_parent(e))).ok_or_else(ApiError::not_found)
+    ev.map(|e| Json(with_parent(e)))
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Batch get (`GET` with a JSON array of ids as body) → `[Event|null]`.
@@ -234,7 +273,12 @@ async fn batch_get(
     let out = conv
         .with_events(|evs| {
             ids.iter()
-                .map(|want| evs.iter().find(|e| events::id(e) == want).cloned().map_or(Value::Null, with_parent))
+                .map(|want| {
+                    evs.iter()
+                        .find(|e| events::id(e) == want)
+                        .cloned()
+                        .map_or(Value::Null, with_parent)
+                })
                 .collect::<Vec<_>>()
         })
         .await
@@ -261,10 +305,16 @@ fn default_role() -> String {
 fn normalize_content(content: &[Value]) -> Result<Value, String> {
     let mut out = Vec::new();
     for (i, item) in content.iter().enumerate() {
-        let cache = item.get("cache_prompt").and_then(Value::as_bool).unwrap_or(false);
+        let cache = item
+            .get("cache_prompt")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         match item.get("type").and_then(Value::as_str) {
             Some("text") | None if item.get("text").is_some() => {
-                let t = item.get("text").and_then(Value::as_str).ok_or(format!("content.{i}.text: Input should be a valid string"))?;
+                let t = item
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .ok_or(format!("content.{i}.text: Input should be a valid string"))?;
                 out.push(json!({"cache_prompt": cache, "type": "text", "text": t}));
             }
             Some("image") => {
@@ -274,7 +324,11 @@ fn normalize_content(content: &[Value]) -> Result<Value, String> {
                     .ok_or(format!("content.{i}.image_urls: Field required"))?;
                 out.push(json!({"cache_prompt": cache, "type": "image", "image_urls": urls}));
             }
-            _ => return Err(format!("content.{i}: Input should be a TextContent or ImageContent")),
+            _ => {
+                return Err(format!(
+                    "content.{i}: Input should be a TextContent or ImageContent"
+                ))
+            }
         }
     }
     Ok(Value::Array(out))
@@ -291,9 +345,14 @@ async fn send_message(
 ) -> Result<Json<Value>, ApiError> {
     let conv = find(&state, &id)?;
     if !matches!(body.role.as_str(), "user" | "system" | "assistant" | "tool") {
-        return Err(ApiError::invalid("literal_error", &["body", "role"], "Input should be 'user', 'system', 'assistant' or 'tool'"));
+        return Err(ApiError::invalid(
+            "literal_error",
+            &["body", "role"],
+            "Input should be 'user', 'system', 'assistant' or 'tool'",
+        ));
     }
-    let content = normalize_content(&body.content).map_err(|m| ApiError::invalid("value_error", &["body", "content"], m))?;
+    let content = normalize_content(&body.content)
+        .map_err(|m| ApiError::invalid("value_error", &["body", "content"], m))?;
     match conv.send_message(content, body.run).await {
         Ok(()) => Ok(Json(json!({"success": true}))),
         Err(ConversationError::TooManyRuns(_)) => Err(ApiError::TooManyRequests(format!(
@@ -370,7 +429,11 @@ async fn socket(
     let Ok(id) = Uuid::parse_str(&raw_id) else {
         return StatusCode::FORBIDDEN.into_response();
     };
-    let auth = check_handshake(&state.config.session_api_keys, &headers, q.session_api_key.as_deref());
+    let auth = check_handshake(
+        &state.config.session_api_keys,
+        &headers,
+        q.session_api_key.as_deref(),
+    );
     if auth == SocketAuth::Refused {
         return StatusCode::FORBIDDEN.into_response();
     }
@@ -379,12 +442,23 @@ async fn socket(
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = socket
-        .send(WsMessage::Close(Some(CloseFrame { code, reason: reason.into() })))
+        .send(WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
         .await;
 }
 
-async fn serve_socket(mut socket: WebSocket, state: AppState, id: Uuid, q: SocketQuery, auth: SocketAuth) {
-    if auth == SocketAuth::AwaitFrame && !await_auth_frame(&mut socket, &state.config.session_api_keys).await {
+async fn serve_socket(
+    mut socket: WebSocket,
+    state: AppState,
+    id: Uuid,
+    q: SocketQuery,
+    auth: SocketAuth,
+) {
+    if auth == SocketAuth::AwaitFrame
+        && !await_auth_frame(&mut socket, &state.config.session_api_keys).await
+    {
         return;
     }
     let Some(conv) = state.conversations.get(&id) else {
@@ -398,13 +472,22 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, id: Uuid, q: Socke
     let mut sub = match conv.subscribe() {
         Ok(s) => s,
         Err(_) => {
-            close(&mut socket, 1013, "Too many connections for this conversation").await;
+            close(
+                &mut socket,
+                1013,
+                "Too many connections for this conversation",
+            )
+            .await;
             return;
         }
     };
     // The snapshot first.
     if let Some(first) = sub.rx.recv().await {
-        if socket.send(WsMessage::Text(first.as_ref().into())).await.is_err() {
+        if socket
+            .send(WsMessage::Text(first.as_ref().into()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -425,7 +508,9 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, id: Uuid, q: Socke
             .with_events(|evs| {
                 evs.iter()
                     .filter(|e| {
-                        after.as_ref().is_none_or(|a| norm_ts(events::str_field(e, "timestamp").unwrap_or("")) >= *a)
+                        after.as_ref().is_none_or(|a| {
+                            norm_ts(events::str_field(e, "timestamp").unwrap_or("")) >= *a
+                        })
                     })
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
@@ -471,11 +556,22 @@ async fn handle_frame(socket: &mut WebSocket, conv: &Arc<Conversation>, text: &s
         Ok(v) => {
             let role = v.get("role").and_then(Value::as_str).unwrap_or("user");
             match v.get("content").and_then(Value::as_array) {
-                Some(items) if matches!(role, "user" | "system" | "assistant" | "tool") => match normalize_content(items) {
-                    Ok(content) => conv.send_message(content, true).await.map_err(|e| ("ConversationError", e.to_string())),
-                    Err(m) => Err(("ValidationError", format!("1 validation error for Message: {m}"))),
-                },
-                _ => Err(("ValidationError", "1 validation error for Message: content: Field required".to_string())),
+                Some(items) if matches!(role, "user" | "system" | "assistant" | "tool") => {
+                    match normalize_content(items) {
+                        Ok(content) => conv
+                            .send_message(content, true)
+                            .await
+                            .map_err(|e| ("ConversationError", e.to_string())),
+                        Err(m) => Err((
+                            "ValidationError",
+                            format!("1 validation error for Message: {m}"),
+                        )),
+                    }
+                }
+                _ => Err((
+                    "ValidationError",
+                    "1 validation error for Message: content: Field required".to_string(),
+                )),
             }
         }
         Err(e) => Err(("ValidationError", format!("Invalid JSON: {e}"))),
