@@ -3,4 +3,5 @@
 
 mod support;
 
+mod conversations;
 mod server_details;

@@ -89,7 +89,7 @@ fn offered_definition(tool: &dyn Tool) -> ToolDefinition {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    let old_props = params.remove("properties").and_then(|p| match p {
+    let old_props = params.shift_remove("properties").and_then(|p| match p {
         Value::Object(m) => Some(m),
         _ => None,
     });
@@ -115,7 +115,7 @@ fn offered_definition(tool: &dyn Tool) -> ToolDefinition {
     let mut out = Map::new();
     out.insert(
         "type".into(),
-        params.remove("type").unwrap_or(json!("object")),
+        params.shift_remove("type").unwrap_or(json!("object")),
     );
     out.insert("properties".into(), Value::Object(props));
     for (k, v) in params {
@@ -746,7 +746,7 @@ async fn emit_actions(
                 ));
             }
             (Some(t), Ok(mut args)) => {
-                let r = args.remove("security_risk");
+                let r = args.shift_remove("security_risk");
                 let has_summary_param = t
                     .definition()
                     .parameters
@@ -755,7 +755,7 @@ async fn emit_actions(
                 let s = if has_summary_param {
                     None
                 } else {
-                    args.remove("summary")
+                    args.shift_remove("summary")
                 };
                 if !t.read_only() && analyzer.is_some() {
                     risk = normalize_risk(r.as_ref());

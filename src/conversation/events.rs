@@ -82,13 +82,13 @@ pub fn finalize(body: Value, id: &str, timestamp: &str, parent_id: Option<&str>)
     };
     out.insert(
         "source".into(),
-        body.remove("source")
+        body.shift_remove("source")
             .unwrap_or_else(|| "environment".into()),
     );
     if let Some(p) = parent_id {
         out.insert("parent_id".into(), Value::String(p.into()));
     }
-    let kind = body.remove("kind");
+    let kind = body.shift_remove("kind");
     for (k, v) in body {
         if !v.is_null() {
             out.insert(k, v);

@@ -699,7 +699,7 @@ fn fill_state_defaults(state: &mut Map<String, Value>, id: Uuid, meta: &Map<Stri
     ];
     let mut out = Map::new();
     for (k, d) in defaults {
-        let v = state.remove(k).unwrap_or(d);
+        let v = state.shift_remove(k).unwrap_or(d);
         out.insert(k.into(), v);
     }
     // Keep fields we do not know about (written by a newer reference).
