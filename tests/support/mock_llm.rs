@@ -101,7 +101,10 @@ fn message_text(m: &Value) -> String {
 }
 
 /// (script, args, index of the user message).
-fn find_directive(messages: &[Value]) -> Option<(String, Vec<(String, String)>, usize)> {
+/// A directive: script name, its arguments, and the index of its user message.
+type Directive = (String, Vec<(String, String)>, usize);
+
+fn find_directive(messages: &[Value]) -> Option<Directive> {
     for (idx, m) in messages.iter().enumerate().rev() {
         if m.get("role").and_then(Value::as_str) != Some("user") {
             continue;
