@@ -4,9 +4,15 @@
 //!
 //! The agent loop only sees [`LlmClient`], [`CompletionRequest`] and [`Completion`].
 
+mod anthropic;
+mod chat;
+mod responses;
+mod settings;
+mod transport;
+
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Settings of one LLM, read from the `llm` object of the client's agent JSON (SDK `LLM` model).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +36,37 @@ pub struct LlmSettings {
     pub usage_id: String,
     /// The whole `llm` object as the client sent it.
     pub raw: Value,
+    /// Stream tokens (`stream: true` on the wire); the completion is assembled all the same.
+    pub stream: bool,
+    /// Longest wait for the next streamed chunk, in seconds.
+    pub stream_idle_timeout_secs: Option<f64>,
+    pub top_k: Option<f64>,
+    pub seed: Option<i64>,
+    /// Model context window when known (`max_input_tokens`); reported in usage.
+    pub max_input_tokens: Option<u64>,
+    /// Azure API version.
+    pub api_version: Option<String>,
+    /// Headers added to every request.
+    pub extra_headers: Vec<(String, String)>,
+    /// `litellm_extra_body`: merged into the request body.
+    pub extra_body: Map<String, Value>,
+    pub drop_params: bool,
+    /// Anthropic-style prompt caching markers, for models that support them.
+    pub caching_prompt: bool,
+    /// Per-token price overrides (USD); cost is 0 without them unless the provider reports it.
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub reasoning_summary: Option<String>,
+    pub enable_encrypted_reasoning: bool,
+    pub prompt_cache_retention: Option<String>,
+    /// Name used for capability lookups instead of `model`.
+    pub model_canonical_name: Option<String>,
+    pub force_string_serializer: Option<bool>,
+    /// `capability_overrides` (e.g. `{"supports_responses_api": false}`).
+    pub capability_overrides: Map<String, Value>,
+    pub openrouter_site_url: Option<String>,
+    pub openrouter_app_name: Option<String>,
+    pub ollama_base_url: Option<String>,
 }
 
 /// Role of a chat message.
@@ -130,27 +167,39 @@ pub struct Completion {
     pub latency_secs: f64,
 }
 
-/// LLM failures, named like the reference's exception classes.
+/// LLM failures, named like the reference's exception classes. `Display` gives the
+/// message the reference puts in `ConversationErrorEvent.detail` (for authentication
+/// failures, the fixed sentence the reference uses).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
     #[error("Your LLM API key appears to be invalid or has expired.")]
     Authentication(String),
-    #[error("rate limited: {0}")]
+    #[error("{0}")]
     RateLimit(String),
-    #[error("LLM request timed out: {0}")]
+    #[error("{0}")]
     Timeout(String),
-    #[error("LLM service unavailable: {0}")]
+    #[error("{0}")]
     ServiceUnavailable(String),
-    #[error("bad request: {0}")]
+    #[error("{0}")]
     BadRequest(String),
-    #[error("content policy violation: {0}")]
+    #[error("{0}")]
     ContentPolicy(String),
-    #[error("context window exceeded: {0}")]
+    #[error("{0}")]
     ContextWindowExceeded(String),
-    #[error("the LLM returned no response: {0}")]
+    #[error("{0}")]
     NoResponse(String),
     #[error("{0}")]
     Other(String),
+    /// The provider rejected the tool-call/tool-result history.
+    #[error("{0}")]
+    MalformedHistory(String),
+    /// A provider error the reference leaves unmapped; `class` is LiteLLM's exception class
+    /// name (`NotFoundError`, `UnprocessableEntityError`, `APIError`, ...).
+    #[error("{message}")]
+    Unmapped {
+        class: &'static str,
+        message: String,
+    },
 }
 
 impl LlmError {
@@ -166,28 +215,84 @@ impl LlmError {
             LlmError::ContextWindowExceeded(_) => "LLMContextWindowExceedError",
             LlmError::NoResponse(_) => "LLMNoResponseError",
             LlmError::Other(_) => "LLMError",
+            LlmError::MalformedHistory(_) => "LLMMalformedConversationHistoryError",
+            LlmError::Unmapped { class, .. } => class,
+        }
+    }
+
+    /// The provider's message (for authentication failures too).
+    pub fn message(&self) -> &str {
+        match self {
+            LlmError::Authentication(m)
+            | LlmError::RateLimit(m)
+            | LlmError::Timeout(m)
+            | LlmError::ServiceUnavailable(m)
+            | LlmError::BadRequest(m)
+            | LlmError::ContentPolicy(m)
+            | LlmError::ContextWindowExceeded(m)
+            | LlmError::NoResponse(m)
+            | LlmError::Other(m)
+            | LlmError::MalformedHistory(m) => m,
+            LlmError::Unmapped { message, .. } => message,
         }
     }
 }
+
+/// A piece of a streamed answer (becomes `StreamingDeltaEvent`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamDelta {
+    Content(String),
+    Reasoning(String),
+}
+
+/// Receives [`StreamDelta`]s while a streamed call is in flight (must not block).
+pub type DeltaSink = dyn Fn(StreamDelta) + Send + Sync;
 
 /// A model endpoint. Implementations retry transient failures themselves.
 #[async_trait::async_trait]
 pub trait LlmClient: Send + Sync {
     /// Sends one request and returns the model's answer.
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError>;
+
+    /// Like [`LlmClient::complete`], also handing text deltas to `on_delta` as they arrive
+    /// when the settings ask for streaming (`stream: true`). The default does not stream.
+    async fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        on_delta: &DeltaSink,
+    ) -> Result<Completion, LlmError> {
+        let _ = on_delta;
+        self.complete(request).await
+    }
 }
 
 /// The client for `settings` (provider chosen from the model prefix and `api_mode`).
 pub fn client_for(settings: &LlmSettings) -> Arc<dyn LlmClient> {
-    let _ = settings;
-    Arc::new(Unconfigured)
-}
-
-struct Unconfigured;
-
-#[async_trait::async_trait]
-impl LlmClient for Unconfigured {
-    async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
-        Err(LlmError::Other("no LLM provider is implemented yet".into()))
+    let route = settings::resolve(settings);
+    let api = route.api;
+    let t = transport::Transport::new(settings, route);
+    match api {
+        settings::Api::Chat => Arc::new(chat::ChatClient { t }),
+        settings::Api::Responses => Arc::new(responses::ResponsesClient { t }),
+        settings::Api::Anthropic => Arc::new(anthropic::AnthropicClient { t }),
+        settings::Api::Unsupported(prefix) => Arc::new(Unsupported(prefix)),
     }
 }
+
+/// Providers whose native protocol is not implemented: every call fails clearly.
+struct Unsupported(&'static str);
+
+#[async_trait::async_trait]
+impl LlmClient for Unsupported {
+    async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
+        Err(LlmError::BadRequest(format!(
+            "litellm.BadRequestError: models with the `{}` prefix are not supported by this \
+             server; use an OpenAI-compatible endpoint (e.g. `litellm_proxy/`)",
+            self.0
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,566 @@
+//! Provider tests against in-process mock HTTP servers that check the exact requests.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::*;
+
+/// A canned reply of the mock server.
+enum Canned {
+    Json(u16, Value, Vec<(&'static str, &'static str)>),
+    Sse(Vec<String>),
+    /// Wait, then answer 200 with this JSON.
+    Slow(Duration, Value),
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+#[derive(Clone)]
+struct MockState {
+    replies: Arc<Mutex<VecDeque<Canned>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+struct Mock {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Mock {
+    fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn handler(
+    State(st): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    st.seen.lock().unwrap().push(Seen {
+        path: uri.to_string(),
+        headers,
+        body,
+    });
+    let next = st.replies.lock().unwrap().pop_front();
+    match next {
+        Some(Canned::Json(status, v, hdrs)) => {
+            let mut b = Response::builder().status(StatusCode::from_u16(status).unwrap());
+            for (k, val) in hdrs {
+                b = b.header(k, val);
+            }
+            b.header("content-type", "application/json")
+                .body(Body::from(v.to_string()))
+                .unwrap()
+        }
+        Some(Canned::Sse(events)) => {
+            let mut text = String::new();
+            for e in events {
+                text.push_str(&e);
+                text.push_str("\n\n");
+            }
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from(text))
+                .unwrap()
+        }
+        Some(Canned::Slow(d, v)) => {
+            tokio::time::sleep(d).await;
+            Response::builder().body(Body::from(v.to_string())).unwrap()
+        }
+        None => Response::builder().status(599).body(Body::empty()).unwrap(),
+    }
+}
+
+async fn mock(replies: Vec<Canned>) -> Mock {
+    let st = MockState {
+        replies: Arc::new(Mutex::new(replies.into())),
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let seen = st.seen.clone();
+    let app = axum::Router::new().fallback(handler).with_state(st);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Mock {
+        base: format!("http://{addr}"),
+        seen,
+    }
+}
+
+fn settings(extra: Value) -> LlmSettings {
+    let mut j = json!({
+        "model": "openai/mock", "api_key": "sk-test", "num_retries": 3,
+        "retry_min_wait": 0, "retry_max_wait": 0, "retry_multiplier": 0, "usage_id": "agent"
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        j[k] = v.clone();
+    }
+    LlmSettings::from_agent_llm_json(&j).unwrap()
+}
+
+fn tool_def() -> ToolDefinition {
+    ToolDefinition {
+        name: "terminal".into(),
+        description: "Run a command".into(),
+        parameters: json!({"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}),
+    }
+}
+
+fn conversation() -> CompletionRequest {
+    let mut system = Message::text(Role::System, "static prompt");
+    system.content.push("dynamic context".into());
+    let mut assistant = Message::text(Role::Assistant, "I will look.");
+    assistant.tool_calls.push(ToolCall {
+        id: "call_1".into(),
+        name: "terminal".into(),
+        arguments: "{\"command\": \"ls\"}".into(),
+        responses_item_id: Some("fc_1".into()),
+    });
+    assistant.responses_reasoning_item = Some(json!({
+        "id": "rs_1", "summary": ["Plan: list"], "encrypted_content": "ENC"
+    }));
+    let mut tool = Message::text(Role::Tool, "a.txt\n");
+    tool.tool_call_id = Some("call_1".into());
+    tool.name = Some("terminal".into());
+    let mut bare_assistant = Message::text(Role::Assistant, "");
+    bare_assistant.tool_calls.push(ToolCall {
+        id: "call_2".into(),
+        name: "terminal".into(),
+        arguments: "{\"command\": \"pwd\"}".into(),
+        responses_item_id: None,
+    });
+    let mut tool2 = Message::text(Role::Tool, "/w");
+    tool2.tool_call_id = Some("call_2".into());
+    tool2.name = Some("terminal".into());
+    CompletionRequest {
+        messages: vec![
+            system,
+            Message::text(Role::User, "list files"),
+            Message::text(Role::User, "please"),
+            assistant,
+            tool,
+            bare_assistant,
+            tool2,
+            Message::text(Role::User, "thanks"),
+        ],
+        tools: vec![tool_def()],
+        cache_key: Some("conv-1".into()),
+    }
+}
+
+fn chat_ok(id: &str) -> Value {
+    json!({
+        "id": id, "object": "chat.completion", "model": "mock",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Running it.",
+            "tool_calls": [{"id": "call_9", "type": "function",
+                            "function": {"name": "terminal", "arguments": "{\"command\":\"echo hi\"}"}}]
+        }}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150,
+                  "prompt_tokens_details": {"cached_tokens": 100},
+                  "completion_tokens_details": {"reasoning_tokens": 7}}
+    })
+}
+
+#[tokio::test]
+async fn llm_chat_request_and_response_match_the_reference() {
+    let m = mock(vec![Canned::Json(200, chat_ok("chatcmpl-1"), vec![])]).await;
+    let s = settings(
+        json!({"base_url": format!("{}/v1/", m.base), "extra_headers": {"X-Extra": "yes"}}),
+    );
+    let c = client_for(&s).complete(conversation()).await.unwrap();
+
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(r.headers["authorization"], "Bearer sk-test");
+    assert_eq!(r.headers["x-extra"], "yes");
+    assert_eq!(r.headers["x-litellm-session-id"], "conv-1");
+    let expected = json!({
+        "model": "mock",
+        "messages": [
+            {"content": [{"type": "text", "text": "static prompt"},
+                         {"type": "text", "text": "dynamic context"}], "role": "system"},
+            {"content": [{"type": "text", "text": "list files"}, {"type": "text", "text": "please"}],
+             "role": "user"},
+            {"content": [{"type": "text", "text": "I will look."}], "role": "assistant",
+             "tool_calls": [{"id": "call_1", "type": "function",
+                             "function": {"name": "terminal", "arguments": "{\"command\": \"ls\"}"}}]},
+            {"content": [{"type": "text", "text": "a.txt\n"}], "role": "tool",
+             "tool_call_id": "call_1", "name": "terminal"},
+            {"role": "assistant",
+             "tool_calls": [{"id": "call_2", "type": "function",
+                             "function": {"name": "terminal", "arguments": "{\"command\": \"pwd\"}"}}]},
+            {"content": [{"type": "text", "text": "/w"}], "role": "tool",
+             "tool_call_id": "call_2", "name": "terminal"},
+            {"content": [{"type": "text", "text": "thanks"}], "role": "user"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "terminal", "description": "Run a command",
+                   "parameters": {"type": "object", "properties": {"command": {"type": "string"}},
+                                  "required": ["command"]}}}],
+        "reasoning_effort": "high",
+        "prompt_cache_key": "conv-1"
+    });
+    assert_eq!(r.body, expected);
+
+    assert_eq!(c.response_id, "chatcmpl-1");
+    assert_eq!(c.text.as_deref(), Some("Running it."));
+    assert_eq!(
+        c.tool_calls,
+        vec![ToolCall {
+            id: "call_9".into(),
+            name: "terminal".into(),
+            arguments: "{\"command\":\"echo hi\"}".into(),
+            responses_item_id: None
+        }]
+    );
+    assert_eq!(
+        c.usage,
+        Usage {
+            prompt_tokens: 120,
+            completion_tokens: 30,
+            cache_read_tokens: 100,
+            cache_write_tokens: 0,
+            reasoning_tokens: 7,
+            context_window: 0,
+            cost: 0.0
+        }
+    );
+}
+
+#[tokio::test]
+async fn llm_chat_cache_markers_and_sampling_for_proxy_claude() {
+    let m = mock(vec![Canned::Json(
+        200,
+        chat_ok("x"),
+        vec![("x-litellm-response-cost", "0.0125")],
+    )])
+    .await;
+    let s = settings(json!({
+        "model": "litellm_proxy/claude-sonnet-4-5", "base_url": m.base,
+        "temperature": 0.5, "max_output_tokens": 1000
+    }));
+    let c = client_for(&s).complete(conversation()).await.unwrap();
+    assert_eq!(c.usage.cost, 0.0125);
+    let body = &m.requests()[0].body;
+    assert_eq!(m.requests()[0].path, "/chat/completions");
+    assert_eq!(body["model"], "claude-sonnet-4-5");
+    let msgs = body["messages"].as_array().unwrap();
+    assert_eq!(
+        msgs[0]["content"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert!(msgs[0]["content"][1].get("cache_control").is_none());
+    assert_eq!(
+        msgs[6]["content"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert!(msgs[5].get("cache_control").is_none());
+    // Reasoning model: sampling params dropped, reasoning effort sent, no prompt_cache_key.
+    assert!(body.get("temperature").is_none());
+    assert_eq!(body["reasoning_effort"], "high");
+    assert_eq!(body["max_completion_tokens"], 1000);
+    assert!(body.get("prompt_cache_key").is_none());
+
+    // The last user/tool message carries the marker at message level for tool messages.
+    let m2 = mock(vec![Canned::Json(200, chat_ok("y"), vec![])]).await;
+    let s2 = settings(json!({"model": "litellm_proxy/claude-sonnet-4-5", "base_url": m2.base}));
+    let mut req = conversation();
+    req.messages.pop();
+    client_for(&s2).complete(req).await.unwrap();
+    let body = &m2.requests()[0].body;
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "tool");
+    assert_eq!(last["cache_control"], json!({"type": "ephemeral"}));
+    assert!(last["content"][0].get("cache_control").is_none());
+}
+
+fn sse(v: Value) -> String {
+    format!("data: {v}")
+}
+
+#[tokio::test]
+async fn llm_chat_stream_assembles_text_tool_calls_and_usage() {
+    let chunk = |delta: Value| {
+        sse(
+            json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "mock",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": null}]}),
+        )
+    };
+    let events = vec![
+        chunk(json!({"role": "assistant", "content": ""})),
+        chunk(json!({"content": "Hel"})),
+        chunk(json!({"content": "lo"})),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                                     "function": {"name": "terminal", "arguments": ""}}]}),
+        ),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"comm"}}]})),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "and\": \"ls\"}"}}]})),
+        chunk(
+            json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                                     "function": {"name": "think", "arguments": "{}"}}]}),
+        ),
+        sse(json!({"id": "chatcmpl-s", "choices": [], "usage":
+            {"prompt_tokens": 10, "completion_tokens": 5,
+             "prompt_tokens_details": {"cached_tokens": 4, "cache_creation_tokens": 2}}})),
+        "data: [DONE]".to_string(),
+    ];
+    let m = mock(vec![Canned::Sse(events)]).await;
+    let s = settings(json!({"base_url": format!("{}/v1", m.base), "stream": true}));
+    let deltas = Arc::new(Mutex::new(Vec::new()));
+    let d2 = deltas.clone();
+    let sink = move |d: StreamDelta| d2.lock().unwrap().push(d);
+    let c = client_for(&s)
+        .complete_streaming(conversation(), &sink)
+        .await
+        .unwrap();
+    let body = &m.requests()[0].body;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    assert_eq!(c.response_id, "chatcmpl-s");
+    assert_eq!(c.text.as_deref(), Some("Hello"));
+    assert_eq!(c.tool_calls.len(), 2);
+    assert_eq!(c.tool_calls[0].id, "call_a");
+    assert_eq!(c.tool_calls[0].arguments, "{\"command\": \"ls\"}");
+    assert_eq!(c.tool_calls[1].name, "think");
+    assert_eq!(
+        (
+            c.usage.prompt_tokens,
+            c.usage.completion_tokens,
+            c.usage.cache_read_tokens,
+            c.usage.cache_write_tokens
+        ),
+        (10, 5, 4, 2)
+    );
+    assert_eq!(
+        *deltas.lock().unwrap(),
+        vec![
+            StreamDelta::Content("Hel".into()),
+            StreamDelta::Content("lo".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn llm_retries_5xx_and_429_then_succeeds() {
+    let m = mock(vec![
+        Canned::Json(500, json!({"error": {"message": "boom"}}), vec![]),
+        Canned::Json(
+            429,
+            json!({"error": {"message": "slow down"}}),
+            vec![("retry-after", "0")],
+        ),
+        Canned::Json(200, chat_ok("chatcmpl-ok"), vec![]),
+    ])
+    .await;
+    let s = settings(json!({"base_url": m.base}));
+    let c = client_for(&s).complete(conversation()).await.unwrap();
+    assert_eq!(c.response_id, "chatcmpl-ok");
+    assert_eq!(m.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn llm_gives_up_after_num_retries_attempts() {
+    let m = mock(vec![
+        Canned::Json(503, json!({"error": {"message": "down"}}), vec![]),
+        Canned::Json(503, json!({"error": {"message": "down"}}), vec![]),
+        Canned::Json(503, json!({"error": {"message": "down"}}), vec![]),
+        Canned::Json(200, chat_ok("never"), vec![]),
+    ])
+    .await;
+    let s = settings(json!({"base_url": m.base}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMServiceUnavailableError");
+    assert!(e.to_string().contains("down"), "{e}");
+    assert_eq!(m.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn llm_does_not_retry_bad_requests() {
+    let m = mock(vec![
+        Canned::Json(
+            400,
+            json!({"error": {"message": "invalid tool schema"}}),
+            vec![],
+        ),
+        Canned::Json(200, chat_ok("never"), vec![]),
+    ])
+    .await;
+    let s = settings(json!({"base_url": m.base}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMBadRequestError");
+    assert!(e.to_string().contains("invalid tool schema"));
+    assert_eq!(m.requests().len(), 1);
+
+    let m = mock(vec![Canned::Json(
+        400,
+        json!({"error": {"message": "This model's maximum context length is 8192 tokens.",
+                         "code": "context_length_exceeded"}}),
+        vec![],
+    )])
+    .await;
+    let s = settings(json!({"base_url": m.base}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMContextWindowExceedError");
+    assert_eq!(m.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn llm_unauthorized_is_an_authentication_error() {
+    let m = mock(vec![Canned::Json(
+        401,
+        json!({"error": {"message": "Incorrect API key provided"}}),
+        vec![],
+    )])
+    .await;
+    let s = settings(json!({"base_url": m.base}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMAuthenticationError");
+    assert_eq!(
+        e.to_string(),
+        "Your LLM API key appears to be invalid or has expired."
+    );
+    assert!(e.message().contains("Incorrect API key"));
+    assert_eq!(m.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn llm_timeout_is_a_timeout_error() {
+    let m = mock(vec![
+        Canned::Slow(Duration::from_secs(5), chat_ok("late")),
+        Canned::Slow(Duration::from_secs(5), chat_ok("late")),
+    ])
+    .await;
+    let s = settings(json!({"base_url": m.base, "timeout": 0.3, "num_retries": 2}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMTimeoutError");
+    assert_eq!(m.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn llm_empty_choices_is_no_response_and_is_retried() {
+    let empty =
+        json!({"id": "e", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0}});
+    let m = mock(vec![
+        Canned::Json(200, empty.clone(), vec![]),
+        Canned::Json(200, empty, vec![]),
+    ])
+    .await;
+    let s = settings(json!({"base_url": m.base, "num_retries": 2}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMNoResponseError");
+    assert_eq!(m.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn llm_connection_refused_is_service_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let s = settings(json!({"base_url": format!("http://127.0.0.1:{port}/v1"), "num_retries": 1}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMServiceUnavailableError");
+}
+
+#[tokio::test]
+async fn llm_cost_uses_per_token_overrides() {
+    let m = mock(vec![Canned::Json(200, chat_ok("c"), vec![])]).await;
+    let s = settings(
+        json!({"base_url": m.base, "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}),
+    );
+    let c = client_for(&s).complete(conversation()).await.unwrap();
+    assert!((c.usage.cost - (120.0 * 1e-6 + 30.0 * 2e-6)).abs() < 1e-12);
+}
+
+/// Smoke test against the acceptance kit's mock LLM (skipped when the kit is absent).
+#[tokio::test]
+async fn llm_smoke_against_kit_mock_llm() {
+    let script = std::path::Path::new("/work/shared/compat/mock_llm.py");
+    if !script.exists() {
+        eprintln!("kit mock LLM not found at {}; skipping", script.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let mut child = match tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["--port", "0", "--port-file"])
+        .arg(&port_file)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("python3 not available ({e}); skipping");
+            return;
+        }
+    };
+    let mut port = String::new();
+    for _ in 0..100 {
+        if let Ok(p) = tokio::fs::read_to_string(&port_file).await {
+            if !p.trim().is_empty() {
+                port = p.trim().to_string();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!port.is_empty(), "mock LLM did not start");
+    for stream in [false, true] {
+        let s =
+            settings(json!({"base_url": format!("http://127.0.0.1:{port}/v1"), "stream": stream}));
+        let req = CompletionRequest {
+            messages: vec![
+                Message::text(Role::System, "You work in /tmp/ws."),
+                Message::text(Role::User, "[[mock:text]] say something"),
+            ],
+            tools: vec![tool_def()],
+            cache_key: Some("c".into()),
+        };
+        let c = client_for(&s).complete(req).await.unwrap();
+        assert!(
+            c.text.as_deref().unwrap_or("").contains("MOCK_TEXT_REPLY"),
+            "{c:?}"
+        );
+        assert!(c.response_id.starts_with("chatcmpl-mock-"));
+        assert!(
+            c.usage.prompt_tokens > 0 && c.usage.completion_tokens > 0,
+            "{c:?}"
+        );
+
+        let req = CompletionRequest {
+            messages: vec![
+                Message::text(Role::System, "You work in /tmp/ws."),
+                Message::text(Role::User, "[[mock:echo dir=/tmp/ws]] go"),
+            ],
+            tools: vec![tool_def()],
+            cache_key: None,
+        };
+        let c = client_for(&s).complete(req).await.unwrap();
+        assert_eq!(c.tool_calls.len(), 1, "{c:?}");
+        assert_eq!(c.tool_calls[0].name, "terminal");
+        let args: Value = serde_json::from_str(&c.tool_calls[0].arguments).unwrap();
+        assert!(args["command"].as_str().unwrap().contains("echo"), "{args}");
+    }
+    let _ = child.start_kill();
+}
