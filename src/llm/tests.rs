@@ -805,3 +805,181 @@ async fn llm_anthropic_overloaded_is_retried() {
     assert_eq!(c.response_id, "msg_01");
     assert_eq!(m.requests().len(), 2);
 }
+
+/// Rebuilds our messages from a captured Chat Completions request.
+fn messages_from_chat_capture(body: &Value) -> Vec<Message> {
+    let texts = |m: &Value| -> Vec<String> {
+        m.get("content")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["text"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let role = match m["role"].as_str().unwrap() {
+                "system" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                _ => Role::Tool,
+            };
+            let mut msg = Message::text(role, "");
+            msg.content = texts(m);
+            for c in m
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                msg.tool_calls.push(ToolCall {
+                    id: c["id"].as_str().unwrap().into(),
+                    name: c["function"]["name"].as_str().unwrap().into(),
+                    arguments: c["function"]["arguments"].as_str().unwrap().into(),
+                    responses_item_id: None,
+                });
+            }
+            msg.tool_call_id = m
+                .get("tool_call_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            msg.name = m.get("name").and_then(Value::as_str).map(str::to_string);
+            msg
+        })
+        .collect()
+}
+
+fn tools_from_capture(tools: &Value, nested: bool) -> Vec<ToolDefinition> {
+    tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let f = if nested { &t["function"] } else { t };
+            ToolDefinition {
+                name: f["name"].as_str().unwrap().into(),
+                description: f["description"].as_str().unwrap().into(),
+                parameters: f["parameters"].clone(),
+            }
+        })
+        .collect()
+}
+
+fn read_capture(name: &str) -> Option<Value> {
+    let path = format!("/work/shared/reference/captures/{name}");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(serde_json::from_str(&s).unwrap()),
+        Err(_) => {
+            eprintln!("capture {path} not found; skipping");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn llm_chat_body_equals_the_reference_capture() {
+    let Some(capture) = read_capture("llm_request_chat_completions.json") else {
+        return;
+    };
+    let m = mock(vec![Canned::Json(200, chat_ok("x"), vec![])]).await;
+    let s = settings(json!({"model": "openai/mock-chat", "base_url": format!("{}/v1", m.base)}));
+    let req = CompletionRequest {
+        messages: messages_from_chat_capture(&capture),
+        tools: tools_from_capture(&capture["tools"], true),
+        cache_key: capture["prompt_cache_key"].as_str().map(str::to_string),
+    };
+    client_for(&s).complete(req).await.unwrap();
+    assert_eq!(m.requests()[0].body, capture);
+}
+
+#[tokio::test]
+async fn llm_responses_body_equals_the_reference_capture() {
+    let Some(capture) = read_capture("llm_request_responses_api.json") else {
+        return;
+    };
+    let mut messages = vec![Message::text(
+        Role::System,
+        capture["instructions"].as_str().unwrap(),
+    )];
+    for item in capture["input"].as_array().unwrap() {
+        match item["type"].as_str().unwrap() {
+            "message" => {
+                let mut msg = Message::text(Role::User, "");
+                msg.content = item["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["text"].as_str().unwrap().to_string())
+                    .collect();
+                messages.push(msg);
+            }
+            "reasoning" => {
+                let mut msg = Message::text(Role::Assistant, "");
+                msg.content.clear();
+                let summary: Vec<Value> = item["summary"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["text"].clone())
+                    .collect();
+                msg.responses_reasoning_item = Some(json!({
+                    "id": item["id"], "summary": summary, "encrypted_content": item["encrypted_content"]
+                }));
+                messages.push(msg);
+            }
+            "function_call" => {
+                let last = messages.last_mut().unwrap();
+                last.tool_calls.push(ToolCall {
+                    id: item["call_id"].as_str().unwrap().into(),
+                    name: item["name"].as_str().unwrap().into(),
+                    arguments: item["arguments"].as_str().unwrap().into(),
+                    responses_item_id: item["id"].as_str().map(str::to_string),
+                });
+            }
+            _ => {
+                let mut msg = Message::text(Role::Tool, item["output"].as_str().unwrap());
+                msg.tool_call_id = item["call_id"].as_str().map(str::to_string);
+                msg.name = Some("terminal".into());
+                messages.push(msg);
+            }
+        }
+    }
+    let m = mock(vec![Canned::Json(200, responses_ok(), vec![])]).await;
+    let s = settings(json!({"model": "gpt-5-mock", "base_url": format!("{}/v1", m.base)}));
+    let req = CompletionRequest {
+        messages,
+        tools: tools_from_capture(&capture["tools"], false),
+        cache_key: capture["prompt_cache_key"].as_str().map(str::to_string),
+    };
+    client_for(&s).complete(req).await.unwrap();
+    assert_eq!(m.requests()[0].body, capture);
+}
+
+#[tokio::test]
+async fn llm_redacted_key_sends_no_authorization_and_unknown_providers_fail_clearly() {
+    let m = mock(vec![Canned::Json(200, chat_ok("x"), vec![])]).await;
+    let s = settings(json!({"base_url": m.base, "api_key": "**********"}));
+    client_for(&s).complete(conversation()).await.unwrap();
+    assert!(m.requests()[0].headers.get("authorization").is_none());
+
+    let s = settings(json!({"model": "bedrock/anthropic.claude-v2"}));
+    let e = client_for(&s).complete(conversation()).await.unwrap_err();
+    assert_eq!(e.code(), "LLMBadRequestError");
+    assert!(e.to_string().contains("bedrock/"), "{e}");
+}
+
+#[tokio::test]
+async fn llm_string_content_models_get_plain_strings() {
+    let m = mock(vec![Canned::Json(200, chat_ok("x"), vec![])]).await;
+    let s = settings(json!({"model": "openai/glm-4.6", "base_url": m.base}));
+    client_for(&s).complete(conversation()).await.unwrap();
+    let msgs = m.requests()[0].body["messages"].clone();
+    assert_eq!(msgs[0]["content"], "static prompt\ndynamic context");
+    assert_eq!(msgs[3]["content"], "a.txt\n");
+    assert!(msgs[4].get("content").is_none());
+}
