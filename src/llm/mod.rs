@@ -267,29 +267,49 @@ pub trait LlmClient: Send + Sync {
 }
 
 /// The client for `settings` (provider chosen from the model prefix and `api_mode`).
+///
+/// Like LiteLLM in the reference server, a missing API key or base URL falls back to the
+/// provider's usual environment variable (`OPENAI_API_KEY`, `LITELLM_PROXY_API_BASE`, ...).
 pub fn client_for(settings: &LlmSettings) -> Arc<dyn LlmClient> {
-    let route = settings::resolve(settings);
+    let mut settings = settings.clone();
+    let mut route = settings::resolve(&settings);
+    let (key_var, base_var) = settings::env_vars(route.provider);
+    if settings.api_key.is_none() {
+        settings.api_key = key_var
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|k| !k.trim().is_empty());
+    }
+    if route.base_url.is_empty() {
+        if let Some(b) = base_var.and_then(|v| std::env::var(v).ok()) {
+            route.base_url = b.trim().trim_end_matches('/').to_string();
+        }
+    }
     let api = route.api;
-    let t = transport::Transport::new(settings, route);
+    if route.base_url.is_empty() && !matches!(api, settings::Api::Unsupported(_)) {
+        return Arc::new(Misconfigured(format!(
+            "litellm.BadRequestError: model `{}` needs a base_url (provider `{}` has no default endpoint)",
+            settings.model, route.provider
+        )));
+    }
+    let t = transport::Transport::new(&settings, route);
     match api {
         settings::Api::Chat => Arc::new(chat::ChatClient { t }),
         settings::Api::Responses => Arc::new(responses::ResponsesClient { t }),
         settings::Api::Anthropic => Arc::new(anthropic::AnthropicClient { t }),
-        settings::Api::Unsupported(prefix) => Arc::new(Unsupported(prefix)),
+        settings::Api::Unsupported(prefix) => Arc::new(Misconfigured(format!(
+            "litellm.BadRequestError: models with the `{prefix}` prefix are not supported by this \
+             server; use an OpenAI-compatible endpoint (e.g. `litellm_proxy/`)"
+        ))),
     }
 }
 
-/// Providers whose native protocol is not implemented: every call fails clearly.
-struct Unsupported(&'static str);
+/// Settings no request can succeed with: every call fails with the same bad-request error.
+struct Misconfigured(String);
 
 #[async_trait::async_trait]
-impl LlmClient for Unsupported {
+impl LlmClient for Misconfigured {
     async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
-        Err(LlmError::BadRequest(format!(
-            "litellm.BadRequestError: models with the `{}` prefix are not supported by this \
-             server; use an OpenAI-compatible endpoint (e.g. `litellm_proxy/`)",
-            self.0
-        )))
+        Err(LlmError::BadRequest(self.0.clone()))
     }
 }
 

@@ -285,6 +285,34 @@ const UNSUPPORTED: &[&str] = &[
     "replicate/",
 ];
 
+/// Environment variables LiteLLM reads for a provider's API key and base URL.
+pub(crate) fn env_vars(provider: &str) -> (Option<&'static str>, Option<&'static str>) {
+    match provider {
+        "openai" => (Some("OPENAI_API_KEY"), None),
+        "anthropic" => (Some("ANTHROPIC_API_KEY"), None),
+        "litellm_proxy" => (
+            Some("LITELLM_PROXY_API_KEY"),
+            Some("LITELLM_PROXY_API_BASE"),
+        ),
+        "hosted_vllm" => (Some("HOSTED_VLLM_API_KEY"), Some("HOSTED_VLLM_API_BASE")),
+        "azure" => (Some("AZURE_API_KEY"), Some("AZURE_API_BASE")),
+        "openrouter" => (Some("OPENROUTER_API_KEY"), None),
+        "deepseek" => (Some("DEEPSEEK_API_KEY"), None),
+        "groq" => (Some("GROQ_API_KEY"), None),
+        "mistral" => (Some("MISTRAL_API_KEY"), None),
+        "together_ai" => (Some("TOGETHERAI_API_KEY"), None),
+        "fireworks_ai" => (Some("FIREWORKS_AI_API_KEY"), None),
+        "xai" => (Some("XAI_API_KEY"), None),
+        "gemini" => (Some("GEMINI_API_KEY"), None),
+        "moonshot" => (Some("MOONSHOT_API_KEY"), None),
+        "cerebras" => (Some("CEREBRAS_API_KEY"), None),
+        "perplexity" => (Some("PERPLEXITYAI_API_KEY"), None),
+        "nvidia_nim" => (Some("NVIDIA_NIM_API_KEY"), None),
+        "dashscope" => (Some("DASHSCOPE_API_KEY"), None),
+        _ => (None, None),
+    }
+}
+
 /// Case-insensitive substring match against any pattern.
 pub(crate) fn model_matches(model: &str, patterns: &[&str]) -> bool {
     let m = model.to_ascii_lowercase();

@@ -963,7 +963,9 @@ async fn llm_responses_body_equals_the_reference_capture() {
 #[tokio::test]
 async fn llm_redacted_key_sends_no_authorization_and_unknown_providers_fail_clearly() {
     let m = mock(vec![Canned::Json(200, chat_ok("x"), vec![])]).await;
-    let s = settings(json!({"base_url": m.base, "api_key": "**********"}));
+    // A provider whose key variable is not set in test environments.
+    let s =
+        settings(json!({"model": "hosted_vllm/qwen", "base_url": m.base, "api_key": "**********"}));
     client_for(&s).complete(conversation()).await.unwrap();
     assert!(m.requests()[0].headers.get("authorization").is_none());
 
@@ -971,6 +973,13 @@ async fn llm_redacted_key_sends_no_authorization_and_unknown_providers_fail_clea
     let e = client_for(&s).complete(conversation()).await.unwrap_err();
     assert_eq!(e.code(), "LLMBadRequestError");
     assert!(e.to_string().contains("bedrock/"), "{e}");
+
+    if std::env::var_os("LITELLM_PROXY_API_BASE").is_none() {
+        let s = settings(json!({"model": "litellm_proxy/x"}));
+        let e = client_for(&s).complete(conversation()).await.unwrap_err();
+        assert_eq!(e.code(), "LLMBadRequestError");
+        assert!(e.to_string().contains("base_url"), "{e}");
+    }
 }
 
 #[tokio::test]

@@ -246,10 +246,21 @@ pub(crate) struct Reply {
 
 impl Transport {
     pub fn new(settings: &LlmSettings, route: Route) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        // One pooled client for every LLM of the process (unit tests run one runtime per
+        // test, and pooled connections must not outlive their runtime).
+        static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        let build = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+                .unwrap_or_default()
+        };
+        let http = if cfg!(test) {
+            build()
+        } else {
+            HTTP.get_or_init(build).clone()
+        };
         Transport {
             http,
             route,
