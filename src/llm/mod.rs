@@ -3,6 +3,15 @@
 //! that map to the reference's `ConversationErrorEvent.code` values.
 //!
 //! The agent loop only sees [`LlmClient`], [`CompletionRequest`] and [`Completion`].
+//!
+//! - `settings`: the SDK `LLM` JSON → [`LlmSettings`]; model string → endpoint + capabilities.
+//! - `transport`: HTTP, retries/backoff, hard and stream-idle timeouts, error classification.
+//! - `chat`, `responses`, `anthropic`: request bodies and response parsing per protocol.
+//!
+//! Not covered: Bedrock/Vertex native protocols, function-calling emulation
+//! (`native_tool_calling: false`), Anthropic extended thinking, images. Cost is 0 unless a
+//! LiteLLM proxy (`x-litellm-response-cost`) or the provider (`usage.cost`) reports it, or
+//! per-token prices are configured: LiteLLM's price table is not shipped.
 
 mod anthropic;
 mod chat;
