@@ -55,10 +55,10 @@ impl LlmSettings {
         if !v.is_object() {
             return Err("llm must be an object".into());
         }
+        // Like the SDK's validator: no default model once the object is given.
         let model = match v.get("model") {
-            None | Some(Value::Null) => "gpt-5.6".to_string(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(_) => return Err("model must be specified in LLM".into()),
+            _ => return Err("model must be specified in LLM".into()),
         };
         let timeout_secs = match v.get("timeout") {
             None => Some(300.0),
@@ -597,6 +597,7 @@ mod tests {
         assert_eq!(s.usage_id, "agent");
         assert_eq!(s.num_retries, 2);
         assert!(LlmSettings::from_agent_llm_json(&json!({"model": ""})).is_err());
+        assert!(LlmSettings::from_agent_llm_json(&json!({"api_key": "k"})).is_err());
         assert!(LlmSettings::from_agent_llm_json(&json!({"model": "m", "timeout": "x"})).is_err());
     }
 
