@@ -164,6 +164,18 @@ pub(crate) fn build_body(t: &Transport, req: &CompletionRequest, stream: bool) -
             .map(|d| json!({"name": d.name, "description": d.description, "input_schema": d.parameters}))
             .collect();
         body.insert("tools".into(), Value::Array(tools));
+    } else if req
+        .messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool)
+    {
+        // Anthropic rejects tool_use/tool_result blocks unless tools are defined (LiteLLM
+        // adds a placeholder the same way).
+        body.insert(
+            "tools".into(),
+            json!([{"name": "dummy_tool", "input_schema": {"type": "object", "properties": {}},
+                    "type": "custom", "description": "Placeholder tool; do not call it."}]),
+        );
     }
     let max_tokens = s
         .max_output_tokens
@@ -458,7 +470,7 @@ impl AnthropicClient {
             "anthropic-version".to_string(),
             ANTHROPIC_VERSION.to_string(),
         )];
-        extra.extend(t.settings.extra_headers.iter().cloned());
+        extra.extend(super::chat::base_headers(t));
         let reply = t.post(&self.url(), t.headers(&extra), body).await?;
         let hcost = header_cost(reply.response.headers());
         let mut c = if stream {

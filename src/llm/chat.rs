@@ -260,19 +260,25 @@ pub(crate) fn build_body(t: &Transport, req: &CompletionRequest, stream: bool) -
     body
 }
 
-/// Extra headers of a call: OpenRouter attribution, user headers, LiteLLM session id.
-pub(crate) fn extra_headers(t: &Transport, req: &CompletionRequest) -> Vec<(String, String)> {
+/// Headers every call carries: the OpenRouter attribution pair (the reference sends it to
+/// every provider whenever the fields are set, which they are by default), then the user's
+/// `extra_headers` (which win).
+pub(crate) fn base_headers(t: &Transport) -> Vec<(String, String)> {
     let s = &t.settings;
     let mut h = Vec::new();
-    if t.route.openrouter {
-        if let Some(u) = &s.openrouter_site_url {
-            h.push(("HTTP-Referer".to_string(), u.clone()));
-        }
-        if let Some(n) = &s.openrouter_app_name {
-            h.push(("X-Title".to_string(), n.clone()));
-        }
+    if let Some(u) = &s.openrouter_site_url {
+        h.push(("HTTP-Referer".to_string(), u.clone()));
+    }
+    if let Some(n) = &s.openrouter_app_name {
+        h.push(("X-Title".to_string(), n.clone()));
     }
     h.extend(s.extra_headers.iter().cloned());
+    h
+}
+
+/// Extra headers of a call: [`base_headers`] plus LiteLLM's session id.
+pub(crate) fn extra_headers(t: &Transport, req: &CompletionRequest) -> Vec<(String, String)> {
+    let mut h = base_headers(t);
     if let Some(k) = &req.cache_key {
         h.push(("x-litellm-session-id".to_string(), k.clone()));
     }

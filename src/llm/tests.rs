@@ -193,6 +193,8 @@ async fn llm_chat_request_and_response_match_the_reference() {
     assert_eq!(r.path, "/v1/chat/completions");
     assert_eq!(r.headers["authorization"], "Bearer sk-test");
     assert_eq!(r.headers["x-extra"], "yes");
+    assert_eq!(r.headers["http-referer"], "https://docs.all-hands.dev/");
+    assert_eq!(r.headers["x-title"], "OpenHands");
     assert_eq!(r.headers["x-litellm-session-id"], "conv-1");
     let expected = json!({
         "model": "mock",
@@ -755,6 +757,14 @@ async fn llm_anthropic_request_and_response_match_the_reference() {
     );
     assert_eq!(body["temperature"], 0.2);
     assert_eq!(body["max_tokens"], 8192);
+
+    // History with tool use but no tools offered (e.g. a summary call) gets a placeholder tool.
+    let m = mock(vec![Canned::Json(200, anthropic_ok(), vec![])]).await;
+    let s = settings(json!({"model": "anthropic/claude-sonnet-4-5", "base_url": m.base}));
+    let mut req = conversation();
+    req.tools.clear();
+    client_for(&s).complete(req).await.unwrap();
+    assert_eq!(m.requests()[0].body["tools"][0]["name"], "dummy_tool");
 }
 
 #[tokio::test]
