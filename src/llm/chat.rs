@@ -578,11 +578,27 @@ impl ChatClient {
         on_delta: Option<&super::DeltaSink>,
     ) -> Result<Completion, LlmError> {
         let stream = self.t.settings.stream;
-        let body = build_body(&self.t, &req, stream);
+        let body = std::sync::Mutex::new(build_body(&self.t, &req, stream));
         let started = Instant::now();
         let mut c = self
             .t
-            .with_retries(|| self.attempt(&body, &req, stream, on_delta))
+            .with_retries(|| async {
+                let current = body.lock().map(|b| b.clone()).unwrap_or(Value::Null);
+                let out = self.attempt(&current, &req, stream, on_delta).await;
+                // Like the reference: an empty answer at temperature 0 is retried at 1.0.
+                if let Err(Failure {
+                    error: LlmError::NoResponse(_),
+                    ..
+                }) = &out
+                {
+                    if let Ok(mut b) = body.lock() {
+                        if b.get("temperature").and_then(Value::as_f64) == Some(0.0) {
+                            b["temperature"] = json!(1.0);
+                        }
+                    }
+                }
+                out
+            })
             .await?;
         c.latency_secs = started.elapsed().as_secs_f64();
         c.usage.context_window = self.t.settings.max_input_tokens.unwrap_or(0);

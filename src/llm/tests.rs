@@ -467,10 +467,16 @@ async fn llm_empty_choices_is_no_response_and_is_retried() {
         Canned::Json(200, empty, vec![]),
     ])
     .await;
-    let s = settings(json!({"base_url": m.base, "num_retries": 2}));
+    let s = settings(
+        json!({"model": "litellm_proxy/m", "base_url": m.base, "num_retries": 2,
+                            "temperature": 0}),
+    );
     let e = client_for(&s).complete(conversation()).await.unwrap_err();
     assert_eq!(e.code(), "LLMNoResponseError");
-    assert_eq!(m.requests().len(), 2);
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].body["temperature"], 0.0);
+    assert_eq!(reqs[1].body["temperature"], 1.0);
 }
 
 #[tokio::test]
