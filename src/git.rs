@@ -664,7 +664,8 @@ pub async fn changes_in_repo(dir: &Path, ref_: Option<&str>) -> Result<Vec<GitCh
                 .filter(|p| !p.trim().is_empty())
                 .map(|p| GitChange {
                     status: GitChangeStatus::Added,
-                    path: p.to_owned(),
+                    // A nested repository is listed as `dir/`; the reference prints `dir`.
+                    path: p.trim_end_matches('/').to_owned(),
                 }),
         );
     }

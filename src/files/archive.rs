@@ -310,8 +310,16 @@ fn exclude_pathspecs(excludes: &[String]) -> Vec<String> {
     specs
 }
 
+/// The reference reports every failing step with one generic message.
 fn delta_error(e: GitError) -> FileError {
-    FileError::Failed(format!("Failed to generate git delta: {e}"))
+    tracing::warn!(error = %e, "git delta failed");
+    let what = match &e {
+        GitError::Command { message, .. } if message.starts_with("Git command timed out") => {
+            "Timed out generating git delta"
+        }
+        _ => "Failed to generate git delta",
+    };
+    FileError::Failed(format!("Failed to generate git delta: {what}"))
 }
 
 /// Writes `git diff --binary` of the working tree against the base into `output`, using a
@@ -618,6 +626,7 @@ fn write_tar_gz(root: &Path, output: &Path, excludes: &[String]) -> std::io::Res
             ascii_json(&serde_json::to_string(&name).unwrap_or_default()),
         );
         let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
         header.set_size(manifest.len() as u64);
         header.set_mode(0o644);
         header.set_mtime(0);

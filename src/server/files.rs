@@ -548,12 +548,14 @@ async fn upload_file(
                     .unwrap_or_default();
             }
             Err(e) => {
-                if let Err(v) = params.finish() {
-                    return v.into_response();
-                }
+                // Like Starlette's lenient parser: a broken body has no `file` part.
                 tracing::debug!(error = %e, "malformed multipart body");
-                return ApiError::BadRequest("There was an error parsing the body".into())
-                    .into_response();
+                params.push(missing_file());
+                return params
+                    .finish()
+                    .err()
+                    .map(IntoResponse::into_response)
+                    .unwrap_or_default();
             }
         }
     }
@@ -700,14 +702,17 @@ async fn download_trajectory(
     axum::extract::Path(conversation_id): axum::extract::Path<String>,
 ) -> Response {
     state.activity.touch();
-    let Ok(id) = uuid::Uuid::parse_str(&conversation_id) else {
-        return ApiError::Validation(vec![ValidationIssue::new(
-            "uuid_parsing",
-            &["path", "conversation_id"],
-            "Input should be a valid UUID",
-        )
-        .with_input(conversation_id)])
-        .into_response();
+    let id = match uuid::Uuid::parse_str(&conversation_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return ApiError::Validation(vec![ValidationIssue::new(
+                "uuid_parsing",
+                &["path", "conversation_id"],
+                format!("Input should be a valid UUID, {e}"),
+            )
+            .with_input(conversation_id)])
+            .into_response()
+        }
     };
     let dir = state
         .config
