@@ -4,6 +4,7 @@
 //! Paths are not sandboxed (like the reference's global routes); they must be absolute.
 
 pub mod archive;
+pub mod trajectory;
 
 use std::fmt::Display;
 use std::os::unix::fs::PermissionsExt;

@@ -616,6 +616,88 @@ async fn archives_as_tarball_and_git_patch() {
     assert!(stray.is_empty(), "{stray:?}");
 }
 
+/// The (name, content) entries of a zip, read from its local headers.
+fn unzip(data: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while data.len() >= pos + 30 && data[pos..pos + 4] == [0x50, 0x4b, 0x03, 0x04] {
+        let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+        let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as usize;
+        let method = u16_at(pos + 8);
+        let compressed = u32_at(pos + 18);
+        let name_len = u16_at(pos + 26);
+        let extra_len = u16_at(pos + 28);
+        let name = String::from_utf8(data[pos + 30..pos + 30 + name_len].to_vec()).unwrap();
+        let start = pos + 30 + name_len + extra_len;
+        let raw = &data[start..start + compressed];
+        let content = if method == 8 {
+            let mut v = Vec::new();
+            flate2::read::DeflateDecoder::new(raw)
+                .read_to_end(&mut v)
+                .unwrap();
+            v
+        } else {
+            raw.to_vec()
+        };
+        out.push((name, content));
+        pos = start + compressed;
+    }
+    out
+}
+
+#[tokio::test]
+async fn trajectory_download_redacts_secrets() {
+    let server = TestServer::start();
+    let client = server.client();
+    let id = "6a1f2d3c-0000-4000-8000-000000000abc";
+    let hex = id.replace('-', "");
+    let dir = server.root_path().join("conversations").join(&hex);
+    std::fs::create_dir_all(dir.join("events")).unwrap();
+    std::fs::create_dir_all(dir.join("acp")).unwrap();
+    std::fs::write(
+        dir.join("base_state.json"),
+        r#"{"agent":{"llm":{"api_key":"sk-secret","model":"m"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("events/event-0.json"), r#"{"kind":"x"}"#).unwrap();
+    std::fs::write(dir.join("acp/token"), "secret").unwrap();
+    std::fs::write(dir.join("meta.json.tmp"), "partial").unwrap();
+
+    let resp = client
+        .get(format!("{}/api/file/download-trajectory/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        format!("attachment; filename=\"{hex}.zip\"")
+    );
+    let entries = unzip(&resp.bytes().await.unwrap());
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{hex}/"),
+            format!("{hex}/base_state.json"),
+            format!("{hex}/events/"),
+            format!("{hex}/events/event-0.json"),
+        ]
+    );
+    assert_eq!(
+        String::from_utf8(entries[1].1.clone()).unwrap(),
+        r#"{"agent": {"llm": {"api_key": "**********", "model": "m"}}}"#
+    );
+    assert_eq!(entries[3].1, br#"{"kind":"x"}"#);
+    // The scratch zip is gone.
+    let names: Vec<_> = std::fs::read_dir(server.root_path().join("conversations"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [hex.clone()]);
+}
+
 #[tokio::test]
 async fn trajectory_download_of_unknown_conversation() {
     let server = TestServer::start();

@@ -685,7 +685,7 @@ async fn archive_directory(
     }
 }
 
-/// Download a zip of a conversation's directory (not available yet in this server).
+/// Download a zip of a conversation's directory, secrets redacted.
 #[utoipa::path(
     get,
     path = "/api/file/download-trajectory/{conversation_id}",
@@ -699,6 +699,7 @@ async fn archive_directory(
 )]
 async fn download_trajectory(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Path(conversation_id): axum::extract::Path<String>,
 ) -> Response {
     state.activity.touch();
@@ -721,9 +722,17 @@ async fn download_trajectory(
     if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
         return ApiError::NotFound("Conversation not found".into()).into_response();
     }
-    // Zipping needs the conversation store's secret redaction, which is not wired in yet.
-    ApiError::ServiceUnavailable("Trajectory download is not supported by this server yet".into())
-        .into_response()
+    match files::trajectory::create(&dir).await {
+        Ok((file, meta)) => file_response(
+            file,
+            &meta,
+            &format!("{}.zip", id.simple()),
+            "application/octet-stream",
+            &[],
+            &headers,
+        ),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
 }
 
 /// The server user's home directory, its top-level directories and the filesystem roots.
