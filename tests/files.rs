@@ -695,7 +695,7 @@ async fn trajectory_download_redacts_secrets() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, [hex.clone()]);
+    assert_eq!(names, [hex]);
 }
 
 #[tokio::test]
