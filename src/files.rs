@@ -179,7 +179,9 @@ where
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.upload.tmp", crate::util::hex_id()));
+    // Keep the temporary name within NAME_MAX whatever the target's name.
+    let short: String = name.chars().take(64).collect();
+    let tmp = dir.join(format!(".{short}.{}.upload.tmp", crate::util::hex_id()));
     let mode = existing
         .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)

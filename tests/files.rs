@@ -252,6 +252,12 @@ async fn upload_errors_match_the_reference() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&target).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
+
+    // A name near NAME_MAX still uploads (the temporary name stays short enough).
+    let long = work.join("n".repeat(250));
+    let resp = upload(&server, long.to_str().unwrap(), b"long".to_vec()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(std::fs::read(&long).unwrap(), b"long");
     assert!(leftovers(&work).is_empty());
 }
 

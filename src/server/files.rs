@@ -744,8 +744,10 @@ async fn download_trajectory(
     responses((status = 200, body = HomeResponse), (status = 422, description = "Validation Error"))
 )]
 async fn home_directory(
+    State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    state.activity.touch();
     let mut params = Params::new(query);
     let include_hidden = params.boolean("include_hidden", false);
     if let Err(e) = params.finish() {
@@ -768,8 +770,10 @@ async fn home_directory(
     responses((status = 200, body = SubdirectoryPage), (status = 422, description = "Validation Error"))
 )]
 async fn search_subdirs(
+    State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    state.activity.touch();
     let mut params = Params::new(query);
     let path = params.required("path");
     let page_id = params.opt("page_id");
