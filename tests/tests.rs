@@ -4,4 +4,6 @@
 mod support;
 
 mod conversations;
+mod files;
+mod git;
 mod server_details;

@@ -53,27 +53,27 @@ impl Tools {
     }
 }
 
-/// Reads LLM settings from the agent's `llm` JSON.
-pub fn llm_settings(v: &Value) -> LlmSettings {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let f = |k: &str| v.get(k).and_then(Value::as_f64);
-    LlmSettings {
-        model: s("model").unwrap_or_else(|| "gpt-4o".into()),
-        base_url: s("base_url"),
-        api_key: s("api_key").filter(|k| k != super::crypto::MASK),
-        timeout_secs: f("timeout"),
-        num_retries: v.get("num_retries").and_then(Value::as_u64).unwrap_or(5) as u32,
-        retry_min_wait_secs: f("retry_min_wait").unwrap_or(8.0),
-        retry_max_wait_secs: f("retry_max_wait").unwrap_or(64.0),
-        retry_multiplier: f("retry_multiplier").unwrap_or(8.0),
-        temperature: f("temperature"),
-        top_p: f("top_p"),
-        max_output_tokens: v.get("max_output_tokens").and_then(Value::as_u64),
-        reasoning_effort: s("reasoning_effort"),
-        api_mode: s("api_mode"),
-        usage_id: s("usage_id").unwrap_or_else(|| "default".into()),
+/// Reads LLM settings from the agent's `llm` JSON (the model is required).
+pub fn llm_settings(v: &Value) -> Result<LlmSettings, String> {
+    LlmSettings::from_agent_llm_json(v)
+}
+
+/// Settings good enough for bookkeeping (usage id, model) even when the JSON is invalid.
+fn settings_or_default(v: &Value) -> LlmSettings {
+    llm_settings(v).unwrap_or_else(|_| LlmSettings {
+        model: v
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+        usage_id: v
+            .get("usage_id")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string(),
         raw: v.clone(),
-    }
+        ..Default::default()
+    })
 }
 
 const SECURITY_RISK_DESC: &str =
@@ -190,7 +190,7 @@ pub async fn ensure_initialized(
     }
     let agent = conv.agent_json();
     let llm_json = agent.get("llm").cloned().unwrap_or(json!({}));
-    let settings = llm_settings(&llm_json);
+    let settings = llm_settings(&llm_json).map_err(ConversationError::Invalid)?;
     let base_ctx = ToolContext {
         working_dir: conv.working_dir().into(),
         persistence_dir: conv.dir().to_path_buf(),
@@ -224,7 +224,7 @@ impl AgentRuntime {
         tools: Tools,
         base_ctx: ToolContext,
     ) -> Self {
-        let settings = llm_settings(llm_json);
+        let settings = settings_or_default(llm_json);
         let definitions = tools
             .iter()
             .map(|t| offered_definition(t.as_ref()))
@@ -257,7 +257,7 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
     let agent = conv.agent_json();
     conv.register_usage(&rt.usage_id, &rt.model);
     if let Some(cllm) = agent.get("condenser").and_then(|c| c.get("llm")) {
-        let s = llm_settings(cllm);
+        let s = settings_or_default(cllm);
         conv.register_usage(&s.usage_id, &s.model);
     }
     let has_prompt = conv
@@ -559,7 +559,19 @@ async fn step(
         cache_key: Some(conv.id.to_string()),
     };
     let started = Instant::now();
-    let completion = cancellable(ctl, rt.llm.complete(request))
+    let sink_conv = conv.clone();
+    let sink = move |d: llm::StreamDelta| {
+        let body = match d {
+            llm::StreamDelta::Content(c) => {
+                json!({"source": "agent", "content": c, "kind": "StreamingDeltaEvent"})
+            }
+            llm::StreamDelta::Reasoning(r) => {
+                json!({"source": "agent", "reasoning_content": r, "kind": "StreamingDeltaEvent"})
+            }
+        };
+        sink_conv.publish_transient(body);
+    };
+    let completion = cancellable(ctl, rt.llm.complete_streaming(request, &sink))
         .await?
         .map_err(StepError::Llm)?;
     let latency = if completion.latency_secs > 0.0 {
@@ -1157,7 +1169,7 @@ pub async fn side_call(
 ) -> Result<String, ConversationError> {
     let agent = conv.agent_json();
     let llm_json = agent.get("llm").cloned().unwrap_or(json!({}));
-    let mut settings = llm_settings(&llm_json);
+    let mut settings = llm_settings(&llm_json).map_err(ConversationError::Llm)?;
     settings.usage_id = usage_id.to_string();
     let client = llm::client_for(&settings);
     let started = Instant::now();

@@ -1154,6 +1154,18 @@ impl Conversation {
         events::finalize(body, &crate::util::dashed_id(), &ts, None)
     }
 
+    /// Publishes a WebSocket-only event (e.g. `StreamingDeltaEvent`); never persisted.
+    pub fn publish_transient(&self, body: Value) {
+        let mut inner = lock(&self.inner);
+        if inner.subscribers.is_empty() {
+            return;
+        }
+        let ts = inner.clock.tick();
+        let ev = events::finalize(body, &crate::util::dashed_id(), &ts, None);
+        let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
+        publish(&mut inner, text);
+    }
+
     /// Subscribes to live events; the `full_state` snapshot is queued first.
     pub fn subscribe(self: &Arc<Self>) -> Result<Subscription, ConversationError> {
         let value = self.full_state_value();
