@@ -796,3 +796,50 @@ async fn opens_a_directory_written_by_the_reference() {
     let first = next_json(&mut ws).await.unwrap();
     assert_eq!(first["key"], "full_state");
 }
+
+#[tokio::test]
+async fn scoped_file_and_git_routes_check_the_workspace() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let id = info["id"].as_str().unwrap();
+    std::fs::write(wd.join("a.txt"), "scoped\n").unwrap();
+    let inside = wd.join("a.txt");
+    let r = srv
+        .client()
+        .get(format!("{}/api/conversations/{id}/file/download", srv.url))
+        .query(&[("path", inside.to_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "scoped\n");
+    let r = srv
+        .client()
+        .get(format!("{}/api/conversations/{id}/file/download", srv.url))
+        .query(&[("path", "/etc/hostname")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = srv
+        .client()
+        .get(format!("{}/api/conversations/{id}/git/changes", srv.url))
+        .query(&[("path", wd.to_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let changes: Value = r.json().await.unwrap();
+    assert!(changes.to_string().contains("a.txt"), "{changes}");
+    let other = uuid::Uuid::new_v4();
+    let r = srv
+        .client()
+        .get(format!("{}/api/conversations/{other}/git/changes", srv.url))
+        .query(&[("path", wd.to_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -795,3 +795,127 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(workspace_listing))
         .routes(routes!(workspace_file))
 }
+
+/// The workspace-checked copies of the file and git routes under
+/// `/api/conversations/{id}/file|git/...`: the conversation must exist, every `path` /
+/// `workspace_dir` must be absolute and inside its working directory; the request is then
+/// served by the global route.
+pub(super) fn scoped_router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route(
+            "/api/conversations/{conversation_id}/file/{*rest}",
+            axum::routing::any(scoped),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/git/{*rest}",
+            axum::routing::any(scoped),
+        )
+}
+
+fn unprocessable(msg: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"detail": msg})),
+    )
+        .into_response()
+}
+
+/// Lexically normalizes an absolute path (`.`/`..` resolved).
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+async fn inside(root: &str, candidate: &str) -> bool {
+    let cand = std::path::Path::new(candidate);
+    if !cand.is_absolute() {
+        return false;
+    }
+    let root_c = tokio::fs::canonicalize(root)
+        .await
+        .unwrap_or_else(|_| normalize(std::path::Path::new(root)));
+    let mut probe = normalize(cand);
+    // Resolve symlinks of the longest existing prefix.
+    let mut tail = Vec::new();
+    let resolved = loop {
+        match tokio::fs::canonicalize(&probe).await {
+            Ok(p) => break p,
+            Err(_) => match (probe.file_name().map(|n| n.to_os_string()), probe.parent()) {
+                (Some(name), Some(parent)) => {
+                    tail.push(name);
+                    probe = parent.to_path_buf();
+                }
+                _ => break probe,
+            },
+        }
+    };
+    let mut full = resolved;
+    for t in tail.into_iter().rev() {
+        full.push(t);
+    }
+    full.starts_with(&root_c)
+}
+
+async fn scoped(
+    State(state): State<AppState>,
+    axum::extract::Path((raw_id, rest)): axum::extract::Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    let Ok(id) = Uuid::parse_str(&raw_id) else {
+        return ApiError::invalid(
+            "uuid_parsing",
+            &["path", "runtime_conversation_id"],
+            "Input should be a valid UUID",
+        )
+        .into_response();
+    };
+    let Some(conv) = state.conversations.get(&id) else {
+        return ApiError::NotFound(format!("Conversation not found: {id}")).into_response();
+    };
+    let root = conv.working_dir();
+    let query = req.uri().query().unwrap_or("").to_string();
+    for (k, v) in url_pairs(&query) {
+        if (k == "path" || k == "workspace_dir") && !inside(&root, &v).await {
+            return unprocessable("path must be inside the conversation workspace");
+        }
+    }
+    if let Some(tid) = rest.strip_prefix("download-trajectory/") {
+        if Uuid::parse_str(tid).ok() != Some(id) {
+            return unprocessable("conversation_id must match the runtime conversation");
+        }
+    }
+    let group = if req.uri().path().contains(&format!("{raw_id}/file/")) {
+        "file"
+    } else {
+        "git"
+    };
+    let target = if query.is_empty() {
+        format!("/api/{group}/{rest}")
+    } else {
+        format!("/api/{group}/{rest}?{query}")
+    };
+    let (mut parts, body) = req.into_parts();
+    match target.parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return ApiError::BadRequest("malformed path".into()).into_response(),
+    }
+    let router = super::files::router()
+        .merge(super::git::router())
+        .split_for_parts()
+        .0
+        .with_state(state);
+    match tower::ServiceExt::oneshot(router, axum::extract::Request::from_parts(parts, body)).await
+    {
+        Ok(r) => r,
+        Err(e) => match e {},
+    }
+}
