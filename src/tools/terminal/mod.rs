@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use self::session::{Captured, PromptInfo, Session, SpawnOptions};
 use super::args::{py_num, Validator};
@@ -71,6 +72,8 @@ impl TerminalOptions {
 pub struct TerminalTool {
     opts: TerminalOptions,
     session: Mutex<Option<Session>>,
+    /// Cancelled by [`Tool::close`] so that a running call returns at once.
+    closing: std::sync::Mutex<CancellationToken>,
 }
 
 /// A validated `TerminalAction`.
@@ -176,6 +179,7 @@ impl TerminalTool {
         TerminalTool {
             opts,
             session: Mutex::new(None),
+            closing: std::sync::Mutex::new(CancellationToken::new()),
         }
     }
 
@@ -429,6 +433,11 @@ impl TerminalTool {
             .map(|t| start + Duration::from_secs_f64(t.min(1.0e7)));
         let mut rx = session.subscribe();
         let cont_prefix = if continuing { CONTINUE_PREFIX } else { "" };
+        let closing = self
+            .closing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         loop {
             let (prompts, last_output, eof) = session.status();
             if prompts >= target {
@@ -495,6 +504,16 @@ impl TerminalTool {
                             return Ok(self.observe(Some(command), Body::Output(out), meta, Some(-1), false).await);
                         }
                     }
+                }
+                _ = closing.cancelled() => {
+                    let out = session.take_output();
+                    session.running_until = None;
+                    let meta = Metadata {
+                        prefix: cont_prefix.into(),
+                        suffix: "\n[The terminal was closed while the command was running.]".into(),
+                        ..Metadata::default()
+                    };
+                    return Ok(self.observe(Some(command), Body::Output(out), meta, Some(-1), true).await);
                 }
                 _ = ctx.cancel.cancelled() => {
                     return Ok(self.interrupted(session, command, target, cont_prefix).await);
@@ -707,6 +726,11 @@ impl Tool for TerminalTool {
     }
 
     async fn close(&self) {
+        let token = {
+            let mut guard = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *guard)
+        };
+        token.cancel();
         if let Some(s) = self.session.lock().await.take() {
             s.kill().await;
         }

@@ -357,6 +357,13 @@ async fn close_kills_background_jobs() {
     }
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
+    let out = run(
+        &t,
+        &ctx,
+        json!({"command": "echo ${SESSION_API_KEY:-unset} $AI_AGENT"}),
+    )
+    .await;
+    assert!(obs_text(&out).starts_with("unset "), "{}", obs_text(&out));
     let out = run(&t, &ctx, json!({"command": "sleep 300 & echo $!"})).await;
     let pid: i32 = obs_text(&out)
         .lines()
@@ -375,4 +382,27 @@ async fn close_kills_background_jobs() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "background job {pid} survived close");
+}
+
+#[tokio::test]
+async fn close_ends_a_running_call() {
+    if !have_bash() {
+        return;
+    }
+    let (_d, ctx) = ctx();
+    let t = std::sync::Arc::new(tool(&ctx, 30.0));
+    run(&t, &ctx, json!({"command": "echo ready"})).await;
+    let t2 = t.clone();
+    let ctx2 = ctx.clone();
+    let call = tokio::spawn(async move {
+        run(&t2, &ctx2, json!({"command": "sleep 100", "timeout": 200})).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.close().await;
+    let out = call.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.observation["exit_code"], -1);
+    // The tool starts a new shell when used again.
+    let out = run(&t, &ctx, json!({"command": "echo again"})).await;
+    assert_eq!(obs_text(&out), "again");
+    t.close().await;
 }
