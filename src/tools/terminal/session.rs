@@ -202,11 +202,135 @@ impl Drop for Spool {
     }
 }
 
+/// Removes terminal escape sequences (colours, cursor moves, titles) from the output stream;
+/// a sequence split across reads is handled.
+#[derive(Default)]
+struct AnsiFilter {
+    state: AnsiState,
+    len: usize,
+}
+
+#[derive(Default, PartialEq)]
+enum AnsiState {
+    #[default]
+    Normal,
+    Esc,
+    Csi,
+    Osc,
+    OscEsc,
+    Skip1,
+}
+
+impl AnsiFilter {
+    fn filter(&mut self, s: &str) -> String {
+        if self.state == AnsiState::Normal && !s.contains('\x1b') {
+            return s.to_owned();
+        }
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            if self.state != AnsiState::Normal {
+                self.len += 1;
+                // A runaway sequence (binary garbage) ends here rather than eating the output.
+                if self.len > 4096 {
+                    self.state = AnsiState::Normal;
+                }
+            }
+            self.state = match self.state {
+                AnsiState::Normal => {
+                    if c == '\x1b' {
+                        self.len = 0;
+                        AnsiState::Esc
+                    } else {
+                        out.push(c);
+                        AnsiState::Normal
+                    }
+                }
+                AnsiState::Esc => match c {
+                    '[' => AnsiState::Csi,
+                    ']' | 'P' | '_' | '^' | 'X' => AnsiState::Osc,
+                    '(' | ')' | '*' | '+' | '#' | '%' => AnsiState::Skip1,
+                    _ => AnsiState::Normal,
+                },
+                AnsiState::Csi => {
+                    if ('\x40'..='\x7e').contains(&c) {
+                        AnsiState::Normal
+                    } else {
+                        AnsiState::Csi
+                    }
+                }
+                AnsiState::Osc => match c {
+                    '\x07' => AnsiState::Normal,
+                    '\x1b' => AnsiState::OscEsc,
+                    _ => AnsiState::Osc,
+                },
+                AnsiState::OscEsc => {
+                    if c == '\\' {
+                        AnsiState::Normal
+                    } else {
+                        AnsiState::Osc
+                    }
+                }
+                AnsiState::Skip1 => AnsiState::Normal,
+            };
+        }
+        out
+    }
+}
+
+/// Assembles output lines the way a terminal shows them: a carriage return starts the line
+/// over (progress bars), backspace erases, other control characters are dropped.
+#[derive(Default)]
+struct LineBuffer {
+    line: String,
+    cr: bool,
+}
+
+/// An unfinished line longer than this is passed on as is.
+const MAX_LINE: usize = 64 * 1024;
+
+impl LineBuffer {
+    fn emit(&mut self, text: &str, capture: &mut Capture) {
+        for c in text.chars() {
+            if self.cr {
+                self.cr = false;
+                if c != '\n' {
+                    self.line.clear();
+                }
+            }
+            match c {
+                '\n' => {
+                    self.line.push('\n');
+                    capture.push(&self.line);
+                    self.line.clear();
+                }
+                '\r' => self.cr = true,
+                '\x08' => {
+                    self.line.pop();
+                }
+                '\t' => self.line.push(c),
+                c if (c as u32) < 0x20 || c == '\x7f' => {}
+                c => self.line.push(c),
+            }
+            if self.line.len() > MAX_LINE {
+                capture.push(&self.line);
+                self.line.clear();
+            }
+        }
+    }
+
+    fn flush(&mut self, capture: &mut Capture) {
+        capture.push(&self.line);
+        self.line.clear();
+    }
+}
+
 /// State shared between the reader thread and the session.
 struct Shared {
     begin: String,
     end: String,
     utf8_rest: Vec<u8>,
+    ansi: AnsiFilter,
+    line: LineBuffer,
     pending: String,
     skip_newline: bool,
     capture: Capture,
@@ -227,11 +351,24 @@ impl Shared {
             Err(_) => buf.len(),
         };
         self.utf8_rest = buf[valid_up_to..].to_vec();
-        let text = String::from_utf8_lossy(&buf[..valid_up_to]);
-        for piece in text.split('\r') {
-            self.pending.push_str(piece);
+        let mut text = String::from_utf8_lossy(&buf[..valid_up_to]).into_owned();
+        // Keep a trailing CR until we know whether an LF follows.
+        if text.ends_with('\r') {
+            text.pop();
+            let mut rest = b"\r".to_vec();
+            rest.extend_from_slice(&self.utf8_rest);
+            self.utf8_rest = rest;
         }
+        let text = text.replace("\r\n", "\n");
+        let text = self.ansi.filter(&text);
+        self.pending.push_str(&text);
         self.process();
+    }
+
+    /// Takes the output so far, including an unfinished last line.
+    fn take(&mut self) -> Captured {
+        self.line.flush(&mut self.capture);
+        self.capture.take()
     }
 
     fn process(&mut self) {
@@ -253,7 +390,8 @@ impl Shared {
                     match self.pending[after..].find(&self.end) {
                         Some(j) => {
                             let out = self.pending[..out_end].to_owned();
-                            self.capture.push(&out);
+                            self.line.emit(&out, &mut self.capture);
+                            self.line.flush(&mut self.capture);
                             self.last_prompt = parse_prompt(&self.pending[after..after + j]);
                             self.prompts += 1;
                             self.pending.drain(..after + j + self.end.len());
@@ -262,10 +400,10 @@ impl Shared {
                         None => {
                             if self.pending.len() - i > MAX_PENDING_MARKER {
                                 let all = std::mem::take(&mut self.pending);
-                                self.capture.push(&all);
+                                self.line.emit(&all, &mut self.capture);
                             } else {
                                 let out: String = self.pending.drain(..out_end).collect();
-                                self.capture.push(&out);
+                                self.line.emit(&out, &mut self.capture);
                             }
                             return;
                         }
@@ -275,7 +413,7 @@ impl Shared {
                     let hold = held_back(&self.pending, &self.begin);
                     let emit = self.pending.len() - hold;
                     let out: String = self.pending.drain(..emit).collect();
-                    self.capture.push(&out);
+                    self.line.emit(&out, &mut self.capture);
                     return;
                 }
             }
@@ -346,7 +484,7 @@ impl Session {
             {
                 let mut sh = lock(&session.shared);
                 if sh.prompts >= 1 {
-                    sh.capture.take();
+                    sh.take();
                     break;
                 }
                 if sh.eof {
@@ -420,6 +558,8 @@ impl Session {
             begin: format!("###OH-{token}-BEGIN###"),
             end: format!("###OH-{token}-END###"),
             utf8_rest: Vec::new(),
+            ansi: AnsiFilter::default(),
+            line: LineBuffer::default(),
             pending: String::new(),
             skip_newline: false,
             capture: Capture::new(opts.spool_dir.clone()),
@@ -504,12 +644,12 @@ impl Session {
 
     /// Takes the output collected so far.
     pub(super) fn take_output(&self) -> Captured {
-        lock(&self.shared).capture.take()
+        lock(&self.shared).take()
     }
 
     /// Drops the output collected so far.
     pub(super) fn discard_output(&self) {
-        drop(lock(&self.shared).capture.take());
+        drop(lock(&self.shared).take());
     }
 
     /// Kills bash and everything started from it, and reaps it.
@@ -610,6 +750,8 @@ mod tests {
             begin: "###OH-t-BEGIN###".into(),
             end: "###OH-t-END###".into(),
             utf8_rest: Vec::new(),
+            ansi: AnsiFilter::default(),
+            line: LineBuffer::default(),
             pending: String::new(),
             skip_newline: false,
             capture: Capture::new(std::env::temp_dir()),
@@ -630,8 +772,25 @@ mod tests {
         assert_eq!(sh.prompts, 1);
         assert_eq!(sh.last_prompt.exit_code, 3);
         assert_eq!(sh.last_prompt.working_dir.as_deref(), Some("/x"));
-        let c = sh.capture.take();
+        let c = sh.take();
         assert_eq!(c.whole.as_deref(), Some("hello\nworld\nnext"));
+    }
+
+    #[test]
+    fn escapes_progress_bars_and_backspaces_are_rendered() {
+        let mut sh = shared();
+        for chunk in [
+            &b"\x1b[01;34mblue\x1b[0m plain\r\n"[..],
+            b"\x1b]0;title\x07ok\x1b[",
+            b"2Kdone\r\n10%\r50%\r",
+            b"100%\r\nab\x08c\x07\n",
+        ] {
+            sh.feed(chunk);
+        }
+        assert_eq!(
+            sh.take().whole.as_deref(),
+            Some("blue plain\nokdone\n100%\nac")
+        );
     }
 
     #[test]
@@ -643,7 +802,7 @@ mod tests {
         }
         sh.feed(b"\n");
         sh.feed(b"x");
-        assert_eq!(sh.capture.take().whole.as_deref(), Some("héllo wörld\nx"));
+        assert_eq!(sh.take().whole.as_deref(), Some("héllo wörld\nx"));
     }
 
     #[test]
