@@ -14,7 +14,6 @@ use std::time::Instant;
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
 use rand::Rng;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 /// Characters of output kept at the start of a command's output.
@@ -69,9 +68,10 @@ pub(super) struct Capture {
 
 struct Spool {
     keep: bool,
-    file: File,
+    file: std::io::BufWriter<File>,
     path: PathBuf,
-    hasher: Sha256,
+    /// Random id naming the saved file.
+    id: String,
 }
 
 /// A finished capture.
@@ -80,7 +80,8 @@ pub(super) struct Captured {
     pub whole: Option<String>,
     pub head: String,
     pub tail: String,
-    /// The spool file with the whole output and its short hash, when output was large.
+    /// The spool file with the whole output and a random id for its final name, when output
+    /// was large.
     pub spooled: Option<(PathBuf, String)>,
 }
 
@@ -107,7 +108,6 @@ impl Capture {
             self.open_spool();
         }
         if let Some(spool) = &mut self.spool {
-            spool.hasher.update(text.as_bytes());
             if spool.file.write_all(text.as_bytes()).is_err() {
                 self.spool_failed = true;
             }
@@ -137,8 +137,6 @@ impl Capture {
         let opened = std::fs::create_dir_all(&self.spool_dir).and_then(|_| File::create(&path));
         match opened {
             Ok(mut file) => {
-                let mut hasher = Sha256::new();
-                hasher.update(self.head.as_bytes());
                 if file.write_all(self.head.as_bytes()).is_err() {
                     self.spool_failed = true;
                     let _ = std::fs::remove_file(&path);
@@ -146,9 +144,9 @@ impl Capture {
                 }
                 self.spool = Some(Spool {
                     keep: false,
-                    file,
+                    file: std::io::BufWriter::with_capacity(256 * 1024, file),
                     path,
-                    hasher,
+                    id: format!("{:08x}", rand::rng().random::<u32>()),
                 });
             }
             Err(_) => self.spool_failed = true,
@@ -167,9 +165,7 @@ impl Capture {
                 return None;
             }
             s.keep = true;
-            let digest = s.hasher.clone().finalize();
-            let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-            Some((s.path.clone(), hash))
+            Some((s.path.clone(), s.id.clone()))
         });
         if big {
             let chars = old.tail.chars().count();
@@ -290,6 +286,30 @@ const MAX_LINE: usize = 64 * 1024;
 
 impl LineBuffer {
     fn emit(&mut self, text: &str, capture: &mut Capture) {
+        let plain = !self.cr
+            && !text
+                .bytes()
+                .any(|b| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f);
+        if plain {
+            match text.rfind('\n') {
+                Some(i) => {
+                    if self.line.is_empty() {
+                        capture.push(&text[..=i]);
+                    } else {
+                        self.line.push_str(&text[..=i]);
+                        capture.push(&self.line);
+                        self.line.clear();
+                    }
+                    self.line.push_str(&text[i + 1..]);
+                }
+                None => self.line.push_str(text),
+            }
+            if self.line.len() > MAX_LINE {
+                capture.push(&self.line);
+                self.line.clear();
+            }
+            return;
+        }
         for c in text.chars() {
             if self.cr {
                 self.cr = false;
