@@ -28,7 +28,7 @@ const MAX_PENDING_MARKER: usize = 16_384;
 const INIT_SCRIPT: &str = r#"stty -echo 2>/dev/null; set +H
 __oh_t=@TOKEN@; __oh_u=$(id -un 2>/dev/null); __oh_h=${HOSTNAME%%.*}
 __oh_esc() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; REPLY=$s; }
-__oh_prompt() { local ec=$? bg=${!:--1} d py; py=$(command -v python 2>/dev/null); __oh_esc "$PWD"; d=$REPLY; __oh_esc "$py"; py=$REPLY; printf '\n###OH-%s-BEGIN###{"exit_code":%s,"pid":%s,"username":"%s","hostname":"%s","working_dir":"%s","py_interpreter_path":"%s"}###OH-%s-END###\n' "$__oh_t" "$ec" "$bg" "$__oh_u" "$__oh_h" "$d" "$py" "$__oh_t"; return $ec; }
+__oh_prompt() { local ec=$? bg=${!:--1} d py; py=$(command -v python 2>/dev/null); __oh_esc "$PWD"; d=$REPLY; __oh_esc "$py"; py=$REPLY; printf '\n###OH-%s-BEGIN###{"exit_code":%s,"pid":%s,"username":"%s","hostname":"%s","working_dir":"%s","py_interpreter_path":"%s"}###OH-%s-END###\n' "$__oh_t" "$ec" "$bg" "$__oh_u" "$__oh_h" "$d" "$py" "$__oh_t"; PS1=''; PS2=''; return $ec; }
 PS1=''; PS2=''; PROMPT_COMMAND=__oh_prompt
 "#;
 

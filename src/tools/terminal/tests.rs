@@ -117,6 +117,10 @@ async fn runs_commands_and_keeps_state() {
         out.observation["metadata"]["working_dir"],
         format!("{wd}/sub")
     );
+    // A prompt set by the user (e.g. a virtualenv) does not leak into outputs.
+    run(&t, &ctx, json!({"command": "PS1='(venv) $ '"})).await;
+    let out = run(&t, &ctx, json!({"command": "echo plain"})).await;
+    assert_eq!(obs_text(&out), "plain");
     let out = run(
         &t,
         &ctx,
