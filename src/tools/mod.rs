@@ -100,6 +100,10 @@ pub trait Tool: Send + Sync {
 
     /// Releases what the tool holds (e.g. kills the terminal's shell and its children).
     async fn close(&self) {}
+
+    /// The conversation's secrets as `(name, value)` pairs (values already resolved). The
+    /// terminal exports the ones a command mentions and hides every value in its output.
+    fn set_secrets(&self, _secrets: &[(String, String)]) {}
 }
 
 /// The tools of one conversation, in the order offered to the LLM.
@@ -190,6 +194,14 @@ impl ToolSet {
     /// Names of the tools this build can provide (for `/server_info`).
     pub fn available_names() -> Vec<&'static str> {
         vec!["terminal", "file_editor", "task_tracker", "finish", "think"]
+    }
+
+    /// Hands the conversation's secrets (name, resolved value) to the tools that use them;
+    /// call again whenever they change.
+    pub fn set_secrets(&self, secrets: &[(String, String)]) {
+        for tool in &self.tools {
+            tool.set_secrets(secrets);
+        }
     }
 
     /// Closes every tool (kills terminal sessions). Call when the conversation is deleted or

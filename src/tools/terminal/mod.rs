@@ -74,6 +74,8 @@ pub struct TerminalTool {
     session: Mutex<Option<Session>>,
     /// Cancelled by [`Tool::close`] so that a running call returns at once.
     closing: std::sync::Mutex<CancellationToken>,
+    /// `(name, value)` of the conversation's secrets.
+    secrets: std::sync::RwLock<Vec<(String, String)>>,
 }
 
 /// A validated `TerminalAction`.
@@ -180,6 +182,7 @@ impl TerminalTool {
             opts,
             session: Mutex::new(None),
             closing: std::sync::Mutex::new(CancellationToken::new()),
+            secrets: std::sync::RwLock::new(Vec::new()),
         }
     }
 
@@ -222,7 +225,7 @@ impl TerminalTool {
             .max(2_000);
         let text = match body {
             Body::Text(t) => t,
-            Body::Output(c) => self.render_output(c, budget).await,
+            Body::Output(c) => self.mask(&self.render_output(c, budget).await),
         };
         let mut obs = Map::new();
         obs.insert("content".into(), json!([text_content(text.clone())]));
@@ -288,6 +291,57 @@ impl TerminalTool {
             None => None,
         };
         cut_middle(&head, &tail, budget, saved.as_deref())
+    }
+
+    /// Replaces every secret value in `text` with `<secret-hidden>`.
+    fn mask(&self, text: &str) -> String {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = text.to_owned();
+        for (_, value) in secrets.iter() {
+            if !value.is_empty() && out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), "<secret-hidden>");
+            }
+        }
+        out
+    }
+
+    /// `export NAME=$'value' && ...` for the secrets `command` mentions (case-insensitive).
+    fn secret_exports(&self, command: &str) -> Option<String> {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let lower = command.to_lowercase();
+        let exports: Vec<String> = secrets
+            .iter()
+            .filter(|(name, value)| {
+                !value.is_empty() && is_env_name(name) && lower.contains(&name.to_lowercase())
+            })
+            .map(|(name, value)| format!("export {name}={}", ansi_c_quote(value)))
+            .collect();
+        (!exports.is_empty()).then(|| exports.join(" && "))
+    }
+
+    /// Runs a helper command (not shown to the model) and waits for it to finish.
+    async fn run_hidden(&self, session: &mut Session, line: &str) -> Result<(), ToolError> {
+        let target = session.prompts() + 1;
+        session.running_until = Some(target);
+        session
+            .write(format!("{line}\n").into_bytes())
+            .await
+            .map_err(ToolError)?;
+        let mut rx = session.subscribe();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while session.prompts() < target && !session.status().2 {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        if session.prompts() >= target {
+            session.running_until = None;
+        }
+        session.discard_output();
+        Ok(())
     }
 
     async fn run_action(
@@ -408,6 +462,14 @@ impl TerminalTool {
             };
             session.write(bytes).await.map_err(ToolError)?;
         } else if !command.is_empty() {
+            if let Some(exports) = self.secret_exports(command) {
+                self.run_hidden(session, &exports).await?;
+                if session.running_until.is_some() {
+                    return Err(ToolError(
+                        "could not export the secrets to the terminal".into(),
+                    ));
+                }
+            }
             let line = if command.lines().any(|l| l.len() > MAX_TYPED_LINE) {
                 let path = std::env::temp_dir()
                     .join(format!("oh-terminal-{:016x}.sh", rand::random::<u64>()));
@@ -725,6 +787,10 @@ impl Tool for TerminalTool {
         self.run_action(&mut slot, &action, ctx).await
     }
 
+    fn set_secrets(&self, secrets: &[(String, String)]) {
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = secrets.to_vec();
+    }
+
     async fn close(&self) {
         let token = {
             let mut guard = self.closing.lock().unwrap_or_else(|e| e.into_inner());
@@ -755,6 +821,31 @@ Good habits:
 * Pass non-interactive flags (`-y`, `--yes`, `--no-pager`) and avoid pagers and editors that wait \
 for keyboard input.
 * Use `reset` only when the terminal no longer responds; it starts a fresh shell.";
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Quotes `value` for bash as `$'...'`.
+fn ansi_c_quote(value: &str) -> String {
+    let mut out = String::from("$'");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
 
 /// `Python`-style seconds: `30` for whole numbers, else the float.
 fn secs_text(d: Duration) -> String {

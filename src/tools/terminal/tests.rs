@@ -410,3 +410,19 @@ async fn close_ends_a_running_call() {
     assert_eq!(obs_text(&out), "again");
     t.close().await;
 }
+
+#[tokio::test]
+async fn secrets_are_exported_and_hidden() {
+    if !have_bash() {
+        return;
+    }
+    let (_d, ctx) = ctx();
+    let t = tool(&ctx, 30.0);
+    t.set_secrets(&[("API_TOKEN".into(), "s3cr'et\\value".into())]);
+    let out = run(&t, &ctx, json!({"command": "echo \"token=$API_TOKEN\""})).await;
+    assert_eq!(obs_text(&out), "token=<secret-hidden>");
+    assert!(!out.llm_text.contains("s3cr"));
+    let out = run(&t, &ctx, json!({"command": "echo ${#API_TOKEN}"})).await;
+    assert_eq!(obs_text(&out), "13");
+    t.close().await;
+}
