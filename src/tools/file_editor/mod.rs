@@ -17,6 +17,8 @@ const MAX_RESPONSE_CHARS: usize = 16_000;
 const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 const SNIPPET_CONTEXT: usize = 4;
 const MAX_HISTORY: usize = 10;
+/// Bytes of undo history kept for all files together.
+const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bmp"];
 const FILE_CLIPPED: &str = "<response clipped><NOTE>Only part of this file is shown because \
 the output limit was reached. Search the file with `grep -n` to find the lines you need, then \
@@ -434,6 +436,18 @@ fn push_history(history: &Mutex<HashMap<PathBuf, Vec<String>>>, path: &Path, tex
     list.push(text);
     if list.len() > MAX_HISTORY {
         list.remove(0);
+    }
+    // Bound the memory all histories use: drop the oldest entries of the longest lists.
+    let mut total: usize = h.values().flatten().map(String::len).sum();
+    while total > MAX_HISTORY_BYTES {
+        let Some(longest) = h
+            .values_mut()
+            .filter(|l| !l.is_empty())
+            .max_by_key(|l| l.len())
+        else {
+            break;
+        };
+        total -= longest.remove(0).len();
     }
 }
 
