@@ -150,12 +150,6 @@ fn annotations(tool: &dyn Tool) -> Value {
     Value::Object(m)
 }
 
-/// `TerminalTool` → (`TerminalAction`, `TerminalObservation`).
-fn action_observation_types(kind: &str) -> (String, String) {
-    let base = kind.strip_suffix("Tool").unwrap_or(kind);
-    (format!("{base}Action"), format!("{base}Observation"))
-}
-
 fn system_prompt(working_dir: &str, tools: &Tools) -> String {
     let names: Vec<&str> = tools.iter().map(|t| t.name()).collect();
     format!(
@@ -201,7 +195,12 @@ pub async fn ensure_initialized(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let (toolset, unknown) = ToolSet::from_agent_spec(&specs, &base_ctx);
+    let defaults = agent
+        .get("include_default_tools")
+        .and_then(Value::as_array)
+        .cloned();
+    let (toolset, unknown) =
+        ToolSet::from_agent_spec_with_defaults(&specs, defaults.as_deref(), &base_ctx);
     if !unknown.is_empty() {
         tracing::warn!(conversation = %conv.id, tools = ?unknown, "agent names tools this server does not provide");
     }
@@ -256,6 +255,10 @@ pub async fn install_runtime(
 async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), ConversationError> {
     let agent = conv.agent_json();
     conv.register_usage(&rt.usage_id, &rt.model);
+    let secrets = conv.secret_values();
+    for t in rt.tools.iter() {
+        t.set_secrets(&secrets);
+    }
     if let Some(cllm) = agent.get("condenser").and_then(|c| c.get("llm")) {
         let s = settings_or_default(cllm);
         conv.register_usage(&s.usage_id, &s.model);
@@ -274,16 +277,19 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
         .tools
         .iter()
         .map(|t| {
-            let def = t.definition();
-            let (a, o) = action_observation_types(t.kind());
-            json!({
-                "description": def.description,
-                "action_type": a,
-                "observation_type": o,
-                "annotations": annotations(t.as_ref()),
-                "kind": t.kind(),
-                "title": t.name(),
-            })
+            let mut entry = t.system_prompt_entry();
+            if entry.get("annotations").is_none() {
+                let kind = entry.get("kind").cloned();
+                let title = entry.get("title").cloned();
+                if let Some(o) = entry.as_object_mut() {
+                    o.shift_remove("kind");
+                    o.shift_remove("title");
+                    o.insert("annotations".into(), annotations(t.as_ref()));
+                    o.insert("kind".into(), kind.unwrap_or(Value::Null));
+                    o.insert("title".into(), title.unwrap_or(Value::Null));
+                }
+            }
+            entry
         })
         .collect();
     let body = json!({

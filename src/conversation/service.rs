@@ -515,6 +515,11 @@ impl ConversationService {
             let mut inner = lock(&conv.inner);
             inner.subscribers.clear();
         }
+        if let Some(rt) = conv.runtime.lock().await.take() {
+            for t in rt.tools.iter() {
+                t.close().await;
+            }
+        }
         let _w = conv.write_lock.lock().await;
         let dir = conv.dir.clone();
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
@@ -1415,7 +1420,15 @@ impl Conversation {
             }
             reg
         };
-        self.set_fields(vec![("secret_registry", reg)], false).await
+        self.set_fields(vec![("secret_registry", reg)], false)
+            .await?;
+        let secrets = self.secret_values();
+        if let Some(rt) = self.runtime.lock().await.as_ref() {
+            for t in rt.tools.iter() {
+                t.set_secrets(&secrets);
+            }
+        }
+        Ok(())
     }
 
     /// Marks a conversation found `running` at start-up: an `AgentErrorEvent` for each action
