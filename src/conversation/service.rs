@@ -639,6 +639,11 @@ impl ConversationService {
             }
             let _ = conv.save_state().await;
             let _ = conv.save_meta().await;
+            if let Some(rt) = conv.runtime.lock().await.take() {
+                for t in rt.tools.iter() {
+                    t.close().await;
+                }
+            }
         }
     }
 }
@@ -1056,7 +1061,7 @@ impl Conversation {
                 .join("events")
                 .join(store::event_file_name(index, events::id(&ev)));
             let ev2 = ev.clone();
-            tokio::task::spawn_blocking(move || store::write_json(&path, &ev2))
+            tokio::task::spawn_blocking(move || store::write_new_json(&path, &ev2))
                 .await
                 .map_err(std::io::Error::other)??;
         }

@@ -47,6 +47,24 @@ pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// Writes a new, never-rewritten file (an event): created exclusively, data synced, then the
+/// directory synced. A crash mid-write can only leave a torn last file, which the loader
+/// skips, so no temp file and rename are needed.
+pub fn write_new_json(path: &Path, value: &Value) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(&bytes)?;
+    f.sync_data()?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
 /// Reads a JSON file.
 pub fn read_json(path: &Path) -> std::io::Result<Value> {
     let bytes = fs::read(path)?;

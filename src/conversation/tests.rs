@@ -575,3 +575,77 @@ async fn reads_the_reference_sample() {
         Some(json!("Broken Python file test"))
     );
 }
+
+#[tokio::test]
+async fn a_slow_subscriber_is_cut_off_not_waited_for() {
+    let fx = fixture();
+    let svc = ConversationService::open(fx.root.clone(), None, 4).expect("open");
+    let conv = create(&svc, &fx, json!({"autotitle": false})).await;
+    let mut sub = conv.subscribe().expect("subscribe");
+    let first = sub.rx.recv().await.expect("snapshot");
+    assert!(first.contains("full_state"));
+    let n = super::service::SUBSCRIBER_QUEUE + 10;
+    for i in 0..n {
+        conv.append(events::user_message("user", msg(&format!("m{i}"))))
+            .await
+            .expect("append");
+    }
+    // Everything was persisted although nobody read the queue.
+    assert_eq!(conv.events().await.expect("events").len(), n);
+    let mut got = 0;
+    while sub.rx.recv().await.is_some() {
+        got += 1;
+    }
+    assert!(got < n, "the queue is bounded");
+    assert!(sub.overflowed.load(std::sync::atomic::Ordering::Acquire));
+}
+
+#[tokio::test]
+async fn stop_hook_feedback_keeps_the_agent_going() {
+    let fx = fixture();
+    std::fs::create_dir_all(&fx.work).expect("mkdir");
+    let marker = fx.work.join("denied-once");
+    let script = format!(
+        "if [ -f '{m}' ]; then exit 0; else touch '{m}'; echo '{{\"decision\": \"deny\", \"additionalContext\": \"fix the syntax\"}}'; exit 2; fi",
+        m = marker.display()
+    );
+    let svc = ConversationService::open(fx.root.clone(), None, 4).expect("open");
+    let conv = create(
+        &svc,
+        &fx,
+        json!({"autotitle": false, "hook_config": {"stop": [{"matcher": "*", "hooks": [{"type": "command", "command": script}]}]}}),
+    )
+    .await;
+    install(
+        &conv,
+        FakeLlm::new(
+            vec![],
+            Some(Reply::Call("finish", json!({"message": "done"}))),
+        ),
+    )
+    .await;
+    conv.send_message(msg("go"), false).await.expect("send");
+    run_to_end(&conv).await;
+    assert_eq!(conv.status(), status::FINISHED);
+    let evs = conv.events().await.expect("events");
+    let hooks: Vec<&Value> = evs
+        .iter()
+        .filter(|e| events::kind(e) == "HookExecutionEvent")
+        .collect();
+    assert_eq!(hooks.len(), 2, "{:?}", kinds(&evs));
+    assert_eq!(hooks[0]["blocked"], true);
+    assert_eq!(hooks[0]["additional_context"], "fix the syntax");
+    assert_eq!(hooks[1]["success"], true);
+    let feedback = evs
+        .iter()
+        .find(|e| events::kind(e) == "MessageEvent" && e["source"] == "environment")
+        .expect("feedback");
+    assert!(events::message_text(feedback).starts_with("[Stop hook feedback] fix the syntax"));
+    assert_eq!(
+        evs.iter()
+            .filter(|e| events::kind(e) == "ActionEvent")
+            .count(),
+        2
+    );
+    assert!(evs.iter().any(|e| e["key"] == "hook_config"));
+}

@@ -810,6 +810,27 @@ pub(super) fn scoped_router() -> axum::Router<AppState> {
             "/api/conversations/{conversation_id}/git/{*rest}",
             axum::routing::any(scoped),
         )
+        .route(
+            "/api/conversations/{conversation_id}/bash/{*rest}",
+            axum::routing::any(scoped),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/vscode/{*rest}",
+            axum::routing::any(scoped_vscode),
+        )
+}
+
+async fn scoped_vscode(
+    State(state): State<AppState>,
+    axum::extract::Path((raw_id, _rest)): axum::extract::Path<(String, String)>,
+) -> Response {
+    match Uuid::parse_str(&raw_id)
+        .ok()
+        .and_then(|id| state.conversations.get(&id))
+    {
+        Some(_) => unsupported("VSCode").into_response(),
+        None => ApiError::NotFound(format!("Conversation not found: {raw_id}")).into_response(),
+    }
 }
 
 fn unprocessable(msg: &str) -> Response {
@@ -893,10 +914,45 @@ async fn scoped(
             return unprocessable("conversation_id must match the runtime conversation");
         }
     }
-    let group = if req.uri().path().contains(&format!("{raw_id}/file/")) {
+    let path = req.uri().path().to_string();
+    let group = if path.contains(&format!("{raw_id}/file/")) {
         "file"
+    } else if path.contains(&format!("{raw_id}/bash/")) {
+        "bash"
     } else {
         "git"
+    };
+    // Bash commands: `cwd` must be inside the workspace and defaults to it.
+    let req = if group == "bash"
+        && req.method() == axum::http::Method::POST
+        && rest.ends_with("_bash_command")
+    {
+        let (mut parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+            return ApiError::BadRequest("request body too large".into()).into_response();
+        };
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(mut v) => {
+                match v.get("cwd").and_then(Value::as_str) {
+                    Some(cwd) => {
+                        if !inside(&root, cwd).await {
+                            return unprocessable("cwd must be inside the conversation workspace");
+                        }
+                    }
+                    None => {
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("cwd".into(), json!(root));
+                        }
+                    }
+                }
+                serde_json::to_vec(&v).unwrap_or_default()
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        axum::extract::Request::from_parts(parts, axum::body::Body::from(body))
+    } else {
+        req
     };
     let target = if query.is_empty() {
         format!("/api/{group}/{rest}")
@@ -910,6 +966,7 @@ async fn scoped(
     }
     let router = super::files::router()
         .merge(super::git::router())
+        .merge(super::bash::router())
         .split_for_parts()
         .0
         .with_state(state);
