@@ -1202,6 +1202,9 @@ pub async fn side_call(
         latency,
     )
     .await?;
+    if conv.run_ctl().is_none() {
+        conv.persist_state().await?;
+    }
     Ok(c.text.unwrap_or_default())
 }
 

@@ -1090,7 +1090,10 @@ impl Conversation {
                 inner.state.insert((*k).to_string(), v.clone());
             }
         }
-        if !self.is_deleted() {
+        // Stats change on every LLM call; their events carry the totals, and base_state is
+        // rewritten with them at the next status change or when the run ends.
+        let only_stats = fields.iter().all(|(k, _)| *k == "stats");
+        if !self.is_deleted() && !only_stats {
             self.save_state().await?;
         }
         if emit {
@@ -1100,6 +1103,15 @@ impl Conversation {
             }
         }
         Ok(())
+    }
+
+    /// Writes `base_state.json` now (e.g. after stats changed outside a run).
+    pub async fn persist_state(&self) -> std::io::Result<()> {
+        if self.is_deleted() {
+            return Ok(());
+        }
+        let _w = self.write_lock.lock().await;
+        self.save_state().await
     }
 
     /// Sets `execution_status` (with its state-update event) when it changes.
@@ -1340,12 +1352,18 @@ impl Conversation {
                     .await;
                 let _ = conv.set_status(status::ERROR).await;
             }
-            conv.end_run(&ctl);
+            conv.end_run(&ctl).await;
         });
         Ok(())
     }
 
-    fn end_run(self: &Arc<Self>, ctl: &RunCtl) {
+    async fn end_run(self: &Arc<Self>, ctl: &RunCtl) {
+        if !self.is_deleted() {
+            let _w = self.write_lock.lock().await;
+            if let Err(e) = self.save_state().await {
+                tracing::warn!(conversation = %self.id, error = %e, "could not save the state");
+            }
+        }
         {
             let mut inner = lock(&self.inner);
             inner.run = None;
