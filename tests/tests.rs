@@ -3,4 +3,5 @@
 
 mod support;
 
+mod bash;
 mod server_details;
