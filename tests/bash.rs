@@ -522,6 +522,51 @@ async fn events_survive_a_restart() {
     assert!(!has_temp_files(events.path()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_kills_running_commands_and_records_their_end() {
+    let events = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        env: vec![(
+            "OH_BASH_EVENTS_DIR".into(),
+            events.path().display().to_string(),
+        )],
+        ..ServerOptions::default()
+    };
+    let mut srv = TestServer::start_with(opts.clone());
+    let dir = srv.workdir();
+    let cmd = start(
+        &srv,
+        json!({"command": "(sleep 2; touch late) & sleep 100", "cwd": dir}),
+    )
+    .await;
+    // A request waiting for a command gets its answer when the server stops.
+    let waiting = tokio::spawn({
+        let (client, url) = (srv.client(), api(&srv, "/execute_bash_command"));
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({"command": "sleep 100"}))
+                .send()
+                .await;
+            r.unwrap().json::<Value>().await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    srv.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(waiting.await.unwrap()["exit_code"], -15);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!dir.join("late").exists(), "a command outlived the server");
+    let srv = TestServer::start_with(opts);
+    let (_, _, code) = poll_like_the_client(&srv, cmd["id"].as_str().unwrap()).await;
+    assert_eq!(code, -15, "the stopped command's final output was stored");
+}
+
 fn has_temp_files(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .unwrap()

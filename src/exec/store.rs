@@ -236,10 +236,28 @@ impl Store {
         }
     }
 
-    /// Reads one event and serialises it compactly.
+    /// Reads one event's JSON text as stored (our files are compact; files written by the
+    /// reference are indented, which is still valid JSON). Checked to be JSON, not re-serialised.
     pub async fn load_json(&self, name: &str) -> Option<String> {
-        let event = self.load(name).await?;
-        serde_json::to_string(&event).ok()
+        let path = self.dir.join(name);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let bytes = std::fs::read(&path)?;
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .map_err(std::io::Error::other)?;
+            let mut text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+            text.truncate(text.trim_end().len());
+            Ok(text)
+        })
+        .await;
+        match read {
+            Ok(Ok(text)) => Some(text),
+            Ok(Err(e)) => {
+                tracing::warn!(name, error = %e, "unreadable bash event skipped");
+                lock(&self.index).remove(name);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// File name of the event with this hex id.
