@@ -66,7 +66,7 @@ pub(crate) struct Inner {
     default_cwd: Option<String>,
     /// Commands still running, by hex id. Short critical sections only, never across `.await`.
     running: Mutex<HashMap<String, Arc<Control>>>,
-    /// File names of newly stored events, for live subscribers.
+    /// File names of newly stored events, for live subscribers (sent by the store).
     events: broadcast::Sender<Arc<str>>,
     subscribers: Arc<AtomicUsize>,
     closed: AtomicBool,
@@ -74,13 +74,10 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Stores `event` and announces it to subscribers; a storage failure is logged.
-    async fn publish_saved(&self, stamp: &Stamp, event: BashEvent) -> Option<Arc<str>> {
-        match self.store.save(stamp, event).await {
-            Ok(name) => {
-                let _ = self.events.send(name.clone());
-                Some(name)
-            }
+    /// Stores the event `build` makes (announced to subscribers); a failure is logged.
+    async fn append(&self, build: impl FnOnce(&Stamp) -> BashEvent) -> Option<Stamp> {
+        match self.store.append(build).await {
+            Ok((_, stamp)) => Some(stamp),
             Err(e) => {
                 tracing::error!(error = %e, "cannot store bash event");
                 None
@@ -182,8 +179,8 @@ impl BashService {
         events_dir: PathBuf,
         default_cwd: Option<PathBuf>,
     ) -> std::io::Result<Self> {
-        let store = Store::open(events_dir)?;
         let (events, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
+        let store = Store::open(events_dir, events.clone())?;
         Ok(BashService {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
@@ -220,23 +217,24 @@ impl BashService {
         if inner.closed.load(Ordering::Acquire) {
             return Err(ExecError::Closed);
         }
-        let stamp = inner.store.stamp();
-        let command = BashCommand {
+        let request_cwd = request.cwd.filter(|c| !c.is_empty());
+        let id = crate::util::hex_id();
+        let mut command = BashCommand {
             command: request.command,
-            cwd: request
-                .cwd
-                .filter(|c| !c.is_empty())
-                .or_else(|| inner.default_cwd.clone()),
+            cwd: request_cwd.or_else(|| inner.default_cwd.clone()),
             timeout: request.timeout,
-            id: crate::util::hex_id(),
-            timestamp: stamp.timestamp.clone(),
+            id,
+            timestamp: String::new(),
             kind: "BashCommand".into(),
         };
-        let name = inner
+        let (_, stamp) = inner
             .store
-            .save(&stamp, BashEvent::Command(command.clone()))
+            .append(|stamp| {
+                command.timestamp = stamp.timestamp.clone();
+                BashEvent::Command(command.clone())
+            })
             .await?;
-        let _ = inner.events.send(name);
+        command.timestamp = stamp.timestamp;
         let control = Arc::new(Control::new());
         inner.running().insert(command.id.clone(), control.clone());
         let task_inner = inner.clone();
@@ -261,10 +259,9 @@ impl BashService {
             (Some(o), false) => o,
             _ => {
                 // Nothing stored (events cleared meanwhile): the reference's empty answer.
-                let stamp = store.stamp();
                 let empty = BashOutput {
                     id: crate::util::hex_id(),
-                    timestamp: stamp.timestamp,
+                    timestamp: store.stamp().timestamp,
                     command_id: command.id,
                     order: 0,
                     exit_code: Some(-1),

@@ -36,6 +36,7 @@ const SENSITIVE_ENV: &[&str] = &[
     "OTEL_HEADERS",
     "OTEL_EXPORTER_OTLP_HEADERS",
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OH_SESSION_API_KEYS",
 ];
 const SENSITIVE_ENV_PREFIXES: &[&str] = &["OH_SESSION_API_KEYS_"];
 
@@ -171,10 +172,9 @@ async fn emit(
     stderr: Option<String>,
     exit_code: Option<i64>,
 ) -> BashOutput {
-    let stamp = inner.store.stamp();
-    let output = BashOutput {
+    let mut output = BashOutput {
         id: crate::util::hex_id(),
-        timestamp: stamp.timestamp.clone(),
+        timestamp: String::new(),
         command_id: command.id.clone(),
         order: chunker.order,
         exit_code,
@@ -183,14 +183,26 @@ async fn emit(
         kind: "BashOutput".into(),
     };
     chunker.order += 1;
-    let head = BashOutput {
+    // The text is not copied: the outcome keeps only the chunk's metadata.
+    let mut head = BashOutput {
+        id: output.id.clone(),
+        timestamp: String::new(),
+        command_id: output.command_id.clone(),
+        order: output.order,
+        exit_code,
         stdout: None,
         stderr: None,
-        ..output.clone()
+        kind: output.kind.clone(),
     };
-    inner
-        .publish_saved(&stamp, super::BashEvent::Output(output))
-        .await;
+    if let Some(stamp) = inner
+        .append(move |stamp| {
+            output.timestamp = stamp.timestamp.clone();
+            super::BashEvent::Output(output)
+        })
+        .await
+    {
+        head.timestamp = stamp.timestamp;
+    }
     head
 }
 

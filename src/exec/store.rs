@@ -93,6 +93,11 @@ pub(crate) struct Store {
     last_micros: Mutex<i64>,
     /// Resolves the orders of outputs found at start-up, once, on the first search needing them.
     orders_ready: tokio::sync::OnceCell<()>,
+    /// Serialises appends (stamp, write, index, announce), so events become visible in name
+    /// order: a reader paging by cursor never misses an event that lands behind it.
+    commit: tokio::sync::Mutex<()>,
+    /// Names of newly stored events, in name order, for live subscribers.
+    announce: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 /// Parses `<ts>_<Kind>[_<command>]_<id>` into (kind, command id, event id).
@@ -120,8 +125,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating if needed) `dir` and indexes the events already in it.
-    pub fn open(dir: PathBuf) -> std::io::Result<Self> {
+    /// Opens (creating if needed) `dir` and indexes the events already in it; new events are
+    /// announced on `announce`.
+    pub fn open(
+        dir: PathBuf,
+        announce: tokio::sync::broadcast::Sender<Arc<str>>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = Index::default();
         for entry in std::fs::read_dir(&dir)? {
@@ -156,11 +165,26 @@ impl Store {
             index: Mutex::new(index),
             last_micros: Mutex::new(0),
             orders_ready: tokio::sync::OnceCell::new(),
+            commit: tokio::sync::Mutex::new(()),
+            announce,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Stores the event `build` makes for a fresh stamp (written atomically, indexed, announced)
+    /// and returns its file name and stamp.
+    pub async fn append(
+        &self,
+        build: impl FnOnce(&Stamp) -> BashEvent,
+    ) -> std::io::Result<(Arc<str>, Stamp)> {
+        let _turn = self.commit.lock().await;
+        let stamp = self.stamp();
+        let name = self.save(&stamp, build(&stamp)).await?;
+        let _ = self.announce.send(name.clone());
+        Ok((name, stamp))
     }
 
     /// A fresh time, strictly later than every earlier stamp of this store.
@@ -185,7 +209,7 @@ impl Store {
     }
 
     /// Writes `event` atomically under the name built from `stamp`, then indexes it.
-    pub async fn save(&self, stamp: &Stamp, event: BashEvent) -> std::io::Result<Arc<str>> {
+    async fn save(&self, stamp: &Stamp, event: BashEvent) -> std::io::Result<Arc<str>> {
         let (name, meta) = match &event {
             BashEvent::Command(c) => (
                 format!("{}_BashCommand_{}", stamp.name_prefix, c.id),
@@ -506,7 +530,8 @@ mod tests {
     #[test]
     fn stamps_strictly_increase() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path().to_owned()).expect("open");
+        let store =
+            Store::open(dir.path().to_owned(), tokio::sync::broadcast::channel(1).0).expect("open");
         let mut last = String::new();
         for _ in 0..1000 {
             let s = store.stamp();
