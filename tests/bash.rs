@@ -567,6 +567,36 @@ async fn shutdown_kills_running_commands_and_records_their_end() {
     assert_eq!(code, -15, "the stopped command's final output was stored");
 }
 
+#[tokio::test]
+async fn a_command_cut_off_by_a_crash_ends_after_the_restart() {
+    let events = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        env: vec![(
+            "OH_BASH_EVENTS_DIR".into(),
+            events.path().display().to_string(),
+        )],
+        ..ServerOptions::default()
+    };
+    let mut srv = TestServer::start_with(opts.clone());
+    let cmd = start(
+        &srv,
+        json!({"command": "echo before; sleep 5", "timeout": 6}),
+    )
+    .await;
+    let cid = cmd["id"].as_str().unwrap().to_string();
+    let finished = start(&srv, json!({"command": "echo done"})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    srv.stop_with(nix::sys::signal::Signal::SIGKILL);
+    let srv = TestServer::start_with(opts);
+    let (out, err, code) = poll_like_the_client(&srv, &cid).await;
+    assert_eq!((out.as_str(), code), ("before\n", -1), "{err}");
+    assert!(err.contains("restarted"), "{err}");
+    // A command that had finished is left alone.
+    let fid = finished["id"].as_str().unwrap();
+    let (_, page) = search(&srv, &format!("command_id__eq={fid}")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+}
+
 fn has_temp_files(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .unwrap()

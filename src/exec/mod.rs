@@ -166,6 +166,35 @@ fn json_string_body(s: &str) -> String {
     quoted[1..quoted.len() - 1].to_owned()
 }
 
+/// Gives commands cut off by a server crash their final output (exit code -1), so clients
+/// polling them across the restart see them end.
+async fn finish_interrupted(inner: Arc<Inner>) {
+    let store = inner.store.clone();
+    let interrupted = tokio::task::spawn_blocking(move || store.take_interrupted())
+        .await
+        .unwrap_or_default();
+    for (command_id, order) in interrupted {
+        tracing::info!(%command_id, "bash command was cut off by a server restart");
+        inner
+            .append(|stamp| {
+                BashEvent::Output(BashOutput {
+                    id: crate::util::hex_id(),
+                    timestamp: stamp.timestamp.clone(),
+                    command_id: command_id.to_string(),
+                    order,
+                    exit_code: Some(-1),
+                    stdout: None,
+                    stderr: Some(INTERRUPTED_TEXT.into()),
+                    kind: "BashOutput".into(),
+                })
+            })
+            .await;
+    }
+}
+
+/// Final stderr of a command whose server stopped without recording its end.
+const INTERRUPTED_TEXT: &str = "The agent server restarted while this command was running";
+
 impl BashService {
     /// A service keeping its events under `events_dir` (created if missing); commands without a
     /// `cwd` run in the server's working directory.
@@ -181,7 +210,7 @@ impl BashService {
     ) -> std::io::Result<Self> {
         let (events, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
         let store = Store::open(events_dir, events.clone())?;
-        Ok(BashService {
+        let service = BashService {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
                 default_cwd: default_cwd.map(|p| p.to_string_lossy().into_owned()),
@@ -191,7 +220,12 @@ impl BashService {
                 closed: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
             }),
-        })
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let inner = service.inner.clone();
+            service.inner.tasks.spawn(finish_interrupted(inner));
+        }
+        Ok(service)
     }
 
     /// Where events are kept.

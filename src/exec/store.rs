@@ -83,6 +83,9 @@ impl Index {
     }
 }
 
+/// A command id found at start-up and the file name of its last output, if any.
+type FoundCommand = (Arc<str>, Option<Arc<str>>);
+
 /// The event files of one bash service and their index.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -98,6 +101,9 @@ pub(crate) struct Store {
     commit: tokio::sync::Mutex<()>,
     /// Names of newly stored events, in name order, for live subscribers.
     announce: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Commands found at start-up with the name of their last output, checked once by
+    /// [`Store::take_interrupted`].
+    found_commands: Mutex<Vec<FoundCommand>>,
 }
 
 /// Parses `<ts>_<Kind>[_<command>]_<id>` into (kind, command id, event id).
@@ -160,8 +166,21 @@ impl Store {
                 "bash events found from a previous run"
             );
         }
+        let found_commands = index
+            .by_name
+            .values()
+            .filter(|m| m.kind == BashEventKind::Command)
+            .map(|m| {
+                let last = index
+                    .outputs_by_command
+                    .get(&m.event_id)
+                    .and_then(|s| s.iter().next_back().cloned());
+                (m.event_id.clone(), last)
+            })
+            .collect();
         Ok(Store {
             dir,
+            found_commands: Mutex::new(found_commands),
             index: Mutex::new(index),
             last_micros: Mutex::new(0),
             orders_ready: tokio::sync::OnceCell::new(),
@@ -296,6 +315,26 @@ impl Store {
             .get(command_id)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Commands of a previous run that never got their final output (the server died while they
+    /// ran), each with the `order` its final output should get. Blocking; answers once.
+    pub fn take_interrupted(&self) -> Vec<(Arc<str>, i64)> {
+        let found = std::mem::take(&mut *lock(&self.found_commands));
+        found
+            .into_iter()
+            .filter_map(|(command_id, last)| match last {
+                None => Some((command_id, 0)),
+                Some(name) => {
+                    let path = self.dir.join(&*name);
+                    if head_token(&path, "exit_code").as_deref() != Some("null") {
+                        return None;
+                    }
+                    let order = read_order(&path)?;
+                    Some((command_id, order + 1))
+                }
+            })
+            .collect()
     }
 
     /// Reads the `order` of outputs indexed at start-up (once; later outputs carry theirs).
@@ -480,8 +519,9 @@ fn write_atomic(dir: &Path, name: &str, event: &BashEvent) -> std::io::Result<()
     result
 }
 
-/// The `order` of a stored output: found in the file's head, else by parsing it all.
-fn read_order(path: &Path) -> Option<i64> {
+/// The raw JSON token after `"key":` in the first bytes of a stored event (outputs put `order`
+/// and `exit_code` before their text, in our files and the reference's).
+fn head_token(path: &Path, key: &str) -> Option<String> {
     let mut head = vec![0u8; ORDER_PROBE_BYTES];
     let mut f = std::fs::File::open(path).ok()?;
     let mut filled = 0;
@@ -493,18 +533,21 @@ fn read_order(path: &Path) -> Option<i64> {
         }
     }
     let head = String::from_utf8_lossy(&head[..filled]);
-    if let Some(pos) = head.find("\"order\"") {
-        let rest = head[pos + 7..].trim_start();
-        if let Some(rest) = rest.strip_prefix(':') {
-            let digits: String = rest
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '-')
-                .collect();
-            if let Ok(order) = digits.parse() {
-                return Some(order);
-            }
-        }
+    let quoted = format!("\"{key}\"");
+    let pos = head.find(&quoted)?;
+    let rest = head[pos + quoted.len()..].trim_start().strip_prefix(':')?;
+    let token: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The `order` of a stored output: found in the file's head, else by parsing it all.
+fn read_order(path: &Path) -> Option<i64> {
+    if let Some(order) = head_token(path, "order").and_then(|t| t.parse().ok()) {
+        return Some(order);
     }
     match BashEvent::from_json(&std::fs::read(path).ok()?).ok()? {
         BashEvent::Output(o) => Some(o.order),
