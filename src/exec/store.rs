@@ -288,6 +288,12 @@ impl Store {
             serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
                 .map_err(std::io::Error::other)?;
             let mut text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+            if text.starts_with("{\n") {
+                // Written indented by the reference server: answer compact JSON like ours.
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(std::io::Error::other)?;
+                return Ok(value.to_string());
+            }
             text.truncate(text.trim_end().len());
             Ok(text)
         })
