@@ -843,3 +843,48 @@ async fn scoped_file_and_git_routes_check_the_workspace() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn scoped_bash_defaults_to_the_workspace() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let id = info["id"].as_str().unwrap();
+    let (code, cmd) = post(
+        &srv,
+        &format!("/api/conversations/{id}/bash/start_bash_command"),
+        json!({"command": "pwd"}),
+    )
+    .await;
+    if code == 404 {
+        eprintln!("skipping: this build has no bash routes");
+        return;
+    }
+    assert_eq!(code, 200, "{cmd}");
+    let cid = cmd["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = get(
+            &srv,
+            &format!("/api/conversations/{id}/bash/bash_events/search?kind__eq=BashOutput&command_id__eq={cid}"),
+        )
+        .await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if let Some(done) = items.iter().find(|i| !i["exit_code"].is_null()) {
+            let out: String = items.iter().filter_map(|i| i["stdout"].as_str()).collect();
+            assert_eq!(done["exit_code"], 0);
+            assert_eq!(out.trim(), wd.to_str().unwrap());
+            break;
+        }
+        assert!(Instant::now() < deadline, "command did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = post(
+        &srv,
+        &format!("/api/conversations/{id}/bash/start_bash_command"),
+        json!({"command": "pwd", "cwd": "/"}),
+    )
+    .await;
+    assert_eq!(code, 422);
+}

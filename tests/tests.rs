@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bash;
 mod conversations;
 mod files;
 mod git;

@@ -633,6 +633,10 @@ impl ConversationService {
     /// Stops every run (graceful shutdown) and writes each conversation's metadata.
     pub async fn shutdown(&self) {
         for conv in self.all() {
+            let active = conv.run_ctl().is_some() || conv.runtime.lock().await.is_some();
+            if !active {
+                continue;
+            }
             if let Some(ctl) = conv.run_ctl() {
                 ctl.cancel.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(3), ctl.wait()).await;

@@ -216,10 +216,14 @@ pub async fn serve(
     state.set_ready();
     let bash = state.bash.clone();
     let conversations = state.conversations.clone();
-    let result = axum::serve(listener, app(state))
+    // Commands and runs are stopped before connections drain, so waiting requests finish
+    // promptly.
+    let shutdown = async move {
+        shutdown.await;
+        conversations.shutdown().await;
+        bash.shutdown().await;
+    };
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await;
-    conversations.shutdown().await;
-    bash.shutdown().await;
-    result
+        .await
 }
