@@ -468,6 +468,48 @@ async fn websocket_snapshot_live_events_and_text_run() {
         agent_stats["token_usages"].as_array().is_some(),
         "full metrics form in REST"
     );
+
+    // The title was generated from the first user message.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, info) = get(&srv, &format!("/api/conversations/{id}")).await;
+        if info["title"] == "Mock title for text" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "title: {}", info["title"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ask_agent answers without recording events, under its own usage id.
+    let before = all_events(&srv, &id).await.len();
+    let (code, ans) = post(
+        &srv,
+        &format!("/api/conversations/{id}/ask_agent"),
+        json!({"question": "what happened?"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ans}");
+    assert!(ans["response"].as_str().unwrap().starts_with("Mock title"));
+    let evs = all_events(&srv, &id).await;
+    assert!(evs[before..]
+        .iter()
+        .all(|e| e["kind"] == "ConversationStateUpdateEvent"));
+    let (_, info) = get(&srv, &format!("/api/conversations/{id}")).await;
+    assert!(info["stats"]["usage_to_metrics"]
+        .get("ask-agent-llm")
+        .is_some());
+
+    // A new socket can replay the history after its snapshot.
+    let url = format!(
+        "{}/sockets/events/{id}?resend_mode=all",
+        srv.url.replace("http://", "ws://")
+    );
+    let mut ws2 = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let snap = next_json(&mut ws2).await.unwrap();
+    assert_eq!(snap["key"], "full_state");
+    for want in evs.iter().take(5) {
+        let got = next_json(&mut ws2).await.unwrap();
+        assert_eq!(got["id"], want["id"]);
+    }
 }
 
 #[tokio::test]
