@@ -35,6 +35,8 @@ pub struct AgentRuntime {
     pub definitions: Vec<ToolDefinition>,
     /// Context for tool execution (the cancel token is replaced per run).
     pub base_ctx: ToolContext,
+    /// The condenser's LLM, when the agent has an `LLMSummarizingCondenser`.
+    pub condenser_llm: Option<Arc<dyn LlmClient>>,
 }
 
 /// The tools of one conversation.
@@ -204,12 +206,18 @@ pub async fn ensure_initialized(
     if !unknown.is_empty() {
         tracing::warn!(conversation = %conv.id, tools = ?unknown, "agent names tools this server does not provide");
     }
-    let rt = Arc::new(AgentRuntime::new(
+    let mut rt = AgentRuntime::new(
         llm::client_for(&settings),
         &llm_json,
         Tools(toolset.iter().cloned().collect()),
         base_ctx,
-    ));
+    );
+    if let Some(cfg) = CondenserConfig::from_agent(&agent) {
+        if let Ok(cs) = llm_settings(&cfg.llm) {
+            rt = rt.with_condenser_llm(llm::client_for(&cs));
+        }
+    }
+    let rt = Arc::new(rt);
     announce(conv, &rt).await?;
     *guard = Some(rt.clone());
     Ok(rt)
@@ -236,7 +244,14 @@ impl AgentRuntime {
             definitions,
             tools,
             base_ctx,
+            condenser_llm: None,
         }
+    }
+
+    /// Uses `client` for condensation (tests inject fakes; see [`ensure_initialized`]).
+    pub fn with_condenser_llm(mut self, client: Arc<dyn LlmClient>) -> Self {
+        self.condenser_llm = Some(client);
+        self
     }
 }
 
@@ -555,9 +570,22 @@ async fn step(
             return Ok(());
         }
     }
+    if let Some(cfg) =
+        CondenserConfig::from_agent(&conv.agent_json()).filter(|_| rt.condenser_llm.is_some())
+    {
+        let (view, requested) = conv
+            .with_events(|evs| (llm_view(evs), condensation_requested(evs)))
+            .await?;
+        if view.len() > cfg.max_size || requested {
+            if let Some(ev) = cancellable(ctl, condense(conv, rt, &cfg, &view)).await?? {
+                conv.append(ev).await?;
+                return Ok(());
+            }
+        }
+    }
     let llm_texts = conv.llm_texts();
     let messages = conv
-        .with_events(|evs| build_messages(evs, &llm_texts))
+        .with_events(|evs| build_messages(&llm_view(evs), &llm_texts))
         .await?;
     let request = CompletionRequest {
         messages,
@@ -1015,6 +1043,184 @@ fn observation_text(ev: &Value, llm_texts: &HashMap<String, String>) -> String {
     } else {
         body
     }
+}
+
+/// Settings of an `LLMSummarizingCondenser`.
+struct CondenserConfig {
+    llm: Value,
+    max_size: usize,
+    keep_first: usize,
+}
+
+impl CondenserConfig {
+    fn from_agent(agent: &Value) -> Option<Self> {
+        let c = agent.get("condenser").filter(|c| c.is_object())?;
+        if c.get("kind").and_then(Value::as_str) != Some("LLMSummarizingCondenser") {
+            return None;
+        }
+        Some(CondenserConfig {
+            llm: c.get("llm").filter(|l| l.is_object())?.clone(),
+            max_size: c
+                .get("max_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(80)
+                .max(4) as usize,
+            keep_first: c.get("keep_first").and_then(Value::as_u64).unwrap_or(4) as usize,
+        })
+    }
+}
+
+const CONVERTIBLE: [&str; 6] = [
+    "SystemPromptEvent",
+    "MessageEvent",
+    "ActionEvent",
+    "ObservationEvent",
+    "UserRejectObservation",
+    "AgentErrorEvent",
+];
+
+/// The events the LLM sees: LLM-convertible events minus those forgotten by condensations,
+/// with the latest summary inserted as a user message at its offset.
+pub fn llm_view(evs: &[Value]) -> Vec<Value> {
+    let mut forgotten: HashSet<&str> = HashSet::new();
+    let mut summary: Option<(String, usize, String)> = None;
+    for e in evs {
+        if events::kind(e) == "Condensation" {
+            if let Some(ids) = e.get("forgotten_event_ids").and_then(Value::as_array) {
+                forgotten.extend(ids.iter().filter_map(Value::as_str));
+            }
+            if let Some(s) = events::str_field(e, "summary") {
+                let off = e.get("summary_offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+                summary = Some((s.to_string(), off, events::id(e).to_string()));
+            }
+        }
+    }
+    let mut view: Vec<Value> = evs
+        .iter()
+        .filter(|e| CONVERTIBLE.contains(&events::kind(e)) && !forgotten.contains(events::id(e)))
+        .cloned()
+        .collect();
+    if let Some((text_body, off, id)) = summary {
+        let msg = json!({
+            "id": format!("{id}-summary"),
+            "source": "environment",
+            "llm_message": {"role": "user", "content": [text(&text_body)]},
+            "kind": "MessageEvent",
+        });
+        view.insert(off.min(view.len()), msg);
+    }
+    view
+}
+
+/// True when a `CondensationRequest` came after the last `Condensation`.
+fn condensation_requested(evs: &[Value]) -> bool {
+    for e in evs.iter().rev() {
+        match events::kind(e) {
+            "Condensation" => return false,
+            "CondensationRequest" => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+fn render_for_summary(e: &Value) -> String {
+    let body = match events::kind(e) {
+        "MessageEvent" => format!(
+            "{}: {}",
+            e.get("llm_message")
+                .and_then(|m| m.get("role"))
+                .and_then(Value::as_str)
+                .unwrap_or("user"),
+            events::message_text(e)
+        ),
+        "ActionEvent" => format!(
+            "agent called {} with {}",
+            events::str_field(e, "tool_name").unwrap_or(""),
+            e.get("tool_call")
+                .and_then(|t| t.get("arguments"))
+                .and_then(Value::as_str)
+                .unwrap_or("{}")
+        ),
+        "ObservationEvent" => format!(
+            "result of {}: {}",
+            events::str_field(e, "tool_name").unwrap_or(""),
+            events::content_text(e.get("observation").and_then(|o| o.get("content")))
+        ),
+        "UserRejectObservation" => format!(
+            "action rejected: {}",
+            events::str_field(e, "rejection_reason").unwrap_or("")
+        ),
+        "AgentErrorEvent" => format!("error: {}", events::str_field(e, "error").unwrap_or("")),
+        _ => String::new(),
+    };
+    body.chars().take(2000).collect()
+}
+
+/// Summarizes the middle of the view with the condenser LLM into a `Condensation` event body;
+/// `None` when there is nothing to forget.
+async fn condense(
+    conv: &Arc<Conversation>,
+    rt: &AgentRuntime,
+    cfg: &CondenserConfig,
+    view: &[Value],
+) -> Result<Option<Value>, StepError> {
+    let keep_tail = (cfg.max_size / 2).saturating_sub(cfg.keep_first + 1);
+    let start = cfg.keep_first.min(view.len());
+    let end = view.len().saturating_sub(keep_tail).max(start);
+    let middle = &view[start..end];
+    let forgotten: Vec<Value> = middle
+        .iter()
+        .filter(|e| !events::id(e).ends_with("-summary"))
+        .map(|e| json!(events::id(e)))
+        .collect();
+    if forgotten.is_empty() {
+        return Ok(None);
+    }
+    let transcript: Vec<String> = middle.iter().map(render_for_summary).collect();
+    let messages = vec![
+        Message::text(
+            Role::System,
+            "You compress the history of a software agent's session. Write a concise summary of the events below that keeps everything needed to continue the task: the user's goals, decisions taken, files changed, commands run with their important results, open problems and next steps. Reply with the summary only.",
+        ),
+        Message::text(Role::User, transcript.join("\n\n")),
+    ];
+    let settings = settings_or_default(&cfg.llm);
+    let Some(client) = rt.condenser_llm.clone() else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let c = client
+        .complete(CompletionRequest {
+            messages,
+            tools: Vec::new(),
+            cache_key: Some(conv.id.to_string()),
+        })
+        .await
+        .map_err(StepError::Llm)?;
+    let cost = super::stats::call_cost(&cfg.llm, &c.usage);
+    let latency = if c.latency_secs > 0.0 {
+        c.latency_secs
+    } else {
+        started.elapsed().as_secs_f64()
+    };
+    conv.record_usage(
+        &settings.usage_id,
+        &settings.model,
+        &c.usage,
+        cost,
+        &c.response_id,
+        latency,
+    )
+    .await?;
+    Ok(Some(json!({
+        "source": "environment",
+        "forgotten_event_ids": forgotten,
+        "summary": c.text.unwrap_or_default(),
+        "summary_offset": start,
+        "llm_response_id": c.response_id,
+        "kind": "Condensation",
+    })))
 }
 
 /// Converts the event log into the chat the LLM sees.

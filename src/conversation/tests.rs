@@ -201,6 +201,14 @@ async fn create(svc: &ConversationService, fx: &Fixture, extra: Value) -> Arc<Co
 }
 
 async fn install(conv: &Arc<Conversation>, llm: Arc<FakeLlm>) {
+    install_with(conv, llm, None).await
+}
+
+async fn install_with(
+    conv: &Arc<Conversation>,
+    llm: Arc<FakeLlm>,
+    condenser: Option<Arc<FakeLlm>>,
+) {
     let ctx = ToolContext {
         working_dir: conv.working_dir().into(),
         persistence_dir: conv.dir().to_path_buf(),
@@ -208,12 +216,11 @@ async fn install(conv: &Arc<Conversation>, llm: Arc<FakeLlm>) {
     };
     let tools = Tools(vec![Arc::new(EchoTool), Arc::new(FinishTool)]);
     let llm_json = conv.agent_json()["llm"].clone();
-    install_runtime(
-        conv,
-        Arc::new(AgentRuntime::new(llm, &llm_json, tools, ctx)),
-    )
-    .await
-    .expect("install");
+    let mut rt = AgentRuntime::new(llm, &llm_json, tools, ctx);
+    if let Some(c) = condenser {
+        rt = rt.with_condenser_llm(c);
+    }
+    install_runtime(conv, Arc::new(rt)).await.expect("install");
 }
 
 async fn run_to_end(conv: &Arc<Conversation>) {
@@ -476,7 +483,12 @@ async fn interrupt_abandons_the_llm_call_and_pauses() {
 async fn pause_stops_at_the_step_boundary() {
     let fx = fixture();
     let svc = ConversationService::open(fx.root.clone(), None, 4).expect("open");
-    let conv = create(&svc, &fx, json!({"autotitle": false})).await;
+    let conv = create(
+        &svc,
+        &fx,
+        json!({"autotitle": false, "stuck_detection": false}),
+    )
+    .await;
     install(
         &conv,
         FakeLlm::new(vec![], Some(Reply::Call("echo", json!({"text": "tick"})))),
@@ -648,4 +660,56 @@ async fn stop_hook_feedback_keeps_the_agent_going() {
         2
     );
     assert!(evs.iter().any(|e| e["key"] == "hook_config"));
+}
+
+#[tokio::test]
+async fn long_histories_are_condensed_with_a_summary() {
+    let fx = fixture();
+    let svc = ConversationService::open(fx.root.clone(), None, 4).expect("open");
+    let conv = create(&svc, &fx, json!({"autotitle": false})).await;
+    // Give the stored agent a small condenser.
+    let mut agent = conv.agent_json();
+    agent["condenser"] = json!({"llm": {"model": "openai/fake", "usage_id": "condenser"}, "max_size": 8,
+                                "keep_first": 2, "kind": "LLMSummarizingCondenser"});
+    conv.set_fields(vec![("agent", agent)], false)
+        .await
+        .expect("agent");
+    let script: Vec<Reply> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|t| Reply::Call("echo", json!({"text": t})))
+        .chain([Reply::Call("finish", json!({"message": "ok"}))])
+        .collect();
+    let llm = FakeLlm::new(script, None);
+    let condenser = FakeLlm::new(vec![], Some(Reply::Text("SUMMARY OF EARLIER WORK")));
+    install_with(&conv, llm.clone(), Some(condenser.clone())).await;
+    conv.send_message(msg("go"), false).await.expect("send");
+    run_to_end(&conv).await;
+    assert_eq!(conv.status(), status::FINISHED);
+    let evs = conv.events().await.expect("events");
+    let cond = evs
+        .iter()
+        .find(|e| events::kind(e) == "Condensation")
+        .unwrap_or_else(|| panic!("no Condensation: {:?}", kinds(&evs)));
+    assert!(!cond["forgotten_event_ids"]
+        .as_array()
+        .expect("ids")
+        .is_empty());
+    assert_eq!(cond["summary"], "SUMMARY OF EARLIER WORK");
+    assert_eq!(cond["summary_offset"], 2);
+    let seen = llm.seen.lock().expect("lock");
+    let last = seen.last().expect("requests");
+    let texts: Vec<String> = last
+        .messages
+        .iter()
+        .flat_map(|m| m.content.clone())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("SUMMARY OF EARLIER WORK")),
+        "{texts:?}"
+    );
+    assert!(
+        conv.state_value("stats").expect("stats")["usage_to_metrics"]
+            .get("condenser")
+            .is_some()
+    );
 }
