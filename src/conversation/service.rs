@@ -105,6 +105,8 @@ struct Inner {
     /// Text the LLM got for an observation (richer than the observation's content).
     llm_texts: HashMap<String, String>,
     title_started: bool,
+    /// Last time the event log was needed (idle conversations release it).
+    last_used: std::time::Instant,
 }
 
 /// One conversation.
@@ -359,6 +361,7 @@ impl ConversationService {
                 run: None,
                 llm_texts: HashMap::new(),
                 title_started: false,
+                last_used: std::time::Instant::now(),
             }),
             write_lock: tokio::sync::Mutex::new(()),
             load_lock: tokio::sync::Mutex::new(()),
@@ -628,6 +631,30 @@ impl ConversationService {
         conv.save_state().await?;
         self.insert(conv.clone());
         Ok(conv)
+    }
+
+    /// Starts the background task that releases conversations idle for
+    /// `OH_CONVERSATION_IDLE_TTL_SECONDS` (default 20 min); their files stay on disk.
+    pub fn start_idle_release(self: &Arc<Self>) {
+        let ttl = std::env::var("OH_CONVERSATION_IDLE_TTL_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1200);
+        let svc = Arc::downgrade(self);
+        let period = Duration::from_secs(ttl.clamp(1, 60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(svc) = svc.upgrade() else {
+                    return;
+                };
+                for conv in svc.all() {
+                    if conv.release_if_idle(Duration::from_secs(ttl)) {
+                        tracing::debug!(conversation = %conv.id, "released an idle conversation");
+                    }
+                }
+            }
+        });
     }
 
     /// Stops every run (graceful shutdown) and writes each conversation's metadata.
@@ -991,8 +1018,12 @@ impl Conversation {
 
     /// Loads the event log from disk on first use.
     pub async fn ensure_events(&self) -> std::io::Result<()> {
-        if lock(&self.inner).events.is_some() {
-            return Ok(());
+        {
+            let mut inner = lock(&self.inner);
+            inner.last_used = std::time::Instant::now();
+            if inner.events.is_some() {
+                return Ok(());
+            }
         }
         let _l = self.load_lock.lock().await;
         if lock(&self.inner).events.is_some() {
@@ -1029,9 +1060,45 @@ impl Conversation {
 
     /// Runs `f` over the event log without copying it.
     pub async fn with_events<R>(&self, f: impl FnOnce(&[Value]) -> R) -> std::io::Result<R> {
-        self.ensure_events().await?;
-        let inner = lock(&self.inner);
-        Ok(f(inner.events.as_deref().unwrap_or(&[])))
+        // Retried: an idle conversation may release its log between the load and the read.
+        for _ in 0..3 {
+            self.ensure_events().await?;
+            let inner = lock(&self.inner);
+            if let Some(evs) = inner.events.as_deref() {
+                return Ok(f(evs));
+            }
+        }
+        Err(std::io::Error::other("the event log could not be loaded"))
+    }
+
+    /// Releases the in-memory log and tools of a conversation idle for `ttl` (no run, no
+    /// subscriber). Returns true when released.
+    pub fn release_if_idle(&self, ttl: Duration) -> bool {
+        let Ok(_w) = self.write_lock.try_lock() else {
+            return false;
+        };
+        let Ok(mut rt) = self.runtime.try_lock() else {
+            return false;
+        };
+        let mut inner = lock(&self.inner);
+        if inner.run.is_some()
+            || !inner.subscribers.is_empty()
+            || inner.events.is_none()
+            || inner.last_used.elapsed() < ttl
+        {
+            return false;
+        }
+        inner.events = None;
+        inner.llm_texts.clear();
+        drop(inner);
+        if let Some(rt) = rt.take() {
+            tokio::spawn(async move {
+                for t in rt.tools.iter() {
+                    t.close().await;
+                }
+            });
+        }
+        true
     }
 
     /// Appends an event: stamps id/timestamp/parent, persists it, then publishes it.
@@ -1042,6 +1109,7 @@ impl Conversation {
     }
 
     async fn append_locked(&self, body: Value) -> std::io::Result<Value> {
+        self.ensure_events().await?;
         let (ev, index) = {
             let mut inner = lock(&self.inner);
             let id = crate::util::dashed_id();

@@ -713,3 +713,39 @@ async fn long_histories_are_condensed_with_a_summary() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn idle_conversations_release_memory_and_reload_on_use() {
+    let fx = fixture();
+    let svc = ConversationService::open(fx.root.clone(), None, 4).expect("open");
+    let conv = create(&svc, &fx, json!({"autotitle": false})).await;
+    install(
+        &conv,
+        FakeLlm::new(vec![Reply::Text("one"), Reply::Text("two")], None),
+    )
+    .await;
+    conv.send_message(msg("hi"), false).await.expect("send");
+    run_to_end(&conv).await;
+    let before = conv.events().await.expect("events");
+    {
+        let _sub = conv.subscribe().expect("subscribe");
+        assert!(
+            !conv.release_if_idle(Duration::ZERO),
+            "a watched conversation stays loaded"
+        );
+    }
+    assert!(conv.release_if_idle(Duration::ZERO));
+    assert_eq!(conv.events().await.expect("reload"), before);
+    // It keeps working: the agent is rebuilt, the system prompt is not repeated.
+    install(&conv, FakeLlm::new(vec![Reply::Text("again")], None)).await;
+    conv.send_message(msg("more"), false).await.expect("send");
+    run_to_end(&conv).await;
+    let evs = conv.events().await.expect("events");
+    assert_eq!(
+        evs.iter()
+            .filter(|e| events::kind(e) == "SystemPromptEvent")
+            .count(),
+        1
+    );
+    assert_eq!(&evs[..before.len()], &before[..]);
+}

@@ -216,6 +216,7 @@ pub async fn serve(
     state.set_ready();
     let bash = state.bash.clone();
     let conversations = state.conversations.clone();
+    conversations.start_idle_release();
     // Commands and runs are stopped before connections drain, so waiting requests finish
     // promptly.
     let shutdown = async move {
