@@ -307,10 +307,43 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
             entry
         })
         .collect();
+    let mut prompt = system_prompt(&conv.working_dir(), &rt.tools);
+    let ctx = agent.get("agent_context");
+    if let Some(suffix) = ctx
+        .and_then(|c| c.get("system_message_suffix"))
+        .and_then(Value::as_str)
+    {
+        if !suffix.trim().is_empty() {
+            prompt.push_str("\n\n");
+            prompt.push_str(suffix);
+        }
+    }
+    // Skills without triggers are always part of the instructions.
+    for skill in ctx
+        .and_then(|c| c.get("skills"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let untriggered = skill.get("trigger").is_none_or(Value::is_null);
+        if let (true, Some(content)) = (untriggered, skill.get("content").and_then(Value::as_str)) {
+            let name = skill.get("name").and_then(Value::as_str).unwrap_or("skill");
+            prompt.push_str(&format!("\n\n<SKILL name=\"{name}\">\n{content}\n</SKILL>"));
+        }
+    }
+    let names: Vec<String> = conv.secret_values().into_iter().map(|(k, _)| k).collect();
+    let dynamic = (!names.is_empty()).then(|| {
+        text(&format!(
+            "<SECRETS>\nThese secrets are available as environment variables in the terminal when a command names them: {}. Use them by name (e.g. ${}); never print their values.\n</SECRETS>",
+            names.iter().map(|n| format!("${n}")).collect::<Vec<_>>().join(", "),
+            names[0]
+        ))
+    });
     let body = json!({
         "source": "agent",
-        "system_prompt": text(&system_prompt(&conv.working_dir(), &rt.tools)),
+        "system_prompt": text(&prompt),
         "tools": tool_defs,
+        "dynamic_context": dynamic,
         "kind": "SystemPromptEvent",
     });
     conv.append(body).await?;

@@ -1301,7 +1301,18 @@ impl Conversation {
     ) -> Result<(), ConversationError> {
         self.ensure_events().await?;
         agent::ensure_initialized(self).await?;
-        let msg = self.append(events::user_message("user", content)).await?;
+        let mut body = events::user_message("user", content);
+        let suffix = self
+            .agent_json()
+            .get("agent_context")
+            .and_then(|c| c.get("user_message_suffix"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned);
+        if let Some(sfx) = suffix {
+            body["extended_content"] = json!([events::text(&sfx)]);
+        }
+        let msg = self.append(body).await?;
         let msg_id = events::id(&msg).to_string();
         let running = self.run_ctl();
         if let Some(ctl) = &running {
