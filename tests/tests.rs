@@ -3,4 +3,6 @@
 
 mod support;
 
+mod fakes;
+mod launchers;
 mod server_details;

@@ -386,7 +386,7 @@ async fn prepare_sif(opts: &ApptainerOptions) -> Result<PathBuf, ClientError> {
             })?;
             format!("def_{:016x}", fnv1a(&text))
         }
-        None => uri.replace(['/', ':', '@'], "_"),
+        None => uri.replacen("://", "_", 1).replace(['/', ':', '@'], "_"),
     };
     let sif = cache.join(format!("{key}.sif"));
     if tokio::fs::try_exists(&sif).await.unwrap_or(false) {

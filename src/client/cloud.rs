@@ -173,7 +173,19 @@ impl OpenHandsCloudWorkspace {
             ticket: None,
         };
         if let Err(e) = ws.provision().await {
-            ws.delete_now();
+            // Only a sandbox this call created carries a ticket (see `provision`).
+            if let Some(t) = ws.ticket.take() {
+                guard::unregister(t);
+                if let Some(id) = ws.sandbox_id.take() {
+                    delete_sandbox(
+                        ws.opts.cloud_api_url.clone(),
+                        ws.opts.cloud_api_key.clone(),
+                        id,
+                    )
+                    .await;
+                }
+            }
+            ws.sandbox_id = None;
             return Err(e);
         }
         if ws.ticket.is_none() {

@@ -146,7 +146,19 @@ impl ApiRemoteWorkspace {
             ticket: None,
         };
         if let Err(e) = ws.provision().await {
-            ws.release_now();
+            if let Some(t) = ws.ticket.take() {
+                guard::unregister(t);
+                if let Some(id) = ws.runtime_id.take() {
+                    release_runtime(
+                        ws.opts.runtime_api_url.clone(),
+                        ws.opts.runtime_api_key.clone(),
+                        id,
+                        ws.opts.pause_on_close,
+                    )
+                    .await;
+                }
+            }
+            ws.runtime_id = None;
             return Err(e);
         }
         Ok(ws)
