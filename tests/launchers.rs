@@ -505,9 +505,11 @@ fn docker_image() -> Option<String> {
         // (Own thread and runtime: callers may be inside a runtime already.)
         let started = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            let mut o = DockerOptions::default();
-            o.build = Some(build);
-            o.detach_logs = false;
+            let o = DockerOptions {
+                build: Some(build),
+                detach_logs: false,
+                ..Default::default()
+            };
             rt.block_on(async {
                 let mut ws = DockerWorkspace::start(o).await?;
                 ws.cleanup().await
