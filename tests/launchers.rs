@@ -783,9 +783,42 @@ with DockerWorkspace(server_image=sys.argv[1], detach_logs=False, health_check_t
     r = ws.execute_command("echo hello-from-sdk; pwd", cwd="/tmp", timeout=30)
     print("RESULT", r.exit_code, repr(r.stdout), flush=True)
 "#;
+    // The SDK always asks for `--ulimit nofile=65536:65536`; where the machine's hard limit is
+    // lower (sandboxes without CAP_SYS_RESOURCE) Docker refuses, so a `docker` shim first on PATH
+    // drops just that pair there. Everything else reaches the real CLI untouched.
+    let shim_dir = tempfile::tempdir().unwrap();
+    let real_docker = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        shim_dir.path().join("docker"),
+        format!(
+            "#!/usr/bin/env bash\nargs=()\nwhile (($#)); do\n  if [[ $1 == --ulimit && $2 == nofile=65536:65536 ]] && (( $(ulimit -Hn) < 65536 )); then shift 2; continue; fi\n  args+=(\"$1\"); shift\ndone\nexec '{}' \"${{args[@]}}\"\n",
+            real_docker.trim()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            shim_dir.path().join("docker"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        shim_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = std::process::Command::new(&python)
         .args(["-c", script, &image])
-        .env_remove("SESSION_API_KEY")
+        .env("PATH", path)
         .env_remove("OH_SESSION_API_KEYS_0")
         .env("SESSION_API_KEY", "py-key")
         .output()

@@ -72,6 +72,8 @@ pub struct DockerOptions {
     pub name: Option<String>,
     /// Extra `docker run` arguments placed before the image.
     pub extra_run_args: Vec<String>,
+    /// `--ulimit nofile=N:N` (reference: 65536); dropped when the daemon cannot grant it.
+    pub ulimit_nofile: Option<u64>,
     /// The docker executable.
     pub docker: String,
 }
@@ -102,6 +104,7 @@ impl Default for DockerOptions {
             api_key: None,
             name: None,
             extra_run_args: Vec::new(),
+            ulimit_nofile: Some(65536),
             docker: "docker".into(),
         }
     }
@@ -178,65 +181,33 @@ impl DockerWorkspace {
                 .filter(|k| !k.is_empty())
         });
 
-        let mut cmd = Command::new(&docker);
-        cmd.args(["run", "-d"]);
-        if let Some(p) = &opts.platform {
-            cmd.args(["--platform", p]);
-        }
-        cmd.args(["--rm", "--ulimit", "nofile=65536:65536", "--name", &name]);
-        cmd.args([
-            "--label",
-            &format!(
-                "org.openhands.agent-server.launcher-pid={}",
-                std::process::id()
-            ),
-        ]);
-        // Values travel in the CLI's environment (`-e NAME`), never on its command line.
-        let explicit_key = opts.api_key.is_some();
-        for (k, v) in guard::forwarded_env(&opts.forward_env) {
-            if explicit_key && (k == "SESSION_API_KEY" || k == "OH_SESSION_API_KEYS_0") {
-                continue;
+        let mut out = None;
+        for with_ulimit in [opts.ulimit_nofile.is_some(), false] {
+            let mut cmd = run_command(&opts, &image, &name, host_port, with_ulimit);
+            let o = cmd
+                .output()
+                .await
+                .map_err(|e| ClientError::Tool(format!("cannot run {docker}: {e}")))?;
+            if o.status.success() {
+                out = Some(o);
+                break;
             }
-            cmd.arg("-e").arg(&k).env(&k, v);
-        }
-        if let Some(k) = &opts.api_key {
-            for var in ["SESSION_API_KEY", "OH_SESSION_API_KEYS_0"] {
-                cmd.arg("-e").arg(var).env(var, k);
-            }
-        }
-        for (k, v) in &opts.env {
-            cmd.arg("-e").arg(k).env(k, v);
-        }
-        for v in &opts.volumes {
-            cmd.arg("-v").arg(v);
-        }
-        cmd.arg("-p").arg(format!("127.0.0.1:{host_port}:8000"));
-        if opts.extra_ports {
-            cmd.arg("-p")
-                .arg(format!("127.0.0.1:{}:8001", host_port.saturating_add(1)));
-        }
-        if opts.enable_gpu {
-            cmd.args(["--gpus", "all"]);
-        }
-        if let Some(n) = &opts.network {
-            cmd.args(["--network", n]);
-        }
-        cmd.args(&opts.extra_run_args);
-        cmd.arg(&image)
-            .args(["--host", "0.0.0.0", "--port", "8000"]);
-        cmd.stdin(Stdio::null());
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| ClientError::Tool(format!("cannot run {docker}: {e}")))?;
-        if !out.status.success() {
             // `docker run -d` may have created the container before failing to start it.
             remove_container(&docker, &name);
-            return Err(ClientError::Failed(format!(
-                "Failed to run docker container: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            // A daemon whose own hard limit is lower cannot grant the nofile ulimit: go without.
+            if !(with_ulimit && err.contains("rlimit")) {
+                return Err(ClientError::Failed(format!(
+                    "Failed to run docker container: {err}"
+                )));
+            }
+            tracing::warn!(
+                "the Docker daemon cannot raise the nofile ulimit; running without --ulimit"
+            );
         }
+        let Some(out) = out else {
+            return Err(ClientError::Failed("Failed to run docker container".into()));
+        };
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let ticket = (!opts.keep_alive).then(|| {
             let (docker, id) = (docker.clone(), id.clone());
@@ -343,17 +314,16 @@ impl DockerWorkspace {
     }
 
     /// Stops and removes the container (unless `keep_alive`), and the image if `cleanup_image`.
+    /// Safe to cancel: until the container is gone, `Drop` and the signal handler still own it.
     pub async fn cleanup(&mut self) -> Result<(), ClientError> {
         if let Some(logs) = self.logs.take() {
             logs.abort();
         }
-        if let Some(t) = self.ticket.take() {
-            guard::unregister(t);
-        }
-        let Some(id) = self.container_id.take() else {
+        let Some(id) = self.container_id.clone() else {
             return Ok(());
         };
         if self.opts.keep_alive {
+            self.container_id = None;
             return Ok(());
         }
         let docker = self.opts.docker.clone();
@@ -362,11 +332,16 @@ impl DockerWorkspace {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .kill_on_drop(true)
             .status()
             .await;
         tokio::task::spawn_blocking(move || remove_container(&docker, &id))
             .await
             .map_err(|e| ClientError::Failed(format!("cleanup task failed: {e}")))?;
+        self.container_id = None;
+        if let Some(t) = self.ticket.take() {
+            guard::unregister(t);
+        }
         if self.opts.cleanup_image {
             let _ = Command::new(&self.opts.docker)
                 .args(["rmi", "-f", &self.image])
@@ -408,6 +383,66 @@ impl Drop for DockerWorkspace {
     fn drop(&mut self) {
         self.remove_now();
     }
+}
+
+/// The `docker run` command line (values of variables travel in the CLI's environment).
+fn run_command(
+    opts: &DockerOptions,
+    image: &str,
+    name: &str,
+    host_port: u16,
+    with_ulimit: bool,
+) -> Command {
+    let mut cmd = Command::new(&opts.docker);
+    cmd.args(["run", "-d"]);
+    if let Some(p) = &opts.platform {
+        cmd.args(["--platform", p]);
+    }
+    cmd.args(["--rm", "--name", name]);
+    if let (true, Some(n)) = (with_ulimit, opts.ulimit_nofile) {
+        cmd.arg("--ulimit").arg(format!("nofile={n}:{n}"));
+    }
+    cmd.args([
+        "--label",
+        &format!(
+            "org.openhands.agent-server.launcher-pid={}",
+            std::process::id()
+        ),
+    ]);
+    // Values travel in the CLI's environment (`-e NAME`), never on its command line.
+    let explicit_key = opts.api_key.is_some();
+    for (k, v) in guard::forwarded_env(&opts.forward_env) {
+        if explicit_key && (k == "SESSION_API_KEY" || k == "OH_SESSION_API_KEYS_0") {
+            continue;
+        }
+        cmd.arg("-e").arg(&k).env(&k, v);
+    }
+    if let Some(k) = &opts.api_key {
+        for var in ["SESSION_API_KEY", "OH_SESSION_API_KEYS_0"] {
+            cmd.arg("-e").arg(var).env(var, k);
+        }
+    }
+    for (k, v) in &opts.env {
+        cmd.arg("-e").arg(k).env(k, v);
+    }
+    for v in &opts.volumes {
+        cmd.arg("-v").arg(v);
+    }
+    cmd.arg("-p").arg(format!("127.0.0.1:{host_port}:8000"));
+    if opts.extra_ports {
+        cmd.arg("-p")
+            .arg(format!("127.0.0.1:{}:8001", host_port.saturating_add(1)));
+    }
+    if opts.enable_gpu {
+        cmd.args(["--gpus", "all"]);
+    }
+    if let Some(n) = &opts.network {
+        cmd.args(["--network", n]);
+    }
+    cmd.args(&opts.extra_run_args);
+    cmd.arg(image).args(["--host", "0.0.0.0", "--port", "8000"]);
+    cmd.stdin(Stdio::null());
+    cmd
 }
 
 /// `docker rm -f <id>` (blocking), waiting until the container is gone.
