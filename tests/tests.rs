@@ -4,5 +4,7 @@
 mod support;
 
 mod fakes;
+mod files;
+mod git;
 mod launchers;
 mod server_details;
