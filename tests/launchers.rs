@@ -835,3 +835,207 @@ with DockerWorkspace(server_image=sys.argv[1], detach_logs=False, health_check_t
         "{stdout}\n{stderr}"
     );
 }
+
+// ---------------------------------------------------------------- RemoteConversation (fake server)
+
+mod conversation_fake {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+    use tokio::sync::broadcast;
+
+    /// A conversation server that, during a run, drops every events socket after two events and
+    /// publishes two more while the client is away.
+    #[derive(Clone)]
+    pub struct Conv {
+        pub log: Arc<Mutex<Vec<Value>>>,
+        status: Arc<Mutex<String>>,
+        tx: broadcast::Sender<Option<Value>>,
+        pub connects: Arc<Mutex<u32>>,
+    }
+
+    fn event(n: usize, kind: &str) -> Value {
+        json!({"id": format!("ev-{n:03}"), "timestamp": format!("2026-11-25T10:00:{n:02}.000000"),
+               "source": "agent", "kind": kind})
+    }
+
+    impl Conv {
+        fn publish(&self, ev: Value) {
+            self.log.lock().unwrap().push(ev.clone());
+            let _ = self.tx.send(Some(ev));
+        }
+
+        fn status_event(&self, n: usize, status: &str) -> Value {
+            *self.status.lock().unwrap() = status.into();
+            let mut e = event(n, "ConversationStateUpdateEvent");
+            e["key"] = json!("execution_status");
+            e["value"] = json!(status);
+            e
+        }
+
+        fn full_state(&self) -> Value {
+            json!({"id": uuid::Uuid::new_v4().simple().to_string(), "timestamp": "2026-11-25T10:59:59",
+                   "source": "environment", "kind": "ConversationStateUpdateEvent", "key": "full_state",
+                   "value": {"execution_status": *self.status.lock().unwrap()}})
+        }
+    }
+
+    pub async fn start() -> (String, Conv) {
+        let conv = Conv {
+            log: Arc::new(Mutex::new(Vec::new())),
+            status: Arc::new(Mutex::new("idle".into())),
+            tx: broadcast::channel(64).0,
+            connects: Arc::new(Mutex::new(0)),
+        };
+        let app = Router::new()
+            .route(
+                "/api/conversations",
+                post(|| async { (axum::http::StatusCode::CREATED, Json(json!({"id": "c1"}))) }),
+            )
+            .route(
+                "/api/conversations/{id}",
+                get(|State(c): State<Conv>| async move {
+                    Json(json!({"id": "c1", "execution_status": *c.status.lock().unwrap()}))
+                }),
+            )
+            .route(
+                "/api/conversations/{id}/events/search",
+                get(
+                    |State(c): State<Conv>,
+                     axum::extract::Query(q): axum::extract::Query<
+                        std::collections::HashMap<String, String>,
+                    >| async move {
+                        // Two per page, to exercise paging.
+                        let log = c.log.lock().unwrap().clone();
+                        let start = q
+                            .get("page_id")
+                            .and_then(|p| log.iter().position(|e| e["id"] == p.as_str()))
+                            .unwrap_or(0);
+                        let items: Vec<Value> = log.iter().skip(start).take(2).cloned().collect();
+                        let next = log.get(start + 2).map(|e| e["id"].clone());
+                        Json(json!({"items": items, "next_page_id": next}))
+                    },
+                ),
+            )
+            .route(
+                "/api/conversations/{id}/events",
+                post(|State(c): State<Conv>, Json(body): Json<Value>| async move {
+                    let n = c.log.lock().unwrap().len();
+                    let mut e = event(n, "MessageEvent");
+                    e["source"] = json!("user");
+                    e["llm_message"] = body;
+                    c.publish(e);
+                    Json(json!({"success": true}))
+                }),
+            )
+            .route(
+                "/api/conversations/{id}/run",
+                post(|State(c): State<Conv>| async move {
+                    tokio::spawn(run(c));
+                    Json(json!({"success": true}))
+                }),
+            )
+            .route(
+                "/sockets/events/{id}",
+                get(
+                    |State(c): State<Conv>, Path(_id): Path<String>, ws: WebSocketUpgrade| async move {
+                        ws.on_upgrade(move |s| socket(c, s))
+                    },
+                ),
+            )
+            .with_state(conv.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, conv)
+    }
+
+    async fn socket(c: Conv, mut s: WebSocket) {
+        let mut rx = c.tx.subscribe();
+        *c.connects.lock().unwrap() += 1;
+        let _ = s.send(Message::text(c.full_state().to_string())).await;
+        while let Ok(item) = rx.recv().await {
+            match item {
+                Some(ev) => {
+                    if s.send(Message::text(ev.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                None => return, // dropped without a close frame, like a network failure
+            }
+        }
+    }
+
+    async fn run(c: Conv) {
+        let n = c.log.lock().unwrap().len();
+        c.publish(c.status_event(n, "running"));
+        c.publish(event(n + 1, "ActionEvent"));
+        c.publish(event(n + 2, "ObservationEvent"));
+        let _ = c.tx.send(None);
+        // Published while no socket is connected: only REST can deliver these.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        c.publish(event(n + 3, "ActionEvent"));
+        c.publish(event(n + 4, "ObservationEvent"));
+        while c.tx.receiver_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.publish(event(n + 5, "MessageEvent"));
+        c.publish(c.status_event(n + 6, "finished"));
+        let _ = c.tx.send(Some(c.full_state()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversation_run_survives_a_dropped_socket_without_losing_events() {
+    use agent_server::client::{
+        event_id, ConversationOptions, ExecutionStatus, RemoteConversation,
+    };
+    let (url, server) = conversation_fake::start().await;
+    let ws = RemoteWorkspace::new(&url, None).unwrap();
+    let conv = RemoteConversation::create(
+        &ws,
+        ConversationOptions::new(json!({"kind": "Agent"}), "/workspace/project"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(conv.id(), "c1");
+    let mut live = conv.subscribe();
+    conv.send_message("hello").await.unwrap();
+    let outcome = conv.run(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(outcome.status, ExecutionStatus::Finished);
+    assert!(
+        *server.connects.lock().unwrap() >= 2,
+        "the socket never reconnected"
+    );
+    let want: Vec<String> = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let got: Vec<String> = conv
+        .events()
+        .iter()
+        .map(|e| event_id(e).unwrap().to_string())
+        .collect();
+    assert_eq!(got, want, "every persisted event exactly once, in order");
+    assert_eq!(want.len(), 8);
+    // Live subscribers saw each persisted event once too (plus state snapshots).
+    let mut seen = Vec::new();
+    while let Ok(e) = live.try_recv() {
+        if e["key"] != "full_state" {
+            seen.push(event_id(&e).unwrap().to_string());
+        }
+    }
+    assert_eq!(seen, want);
+    assert_eq!(conv.cached_state().unwrap()["execution_status"], "finished");
+}
