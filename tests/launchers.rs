@@ -493,7 +493,7 @@ fn docker_image() -> Option<String> {
             ctx.join("Dockerfile"),
         )
         .map_err(|e| e.to_string())?;
-        let tag = format!("agent-server:test-{}", std::process::id());
+        let tag = "agent-server:test-local".to_string();
         let build = DockerBuild {
             context: ctx.clone(),
             dockerfile: None,
