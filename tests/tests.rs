@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bash;
 mod fakes;
 mod files;
 mod git;
