@@ -582,7 +582,14 @@ async fn docker_runs_pauses_resumes_and_removes_the_container() {
 #[tokio::test]
 async fn docker_workspace_runs_commands_files_and_git() {
     let Some(image) = docker_image() else { return };
-    let mut ws = DockerWorkspace::start(docker_opts(&image)).await.unwrap();
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("from-host.txt"), "mounted\n").unwrap();
+    std::env::set_var("AGENT_SERVER_TEST_FWD", "forwarded-value");
+    let mut o = docker_opts(&image);
+    o.forward_env = vec!["AGENT_SERVER_TEST_FWD".into()];
+    o.env = vec![("AGENT_SERVER_TEST_SET".into(), "set-value".into())];
+    o.volumes = vec![format!("{}:/mnt/host:ro", host_dir.path().display())];
+    let mut ws = DockerWorkspace::start(o).await.unwrap();
     if ws
         .execute_command("true", None, Duration::from_secs(5))
         .await
@@ -609,6 +616,15 @@ async fn docker_workspace_runs_commands_files_and_git() {
     assert_eq!(r.stderr, "err\n");
     assert!(!r.timeout_occurred);
     assert!(!chunks.is_empty());
+    let r = ws
+        .execute_command(
+            "echo $AGENT_SERVER_TEST_FWD $AGENT_SERVER_TEST_SET; cat /mnt/host/from-host.txt",
+            None,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "forwarded-value set-value\nmounted\n", "{r:?}");
     let slow = ws
         .execute_command("sleep 30", None, Duration::from_secs(1))
         .await
