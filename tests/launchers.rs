@@ -778,6 +778,43 @@ fn launch_docker_foreground_removes_the_container_on_ctrl_c() {
 
 // ---------------------------------------------------------------- the Python SDK on our image
 
+/// PATH for the Python SDK with a `docker` shim in front (see the comment inside).
+fn python_path_with_docker_shim() -> String {
+    // The SDK always asks for `--ulimit nofile=65536:65536`; where the machine's hard limit is
+    // lower (sandboxes without CAP_SYS_RESOURCE) Docker refuses, so a `docker` shim first on PATH
+    // drops just that pair there. Everything else reaches the real CLI untouched.
+    let shim_dir = tempfile::tempdir().unwrap().keep();
+    let real_docker = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        shim_dir.as_path().join("docker"),
+        format!(
+            "#!/usr/bin/env bash\nargs=()\nwhile (($#)); do\n  if [[ $1 == --ulimit && $2 == nofile=65536:65536 ]] && (( $(ulimit -Hn) < 65536 )); then shift 2; continue; fi\n  args+=(\"$1\"); shift\ndone\nexec '{}' \"${{args[@]}}\"\n",
+            real_docker.trim()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            shim_dir.as_path().join("docker"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    format!(
+        "{}:{}",
+        shim_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 #[test]
 fn python_sdk_docker_workspace_drives_our_image() {
     let Some(image) = docker_image() else { return };
@@ -799,42 +836,9 @@ with DockerWorkspace(server_image=sys.argv[1], detach_logs=False, health_check_t
     r = ws.execute_command("echo hello-from-sdk; pwd", cwd="/tmp", timeout=30)
     print("RESULT", r.exit_code, repr(r.stdout), flush=True)
 "#;
-    // The SDK always asks for `--ulimit nofile=65536:65536`; where the machine's hard limit is
-    // lower (sandboxes without CAP_SYS_RESOURCE) Docker refuses, so a `docker` shim first on PATH
-    // drops just that pair there. Everything else reaches the real CLI untouched.
-    let shim_dir = tempfile::tempdir().unwrap();
-    let real_docker = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v docker"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    std::fs::write(
-        shim_dir.path().join("docker"),
-        format!(
-            "#!/usr/bin/env bash\nargs=()\nwhile (($#)); do\n  if [[ $1 == --ulimit && $2 == nofile=65536:65536 ]] && (( $(ulimit -Hn) < 65536 )); then shift 2; continue; fi\n  args+=(\"$1\"); shift\ndone\nexec '{}' \"${{args[@]}}\"\n",
-            real_docker.trim()
-        ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            shim_dir.path().join("docker"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        shim_dir.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let out = std::process::Command::new(&python)
         .args(["-c", script, &image])
-        .env("PATH", path)
+        .env("PATH", python_path_with_docker_shim())
         .env_remove("OH_SESSION_API_KEYS_0")
         .env("SESSION_API_KEY", "py-key")
         .output()
@@ -1054,4 +1058,177 @@ async fn conversation_run_survives_a_dropped_socket_without_losing_events() {
     }
     assert_eq!(seen, want);
     assert_eq!(conv.cached_state().unwrap()["execution_status"], "finished");
+}
+
+// ---------------------------------------------------------------- conversations in Docker
+
+/// The kit's mock LLM (`../shared/compat/mock_llm.py`) on a free loopback port, killed on drop.
+struct MockLlm {
+    child: std::process::Child,
+    base_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl MockLlm {
+    fn start() -> Option<MockLlm> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/mock_llm.py");
+        if !script.exists() {
+            eprintln!("SKIP: no mock LLM at {}", script.display());
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(&script)
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let Ok(child) = cmd.spawn() else {
+            eprintln!("SKIP: cannot run python3 for the mock LLM");
+            return None;
+        };
+        let mut mock = MockLlm {
+            child,
+            base_url: String::new(),
+            _dir: dir,
+        };
+        for _ in 0..400 {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                mock.base_url = format!("http://127.0.0.1:{}/v1", p.trim());
+                return Some(mock);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        eprintln!("SKIP: the mock LLM did not start");
+        None
+    }
+}
+
+impl Drop for MockLlm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the server serves conversations yet (`/api/conversations/search`).
+async fn has_conversations(ws: &RemoteWorkspace) -> bool {
+    let req = ws.request(reqwest::Method::GET, "/api/conversations/search");
+    matches!(req.send().await, Ok(r) if r.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversation_in_docker_with_the_mock_llm() {
+    use agent_server::client::{
+        event_kind, ConversationOptions, ExecutionStatus, RemoteConversation,
+    };
+    let Some(image) = docker_image() else { return };
+    let Some(mock) = MockLlm::start() else { return };
+    // Host networking: the container reaches the mock on the host's loopback.
+    let mut o = docker_opts(&image);
+    o.network = Some("host".into());
+    let mut ws = DockerWorkspace::start(o).await.unwrap();
+    if !has_conversations(&ws).await {
+        eprintln!("SKIP conversation_in_docker_with_the_mock_llm: server has no conversations yet");
+        ws.cleanup().await.unwrap();
+        return;
+    }
+    let agent = json!({
+        "kind": "Agent",
+        "llm": {"model": "openai/mock", "base_url": mock.base_url, "api_key": "mock-key",
+                "usage_id": "agent", "num_retries": 0},
+        "tools": [{"name": "terminal", "params": {}}, {"name": "file_editor", "params": {}}],
+    });
+    let mut co = ConversationOptions::new(agent, "/workspace/project");
+    // What the official client sends along (the reference needs it to import the tools).
+    co.extra.insert(
+        "tool_module_qualnames".into(),
+        json!({"terminal": "openhands.tools.terminal.definition",
+               "file_editor": "openhands.tools.file_editor.definition"}),
+    );
+    let conv = RemoteConversation::create(&ws, co).await.unwrap();
+    conv.send_message("[[mock:echo marker=docker-marker]]")
+        .await
+        .unwrap();
+    let out = conv.run(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(out.status, ExecutionStatus::Finished);
+    let events = conv.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| event_kind(e) == Some("ObservationEvent")
+                && e.to_string().contains("docker-marker-42")),
+        "no observation with the marker in {} events",
+        events.len()
+    );
+    let r = ws
+        .execute_command(
+            "cat /workspace/project/echo_out.txt",
+            None,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "hello from mock\n");
+    conv.delete().await.unwrap();
+    ws.cleanup().await.unwrap();
+}
+
+#[test]
+fn python_sdk_conversation_in_our_image() {
+    let Some(image) = docker_image() else { return };
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let python = PathBuf::from(home).join(".cache/oh-compat/venv-1.58.2/bin/python");
+    if !python.exists() {
+        eprintln!("SKIP python_sdk_conversation_in_our_image: no SDK venv");
+        return;
+    }
+    // The SDK's launcher always runs the server on container port 8000; with the host's network
+    // (to reach the mock LLM on loopback) that is host port 8000.
+    if std::net::TcpListener::bind(("0.0.0.0", 8000)).is_err() {
+        eprintln!("SKIP python_sdk_conversation_in_our_image: host port 8000 is busy");
+        return;
+    }
+    let Some(mock) = MockLlm::start() else { return };
+    let script = r#"
+import sys
+from pydantic import SecretStr
+from openhands.sdk import LLM, Conversation
+from openhands.tools.preset.default import get_default_agent
+from openhands.workspace import DockerWorkspace
+import httpx
+with DockerWorkspace(server_image=sys.argv[1], network="host", host_port=8000,
+                     detach_logs=False, health_check_timeout=60) as ws:
+    if httpx.get(ws.host + "/api/conversations/search", headers={"X-Session-API-Key": ws.api_key}).status_code == 404:
+        print("NO-CONVERSATIONS", flush=True)
+        sys.exit(0)
+    llm = LLM(usage_id="agent", model="openai/mock", base_url=sys.argv[2],
+              api_key=SecretStr("mock-key"), num_retries=0, timeout=60)
+    conv = Conversation(agent=get_default_agent(llm=llm, cli_mode=True), workspace=ws)
+    conv.send_message("[[mock:echo marker=sdk-marker]]")
+    conv.run()
+    print("STATUS", conv.state.execution_status.value, flush=True)
+    print("MARKER", any("sdk-marker-42" in str(e) for e in conv.state.events), flush=True)
+    conv.close()
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &image, &mock.base_url])
+        .env("PATH", python_path_with_docker_shim())
+        .env_remove("OH_SESSION_API_KEYS_0")
+        .env("SESSION_API_KEY", "py-key")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    if stdout.contains("NO-CONVERSATIONS") {
+        eprintln!("SKIP python_sdk_conversation_in_our_image: server has no conversations yet");
+        return;
+    }
+    assert!(stdout.contains("STATUS finished"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("MARKER True"), "{stdout}\n{stderr}");
 }

@@ -52,7 +52,7 @@ pub struct DockerOptions {
     pub platform: Option<String>,
     /// `--gpus all`.
     pub enable_gpu: bool,
-    /// `--network`.
+    /// `--network`; `host` makes the server bind `127.0.0.1:<host_port>` of the host directly.
     pub network: Option<String>,
     /// Health wait at start and after `resume()`.
     pub health_check_timeout: Duration,
@@ -428,10 +428,15 @@ fn run_command(
     for v in &opts.volumes {
         cmd.arg("-v").arg(v);
     }
-    cmd.arg("-p").arg(format!("127.0.0.1:{host_port}:8000"));
-    if opts.extra_ports {
-        cmd.arg("-p")
-            .arg(format!("127.0.0.1:{}:8001", host_port.saturating_add(1)));
+    // With the host's network there is nothing to publish: the server binds the host port on
+    // loopback itself (the reference passes -p and 8000 anyway, which then collide).
+    let host_net = opts.network.as_deref() == Some("host");
+    if !host_net {
+        cmd.arg("-p").arg(format!("127.0.0.1:{host_port}:8000"));
+        if opts.extra_ports {
+            cmd.arg("-p")
+                .arg(format!("127.0.0.1:{}:8001", host_port.saturating_add(1)));
+        }
     }
     if opts.enable_gpu {
         cmd.args(["--gpus", "all"]);
@@ -440,7 +445,12 @@ fn run_command(
         cmd.args(["--network", n]);
     }
     cmd.args(&opts.extra_run_args);
-    cmd.arg(image).args(["--host", "0.0.0.0", "--port", "8000"]);
+    if host_net {
+        cmd.arg(image)
+            .args(["--host", "127.0.0.1", "--port", &host_port.to_string()]);
+    } else {
+        cmd.arg(image).args(["--host", "0.0.0.0", "--port", "8000"]);
+    }
     cmd.stdin(Stdio::null());
     cmd
 }
