@@ -2,7 +2,7 @@
 # Builds the agent-server image.
 #   images/build.sh [--prebuilt [--binary PATH]] [--base IMAGE] [--variant minimal|python-node]
 #                   [--tag TAG] [--platform P]
-# --prebuilt  layer a host-built binary (default target/release/agent-server, built if missing) onto the
+# --prebuilt  layer a host-built binary (default target/release/agent-server, kept up to date) onto the
 #             base, from a tiny build context (no registry needed when the base image is local);
 #             without it the server is compiled inside the build (needs the Rust image).
 # --variant   minimal (default): the base as given; python-node: first builds images/python-node.Dockerfile
@@ -47,10 +47,11 @@ esac
 
 SHA="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 if ((PREBUILT)); then
-  if [[ ! -x "$BINARY" ]]; then
-    log "building $BINARY"
+  if [[ "$BINARY" == "$ROOT/target/release/agent-server" ]]; then
+    log "cargo build --release (no-op when up to date)"
     cargo build --release --bin agent-server
   fi
+  [[ -x "$BINARY" ]] || { echo "no executable at $BINARY" >&2; exit 1; }
   CTX="$(mktemp -d)"
   trap 'rm -rf "$CTX"' EXIT
   cp "$ROOT/Dockerfile" "$CTX/Dockerfile"
