@@ -343,3 +343,51 @@ async fn foreground(mut ws: DockerWorkspace) -> i32 {
     let _ = ws.cleanup().await;
     code
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn docker_flags_read_like_docker_run() {
+        let cli = LaunchCli::try_parse_from([
+            "launch",
+            "docker",
+            "-d",
+            "-p",
+            "8000",
+            "-e",
+            "A=1",
+            "-e",
+            "B",
+            "-v",
+            "/a:/b:ro",
+            "--name",
+            "n",
+            "my/image:tag",
+        ])
+        .unwrap();
+        let Sandbox::Docker(a) = cli.sandbox else {
+            panic!("not docker")
+        };
+        assert_eq!(a.image, "my/image:tag");
+        assert_eq!(a.common.port, Some(8000));
+        assert!(a.common.detach);
+        assert_eq!(a.volume, ["/a:/b:ro"]);
+        let (forward, set) = split_env(&a.common.env);
+        assert_eq!(forward, ["B"]);
+        assert_eq!(set, [("A".to_string(), "1".to_string())]);
+        // A fresh random key unless told otherwise.
+        let k = api_key(&a.common).unwrap();
+        assert_eq!(k.len(), 48);
+        assert_ne!(Some(k), api_key(&a.common));
+        assert!(
+            LaunchCli::try_parse_from(["launch", "docker", "--no-auth", "--api-key", "k"]).is_err()
+        );
+        assert!(
+            LaunchCli::try_parse_from(["launch", "apptainer", "--sif", "a", "--image", "b"])
+                .is_err()
+        );
+    }
+}
