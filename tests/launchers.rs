@@ -1232,3 +1232,56 @@ with DockerWorkspace(server_image=sys.argv[1], network="host", host_port=8000,
     assert!(stdout.contains("STATUS finished"), "{stdout}\n{stderr}");
     assert!(stdout.contains("MARKER True"), "{stdout}\n{stderr}");
 }
+
+#[test]
+fn launch_apptainer_prints_url_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_apptainer(dir.path());
+    let sif = dir.path().join("server.sif");
+    std::fs::write(
+        &sif,
+        format!("FAKE-SIF {}\n", env!("CARGO_BIN_EXE_agent-server")),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-server"))
+        .args(["launch", "apptainer", "-q", "--json", "--sif"])
+        .arg(&sif)
+        .env("PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let url = v["url"].as_str().unwrap().to_string();
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let authed = rt.block_on(async {
+        let ws = RemoteWorkspace::new(&url, Some(key)).unwrap();
+        ws.get_command_output(None).await.is_ok()
+    });
+    assert!(authed);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let calls = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
+    assert!(
+        calls.contains("run --compat --no-mount hostfs --no-mount bind-paths --no-mount tmp"),
+        "{calls}"
+    );
+}
