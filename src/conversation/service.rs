@@ -491,11 +491,19 @@ impl ConversationService {
             inner.events = Some(Vec::new());
         }
         let dir = conv.dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::create_dir_all(dir.join("events")))
-            .await
-            .map_err(std::io::Error::other)??;
-        conv.save_meta().await?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir.join("events"))?;
+            store::sync_dir(&dir);
+            if let Some(root) = dir.parent() {
+                store::sync_dir(root);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        // base_state first: a directory is listed once its meta.json exists.
         conv.save_state().await?;
+        conv.save_meta().await?;
         lock(&self.convs).insert(id, conv.clone());
         if let Some(msg) = conv.meta_value("initial_message").filter(|m| m.is_object()) {
             let content = msg.get("content").cloned().unwrap_or(json!([]));
