@@ -5,6 +5,11 @@
 //! [`store`] (crash-safe on-disk layout), [`stats`] (token/cost metrics), [`service`] (the
 //! registry and one [`service::Conversation`]), [`agent`] (the run loop), [`stuck`] (stuck
 //! detection), [`hooks`] (command hooks).
+//!
+//! Not implemented (answered with a clear 400/422 or ignored): `agent_settings` /
+//! `agent_profile_id` agent sources, ACP agents, MCP tools, plugins, sub-agents and child
+//! conversations, goal mode, LLM switching, prompt/agent hooks (command hooks only), worktrees,
+//! ownership leases, security analyzers other than "use the risk the LLM gave".
 
 pub mod agent;
 pub mod crypto;
