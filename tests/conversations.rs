@@ -922,6 +922,17 @@ async fn scoped_bash_defaults_to_the_workspace() {
         assert!(Instant::now() < deadline, "command did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Scoped commands keep their events apart from the global store.
+    let (_, global) = get(
+        &srv,
+        &format!("/api/bash/bash_events/search?command_id__eq={cid}"),
+    )
+    .await;
+    assert_eq!(
+        global["items"].as_array().map(Vec::len),
+        Some(0),
+        "{global}"
+    );
     let (code, _) = post(
         &srv,
         &format!("/api/conversations/{id}/bash/start_bash_command"),

@@ -123,6 +123,8 @@ pub struct Conversation {
     deleted: AtomicBool,
     active_runs: Arc<AtomicUsize>,
     max_runs: usize,
+    /// The conversation-scoped bash runner (`<dir>/bash_events`), created on first use.
+    bash: std::sync::OnceLock<Arc<crate::exec::BashService>>,
 }
 
 /// Keys of `StoredConversation` taken from the create request, with their defaults.
@@ -369,6 +371,7 @@ impl ConversationService {
             deleted: AtomicBool::new(false),
             active_runs: self.active_runs.clone(),
             max_runs: self.max_runs,
+            bash: std::sync::OnceLock::new(),
         }
     }
 
@@ -530,6 +533,9 @@ impl ConversationService {
             for t in rt.tools.iter() {
                 t.close().await;
             }
+        }
+        if let Some(b) = conv.bash.get() {
+            b.shutdown().await;
         }
         let _w = conv.write_lock.lock().await;
         let dir = conv.dir.clone();
@@ -845,6 +851,19 @@ impl Conversation {
             }
         }
         out
+    }
+
+    /// The bash runner of the conversation-scoped `/bash` routes: events under
+    /// `<dir>/bash_events`, commands default to the working directory.
+    pub fn bash_service(&self) -> std::io::Result<Arc<crate::exec::BashService>> {
+        if let Some(b) = self.bash.get() {
+            return Ok(b.clone());
+        }
+        let svc = Arc::new(crate::exec::BashService::with_default_cwd(
+            self.dir.join("bash_events"),
+            Some(self.working_dir().into()),
+        )?);
+        Ok(self.bash.get_or_init(|| svc).clone())
     }
 
     /// The control of the active run, if any.

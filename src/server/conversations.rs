@@ -964,6 +964,13 @@ async fn scoped(
         Ok(uri) => parts.uri = uri,
         Err(_) => return ApiError::BadRequest("malformed path".into()).into_response(),
     }
+    let mut state = state;
+    if group == "bash" {
+        match conv.bash_service() {
+            Ok(b) => state.bash = b,
+            Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        }
+    }
     let router = super::files::router()
         .merge(super::git::router())
         .merge(super::bash::router())
