@@ -421,6 +421,7 @@ pub async fn run(conv: Arc<Conversation>, ctl: RunCtl) {
             || conv.is_deleted()
             || !ctl.rerun.swap(false, Ordering::AcqRel)
         {
+            ctl.exiting.store(true, Ordering::Release);
             break;
         }
         let st = conv.status();

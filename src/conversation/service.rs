@@ -87,6 +87,9 @@ pub struct RunCtl {
     pub rerun: Arc<AtomicBool>,
     /// Set when a user message was appended during the run.
     pub new_message: Arc<AtomicBool>,
+    /// Set when the run loop has stopped looking at `rerun` (only [`Conversation::end_run`]
+    /// acts on a request made after that).
+    pub exiting: Arc<AtomicBool>,
     done: Arc<tokio::sync::Notify>,
     finished: Arc<AtomicBool>,
 }
@@ -1362,18 +1365,36 @@ impl Conversation {
             self.set_status(status::IDLE).await?;
         }
         self.maybe_autotitle(&msg);
-        if run {
-            match self.start_run() {
-                Ok(()) => {}
-                Err(ConversationError::Conflict(_)) => {
-                    if let Some(ctl) = self.run_ctl() {
-                        ctl.rerun.store(true, Ordering::Release);
-                    }
-                }
-                Err(e) => return Err(e),
+        if run && self.start_or_queue_run()? {
+            // Queued behind a loop that is winding down: the conversation is no longer done.
+            let st = self.status();
+            if st == status::FINISHED || st == status::STUCK {
+                self.set_status(status::IDLE).await?;
             }
         }
         Ok(())
+    }
+
+    /// Starts a run, or asks the active one to run again once it stops. The request is made
+    /// under the same lock that [`Self::end_run`] takes to retire a run, so it is never lost.
+    /// Returns true when the request was queued behind a run loop that had already stopped.
+    fn start_or_queue_run(self: &Arc<Self>) -> Result<bool, ConversationError> {
+        for _ in 0..3 {
+            {
+                let inner = lock(&self.inner);
+                if let Some(ctl) = &inner.run {
+                    ctl.rerun.store(true, Ordering::Release);
+                    return Ok(ctl.exiting.load(Ordering::Acquire));
+                }
+            }
+            match self.start_run() {
+                Err(ConversationError::Conflict(_)) => continue,
+                other => return other.map(|()| false),
+            }
+        }
+        Err(ConversationError::Conflict(
+            "Conversation already running. Wait for completion or pause first.".into(),
+        ))
     }
 
     fn maybe_autotitle(self: &Arc<Self>, first: &Value) {
@@ -1444,6 +1465,7 @@ impl Conversation {
                 cancel: CancellationToken::new(),
                 rerun: Arc::new(AtomicBool::new(false)),
                 new_message: Arc::new(AtomicBool::new(false)),
+                exiting: Arc::new(AtomicBool::new(false)),
                 done: Arc::new(tokio::sync::Notify::new()),
                 finished: Arc::new(AtomicBool::new(false)),
             };
@@ -1474,13 +1496,25 @@ impl Conversation {
                 tracing::warn!(conversation = %self.id, error = %e, "could not save the state");
             }
         }
-        {
+        // A message that asked for a run after the loop's last look at `rerun` is honoured here.
+        let again = {
             let mut inner = lock(&self.inner);
             inner.run = None;
-        }
+            ctl.rerun.swap(false, Ordering::AcqRel) && !ctl.cancel.is_cancelled()
+        };
         self.active_runs.fetch_sub(1, Ordering::AcqRel);
         ctl.finished.store(true, Ordering::Release);
         ctl.done.notify_waiters();
+        if again && !self.is_deleted() {
+            let st = self.status();
+            if st == status::FINISHED || st == status::PAUSED || st == status::STUCK {
+                let _ = self.set_status(status::IDLE).await;
+            }
+            if let Err(e) = self.start_run() {
+                tracing::warn!(conversation = %self.id, error = %e, "could not start the queued run");
+            }
+            return;
+        }
         self.publish_full_state();
         // The client only accepts a snapshot after its POST /run returned; a very fast run can
         // beat that response, so repeat the snapshot shortly after.
