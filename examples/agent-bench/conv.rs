@@ -82,31 +82,32 @@ async fn send_message(c: &Ctx<'_>, id: &str, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `subs` subscribers on one conversation; `fanout_msgs` messages posted one after the other;
-/// latency = POST sent -> the last subscriber has the `MessageEvent`.
-pub async fn fanout(c: &Ctx<'_>, subs: usize, prefix: &str) -> anyhow::Result<Outcome> {
-    let id = create(c, "http://127.0.0.1:9/v1", 10).await?;
-    let mut sockets = Vec::with_capacity(subs);
-    for k in 0..subs {
-        sockets.push(
-            subscribe(c, &id)
-                .await
-                .with_context(|| format!("subscriber #{} of {subs}", k + 1))?,
-        );
+/// `subs` subscribers spread evenly over `convs` conversations; `fanout_msgs` messages posted
+/// one after the other, round-robin over the conversations; latency = POST sent -> the last
+/// subscriber of that conversation has the `MessageEvent`.
+pub async fn fanout(c: &Ctx<'_>, subs: usize, convs: usize, prefix: &str) -> anyhow::Result<Outcome> {
+    let convs = convs.clamp(1, subs.max(1));
+    let mut ids = Vec::with_capacity(convs);
+    for _ in 0..convs {
+        ids.push(create(c, "http://127.0.0.1:9/v1", 10).await?);
     }
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let (tx, mut rx) = mpsc::channel::<anyhow::Result<usize>>(subs * 4);
+    let (tx, mut rx) = mpsc::channel::<anyhow::Result<usize>>(subs * 4 + 16);
     let mut readers = Vec::new();
-    for ws in sockets {
+    let mut per_conv = vec![0usize; convs];
+    for k in 0..subs {
+        let ci = k % convs;
+        let ws = subscribe(c, &ids[ci])
+            .await
+            .with_context(|| format!("subscriber #{} of {subs} ({} per conversation)", k + 1, subs.div_ceil(convs)))?;
+        per_conv[ci] += 1;
         let (tx, tag) = (tx.clone(), tag.clone());
         readers.push(tokio::spawn(async move {
             let (_, mut rd) = ws.split();
-            let mut frames = 0usize;
             let needle = format!("fan{tag}m");
             while let Some(m) = rd.next().await {
                 match m {
                     Ok(Message::Text(t)) => {
-                        frames += 1;
                         if let Some(pos) = t.find(&needle) {
                             let rest = &t[pos + needle.len()..];
                             let i: usize = rest.get(..6).and_then(|d| d.parse().ok()).unwrap_or(usize::MAX);
@@ -126,51 +127,50 @@ pub async fn fanout(c: &Ctx<'_>, subs: usize, prefix: &str) -> anyhow::Result<Ou
                     }
                 }
             }
-            frames
         }));
     }
     drop(tx);
     let mut lat = Vec::new();
+    let mut deliveries = 0usize;
     let t0 = Instant::now();
     for i in 0..c.p.fanout_msgs {
+        let ci = i % convs;
+        let want = per_conv[ci];
         let t = Instant::now();
-        send_message(c, &id, &format!("fan{tag}m{i:06} hello subscribers")).await?;
+        send_message(c, &ids[ci], &format!("fan{tag}m{i:06} hello subscribers")).await?;
         let mut got = 0;
-        while got < subs {
+        while got < want {
             match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-                Err(_) => bail!("message {i}: only {got} of {subs} subscribers got it within 30 s"),
+                Err(_) => bail!("message {i}: only {got} of {want} subscribers got it within 30 s"),
                 Ok(None) => bail!("all subscribers gone"),
                 Ok(Some(Err(e))) => return Err(e),
                 Ok(Some(Ok(k))) => {
-                    ensure!(k == i, "subscriber got message {k} while waiting for {i}");
+                    ensure!(k == i, "a subscriber got message {k} while waiting for {i}");
                     got += 1;
                 }
             }
         }
+        deliveries += want;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let wall = t0.elapsed().as_secs_f64();
     for r in &readers {
         r.abort();
     }
-    let mut frames = 0;
-    for r in readers {
-        frames += r.await.unwrap_or(0);
-    }
-    // Frames are counted by tasks that were aborted: use deliveries of our messages instead.
-    let deliveries = (c.p.fanout_msgs * subs) as f64;
     let mut o = Outcome::default();
-    o.value(&format!("{prefix}_events_per_s"), deliveries / wall);
+    o.value(&format!("{prefix}_events_per_s"), deliveries as f64 / wall);
     o.value(&format!("{prefix}_lat_p50_ms"), pct(&lat, 50.0));
     o.value(&format!("{prefix}_lat_p99_ms"), pct(&lat, 99.0));
     o.detail(&format!("{prefix}_subscribers"), subs);
+    o.detail(&format!("{prefix}_conversations"), convs);
     o.detail(&format!("{prefix}_messages"), c.p.fanout_msgs);
-    o.detail(&format!("{prefix}_frames_counted"), frames);
-    let _ = c
-        .client
-        .delete(format!("{}/api/conversations/{id}", c.base))
-        .send()
-        .await;
+    for id in ids {
+        let _ = c
+            .client
+            .delete(format!("{}/api/conversations/{id}", c.base))
+            .send()
+            .await;
+    }
     Ok(o)
 }
 

@@ -58,6 +58,7 @@ pub struct Params {
     pub xfer_reps: usize,
     pub fanout_small: usize,
     pub fanout_big: usize,
+    pub fanout_big_convs: usize,
     pub fanout_msgs: usize,
     pub steps_one: usize,
     pub par_convs: usize,
@@ -74,8 +75,8 @@ pub struct Params {
 impl Params {
     fn quick() -> Params {
         Params {
-            rounds: 2,
-            cold_starts: 3,
+            rounds: 1,
+            cold_starts: 2,
             lat_n: 50,
             conc_clients: 64,
             conc_per_client: 3,
@@ -85,8 +86,9 @@ impl Params {
             poll_ms: 100,
             file_mib: 64,
             xfer_reps: 1,
-            fanout_small: 50,
+            fanout_small: 40,
             fanout_big: 200,
+            fanout_big_convs: 5,
             fanout_msgs: 10,
             steps_one: 20,
             par_convs: 20,
@@ -361,11 +363,11 @@ impl Run {
                 "fanout" => {
                     let mut a = Outcome::from_result(
                         &keys(&["fan_small"]),
-                        conv::fanout(&ctx, self.p.fanout_small, "fan_small").await,
+                        conv::fanout(&ctx, self.p.fanout_small, 1, "fan_small").await,
                     );
                     let b = Outcome::from_result(
                         &keys(&["fan_big"]),
-                        conv::fanout(&ctx, self.p.fanout_big, "fan_big").await,
+                        conv::fanout(&ctx, self.p.fanout_big, self.p.fanout_big_convs, "fan_big").await,
                     );
                     a.values.extend(b.values);
                     a.errors.extend(b.errors);
@@ -538,6 +540,11 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
                 .context("--env wants K=V")
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut env = env;
+    if !env.iter().any(|(k, _)| k == "OH_MAX_CONCURRENT_RUNS") {
+        // Both servers cap parallel runs at 10 by default; the agent scenario runs more.
+        env.push(("OH_MAX_CONCURRENT_RUNS".into(), (p.par_convs + 4).max(10).to_string()));
+    }
     let opts = StartOpts {
         tmp_root: args.tmp_root.clone(),
         env,
