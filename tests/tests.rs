@@ -3,4 +3,6 @@
 
 mod support;
 
+mod files;
+mod git;
 mod server_details;

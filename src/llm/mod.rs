@@ -3,10 +3,25 @@
 //! that map to the reference's `ConversationErrorEvent.code` values.
 //!
 //! The agent loop only sees [`LlmClient`], [`CompletionRequest`] and [`Completion`].
+//!
+//! - `settings`: the SDK `LLM` JSON → [`LlmSettings`]; model string → endpoint + capabilities.
+//! - `transport`: HTTP, retries/backoff, hard and stream-idle timeouts, error classification.
+//! - `chat`, `responses`, `anthropic`: request bodies and response parsing per protocol.
+//!
+//! Not covered: Bedrock/Vertex native protocols, function-calling emulation
+//! (`native_tool_calling: false`), Anthropic extended thinking, images. Cost is 0 unless a
+//! LiteLLM proxy (`x-litellm-response-cost`) or the provider (`usage.cost`) reports it, or
+//! per-token prices are configured: LiteLLM's price table is not shipped.
+
+mod anthropic;
+mod chat;
+mod responses;
+mod settings;
+mod transport;
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Settings of one LLM, read from the `llm` object of the client's agent JSON (SDK `LLM` model).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +45,37 @@ pub struct LlmSettings {
     pub usage_id: String,
     /// The whole `llm` object as the client sent it.
     pub raw: Value,
+    /// Stream tokens (`stream: true` on the wire); the completion is assembled all the same.
+    pub stream: bool,
+    /// Longest wait for the next streamed chunk, in seconds.
+    pub stream_idle_timeout_secs: Option<f64>,
+    pub top_k: Option<f64>,
+    pub seed: Option<i64>,
+    /// Model context window when known (`max_input_tokens`); reported in usage.
+    pub max_input_tokens: Option<u64>,
+    /// Azure API version.
+    pub api_version: Option<String>,
+    /// Headers added to every request.
+    pub extra_headers: Vec<(String, String)>,
+    /// `litellm_extra_body`: merged into the request body.
+    pub extra_body: Map<String, Value>,
+    pub drop_params: bool,
+    /// Anthropic-style prompt caching markers, for models that support them.
+    pub caching_prompt: bool,
+    /// Per-token price overrides (USD); cost is 0 without them unless the provider reports it.
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub reasoning_summary: Option<String>,
+    pub enable_encrypted_reasoning: bool,
+    pub prompt_cache_retention: Option<String>,
+    /// Name used for capability lookups instead of `model`.
+    pub model_canonical_name: Option<String>,
+    pub force_string_serializer: Option<bool>,
+    /// `capability_overrides` (e.g. `{"supports_responses_api": false}`).
+    pub capability_overrides: Map<String, Value>,
+    pub openrouter_site_url: Option<String>,
+    pub openrouter_app_name: Option<String>,
+    pub ollama_base_url: Option<String>,
 }
 
 /// Role of a chat message.
@@ -130,27 +176,39 @@ pub struct Completion {
     pub latency_secs: f64,
 }
 
-/// LLM failures, named like the reference's exception classes.
+/// LLM failures, named like the reference's exception classes. `Display` gives the
+/// message the reference puts in `ConversationErrorEvent.detail` (for authentication
+/// failures, the fixed sentence the reference uses).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
     #[error("Your LLM API key appears to be invalid or has expired.")]
     Authentication(String),
-    #[error("rate limited: {0}")]
+    #[error("{0}")]
     RateLimit(String),
-    #[error("LLM request timed out: {0}")]
+    #[error("{0}")]
     Timeout(String),
-    #[error("LLM service unavailable: {0}")]
+    #[error("{0}")]
     ServiceUnavailable(String),
-    #[error("bad request: {0}")]
+    #[error("{0}")]
     BadRequest(String),
-    #[error("content policy violation: {0}")]
+    #[error("{0}")]
     ContentPolicy(String),
-    #[error("context window exceeded: {0}")]
+    #[error("{0}")]
     ContextWindowExceeded(String),
-    #[error("the LLM returned no response: {0}")]
+    #[error("{0}")]
     NoResponse(String),
     #[error("{0}")]
     Other(String),
+    /// The provider rejected the tool-call/tool-result history.
+    #[error("{0}")]
+    MalformedHistory(String),
+    /// A provider error the reference leaves unmapped; `class` is LiteLLM's exception class
+    /// name (`NotFoundError`, `UnprocessableEntityError`, `APIError`, ...).
+    #[error("{message}")]
+    Unmapped {
+        class: &'static str,
+        message: String,
+    },
 }
 
 impl LlmError {
@@ -166,28 +224,104 @@ impl LlmError {
             LlmError::ContextWindowExceeded(_) => "LLMContextWindowExceedError",
             LlmError::NoResponse(_) => "LLMNoResponseError",
             LlmError::Other(_) => "LLMError",
+            LlmError::MalformedHistory(_) => "LLMMalformedConversationHistoryError",
+            LlmError::Unmapped { class, .. } => class,
+        }
+    }
+
+    /// The provider's message (for authentication failures too).
+    pub fn message(&self) -> &str {
+        match self {
+            LlmError::Authentication(m)
+            | LlmError::RateLimit(m)
+            | LlmError::Timeout(m)
+            | LlmError::ServiceUnavailable(m)
+            | LlmError::BadRequest(m)
+            | LlmError::ContentPolicy(m)
+            | LlmError::ContextWindowExceeded(m)
+            | LlmError::NoResponse(m)
+            | LlmError::Other(m)
+            | LlmError::MalformedHistory(m) => m,
+            LlmError::Unmapped { message, .. } => message,
         }
     }
 }
+
+/// A piece of a streamed answer (becomes `StreamingDeltaEvent`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamDelta {
+    Content(String),
+    Reasoning(String),
+}
+
+/// Receives [`StreamDelta`]s while a streamed call is in flight (must not block).
+pub type DeltaSink = dyn Fn(StreamDelta) + Send + Sync;
 
 /// A model endpoint. Implementations retry transient failures themselves.
 #[async_trait::async_trait]
 pub trait LlmClient: Send + Sync {
     /// Sends one request and returns the model's answer.
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError>;
+
+    /// Like [`LlmClient::complete`], also handing text deltas to `on_delta` as they arrive
+    /// when the settings ask for streaming (`stream: true`). The default does not stream.
+    async fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        on_delta: &DeltaSink,
+    ) -> Result<Completion, LlmError> {
+        let _ = on_delta;
+        self.complete(request).await
+    }
 }
 
 /// The client for `settings` (provider chosen from the model prefix and `api_mode`).
+///
+/// Like LiteLLM in the reference server, a missing API key or base URL falls back to the
+/// provider's usual environment variable (`OPENAI_API_KEY`, `LITELLM_PROXY_API_BASE`, ...).
 pub fn client_for(settings: &LlmSettings) -> Arc<dyn LlmClient> {
-    let _ = settings;
-    Arc::new(Unconfigured)
-}
-
-struct Unconfigured;
-
-#[async_trait::async_trait]
-impl LlmClient for Unconfigured {
-    async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
-        Err(LlmError::Other("no LLM provider is implemented yet".into()))
+    let mut settings = settings.clone();
+    let mut route = settings::resolve(&settings);
+    let (key_var, base_var) = settings::env_vars(route.provider);
+    if settings.api_key.is_none() {
+        settings.api_key = key_var
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|k| !k.trim().is_empty());
+    }
+    if route.base_url.is_empty() {
+        if let Some(b) = base_var.and_then(|v| std::env::var(v).ok()) {
+            route.base_url = b.trim().trim_end_matches('/').to_string();
+        }
+    }
+    let api = route.api;
+    if route.base_url.is_empty() && !matches!(api, settings::Api::Unsupported(_)) {
+        return Arc::new(Misconfigured(format!(
+            "litellm.BadRequestError: model `{}` needs a base_url (provider `{}` has no default endpoint)",
+            settings.model, route.provider
+        )));
+    }
+    let t = transport::Transport::new(&settings, route);
+    match api {
+        settings::Api::Chat => Arc::new(chat::ChatClient { t }),
+        settings::Api::Responses => Arc::new(responses::ResponsesClient { t }),
+        settings::Api::Anthropic => Arc::new(anthropic::AnthropicClient { t }),
+        settings::Api::Unsupported(prefix) => Arc::new(Misconfigured(format!(
+            "litellm.BadRequestError: models with the `{prefix}` prefix are not supported by this \
+             server; use an OpenAI-compatible endpoint (e.g. `litellm_proxy/`)"
+        ))),
     }
 }
+
+/// Settings no request can succeed with: every call fails with the same bad-request error.
+struct Misconfigured(String);
+
+#[async_trait::async_trait]
+impl LlmClient for Misconfigured {
+    async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
+        Err(LlmError::BadRequest(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
