@@ -19,7 +19,9 @@ const MOCK_API_KEY: &str = "sk-oh-compat-mock";
 
 /// Creates a conversation whose agent talks to `llm_base` (nothing is run).
 pub async fn create(c: &Ctx<'_>, llm_base: &str, max_iterations: usize) -> anyhow::Result<String> {
-    let work = c.work_dir().join(format!("conv-{}", uuid::Uuid::new_v4().simple()));
+    let work = c
+        .work_dir()
+        .join(format!("conv-{}", uuid::Uuid::new_v4().simple()));
     tokio::fs::create_dir_all(&work).await?;
     let body = json!({
         "agent": {
@@ -48,14 +50,18 @@ pub async fn create(c: &Ctx<'_>, llm_base: &str, max_iterations: usize) -> anyho
     Ok(id.to_owned())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects to `/sockets/events/{id}` and waits for the first frame (the state snapshot).
 async fn subscribe(c: &Ctx<'_>, id: &str) -> anyhow::Result<Ws> {
     let url = format!("{}/sockets/events/{id}", c.base.replacen("http", "ws", 1));
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::connect_async(&url))
-        .await
-        .context("websocket connect timeout")??;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(&url),
+    )
+    .await
+    .context("websocket connect timeout")??;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
@@ -85,7 +91,12 @@ async fn send_message(c: &Ctx<'_>, id: &str, text: &str) -> anyhow::Result<()> {
 /// `subs` subscribers spread evenly over `convs` conversations; `fanout_msgs` messages posted
 /// one after the other, round-robin over the conversations; latency = POST sent -> the last
 /// subscriber of that conversation has the `MessageEvent`.
-pub async fn fanout(c: &Ctx<'_>, subs: usize, convs: usize, prefix: &str) -> anyhow::Result<Outcome> {
+pub async fn fanout(
+    c: &Ctx<'_>,
+    subs: usize,
+    convs: usize,
+    prefix: &str,
+) -> anyhow::Result<Outcome> {
     let convs = convs.clamp(1, subs.max(1));
     let mut ids = Vec::with_capacity(convs);
     for _ in 0..convs {
@@ -97,9 +108,13 @@ pub async fn fanout(c: &Ctx<'_>, subs: usize, convs: usize, prefix: &str) -> any
     let mut per_conv = vec![0usize; convs];
     for k in 0..subs {
         let ci = k % convs;
-        let ws = subscribe(c, &ids[ci])
-            .await
-            .with_context(|| format!("subscriber #{} of {subs} ({} per conversation)", k + 1, subs.div_ceil(convs)))?;
+        let ws = subscribe(c, &ids[ci]).await.with_context(|| {
+            format!(
+                "subscriber #{} of {subs} ({} per conversation)",
+                k + 1,
+                subs.div_ceil(convs)
+            )
+        })?;
         per_conv[ci] += 1;
         let (tx, tag) = (tx.clone(), tag.clone());
         readers.push(tokio::spawn(async move {
@@ -110,14 +125,19 @@ pub async fn fanout(c: &Ctx<'_>, subs: usize, convs: usize, prefix: &str) -> any
                     Ok(Message::Text(t)) => {
                         if let Some(pos) = t.find(&needle) {
                             let rest = &t[pos + needle.len()..];
-                            let i: usize = rest.get(..6).and_then(|d| d.parse().ok()).unwrap_or(usize::MAX);
+                            let i: usize = rest
+                                .get(..6)
+                                .and_then(|d| d.parse().ok())
+                                .unwrap_or(usize::MAX);
                             if tx.send(Ok(i)).await.is_err() {
                                 break;
                             }
                         }
                     }
                     Ok(Message::Close(f)) => {
-                        let _ = tx.send(Err(anyhow::anyhow!("subscriber closed: {f:?}"))).await;
+                        let _ = tx
+                            .send(Err(anyhow::anyhow!("subscriber closed: {f:?}")))
+                            .await;
                         break;
                     }
                     Ok(_) => {}
@@ -192,7 +212,10 @@ async fn watch_run(mut ws: Ws, deadline: Instant) -> anyhow::Result<RunTrace> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let m = match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => bail!("run did not end in time ({} steps seen)", action_times.len()),
+            Err(_) => bail!(
+                "run did not end in time ({} steps seen)",
+                action_times.len()
+            ),
             Ok(None) => bail!("socket ended during the run"),
             Ok(Some(m)) => m?,
         };
@@ -207,7 +230,11 @@ async fn watch_run(mut ws: Ws, deadline: Instant) -> anyhow::Result<RunTrace> {
         match ev["kind"].as_str().unwrap_or("") {
             "ActionEvent" => {
                 let th = ev["action"]["thought"].as_str().unwrap_or("").to_owned();
-                ensure!(th.starts_with("MOCK_THOUGHT"), "unexpected action: {}", &t[..t.len().min(300)]);
+                ensure!(
+                    th.starts_with("MOCK_THOUGHT"),
+                    "unexpected action: {}",
+                    &t[..t.len().min(300)]
+                );
                 ensure!(thoughts.insert(th.clone()), "duplicate step {th:?}");
                 action_times.push(now);
             }
@@ -222,7 +249,10 @@ async fn watch_run(mut ws: Ws, deadline: Instant) -> anyhow::Result<RunTrace> {
                         running = true;
                     } else if running && is_terminal(s) {
                         let _ = ws.close(None).await;
-                        return Ok(RunTrace { action_times, end: now });
+                        return Ok(RunTrace {
+                            action_times,
+                            end: now,
+                        });
                     }
                 }
             }
@@ -326,7 +356,10 @@ pub async fn agent_steps(c: &Ctx<'_>, llm: &str) -> anyhow::Result<Outcome> {
     }
     o.value("par_wall_s", wall);
     o.value("par_steps_per_s", steps as f64 / wall);
-    o.value("events_persisted_per_s", after.saturating_sub(before) as f64 / wall);
+    o.value(
+        "events_persisted_per_s",
+        after.saturating_sub(before) as f64 / wall,
+    );
     o.detail("par_convs", c.p.par_convs);
     o.detail("par_steps", c.p.par_steps);
     o.detail("events_persisted", after.saturating_sub(before));
@@ -389,7 +422,10 @@ impl MockLlm {
                     return Ok(m);
                 }
             }
-            ensure!(t0.elapsed() < Duration::from_secs(20), "mock LLM did not write its port");
+            ensure!(
+                t0.elapsed() < Duration::from_secs(20),
+                "mock LLM did not write its port"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

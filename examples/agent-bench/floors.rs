@@ -45,7 +45,8 @@ fn spawn_floor(n: usize, par: usize) -> anyhow::Result<(f64, f64)> {
             })
             .collect();
         for h in hs {
-            h.join().map_err(|_| anyhow::anyhow!("spawn thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("spawn thread panicked"))??;
         }
         Ok(())
     })?;

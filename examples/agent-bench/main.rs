@@ -193,7 +193,12 @@ pub struct Data {
 }
 
 impl Data {
-    fn prepare(p: &Params, tmp_root: &Path, need_big: bool, need_out: bool) -> anyhow::Result<Data> {
+    fn prepare(
+        p: &Params,
+        tmp_root: &Path,
+        need_big: bool,
+        need_out: bool,
+    ) -> anyhow::Result<Data> {
         use rand::{RngCore, SeedableRng};
         use sha2::Digest;
         use std::io::Write;
@@ -229,11 +234,7 @@ impl Data {
             dir,
             big_path,
             big_size,
-            big_sha: h
-                .finalize()
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect(),
+            big_sha: h.finalize().iter().map(|x| format!("{x:02x}")).collect(),
             bigout_cmd,
             bigout_len,
             bigout_sha,
@@ -297,15 +298,30 @@ impl Run {
     async fn session(&mut self, spec: &ServerSpec, data: &Data, mock: Option<&conv::MockLlm>) {
         let mut out: Vec<(&str, Outcome)> = Vec::new();
         let load_keys = keys(&[
-            "health", "exec", "conc", "bash_ws", "fan_", "step", "par_", "events_", "upload",
-            "download", "xfer", "bigout", "rss_", "server_cpu",
+            "health",
+            "exec",
+            "conc",
+            "bash_ws",
+            "fan_",
+            "step",
+            "par_",
+            "events_",
+            "upload",
+            "download",
+            "xfer",
+            "bigout",
+            "rss_",
+            "server_cpu",
         ]);
         let (mut srv, _) = match self.start(spec, &self.opts) {
             Ok(x) => x,
             Err(e) => {
                 let mut o = Outcome::default();
                 o.fail(&load_keys, format!("server did not start: {e:#}"));
-                self.results.entry(spec.name.clone()).or_default().add("session", o);
+                self.results
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .add("session", o);
                 return;
             }
         };
@@ -315,7 +331,10 @@ impl Run {
         let mut mem = Outcome::default();
         if let Some(pid) = pid {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            mem.value("rss_idle_mib", procfs::spot_rss(&sys, pid) as f64 / MIB as f64);
+            mem.value(
+                "rss_idle_mib",
+                procfs::spot_rss(&sys, pid) as f64 / MIB as f64,
+            );
         }
         let cpu0 = pid.map(|p| procfs::tree_cpu(&sys, p));
         let t_load0 = Instant::now();
@@ -350,8 +369,14 @@ impl Run {
             let o = match *sc {
                 "health" => Outcome::from_result(&keys(&["health"]), workspace::health(&ctx).await),
                 "exec" => {
-                    let mut a = Outcome::from_result(&keys(&["exec_true"]), workspace::exec_true(&ctx).await);
-                    let b = Outcome::from_result(&keys(&["exec_echo"]), workspace::exec_echo(&ctx).await);
+                    let mut a = Outcome::from_result(
+                        &keys(&["exec_true"]),
+                        workspace::exec_true(&ctx).await,
+                    );
+                    let b = Outcome::from_result(
+                        &keys(&["exec_echo"]),
+                        workspace::exec_echo(&ctx).await,
+                    );
                     a.values.extend(b.values);
                     a.errors.extend(b.errors);
                     a
@@ -359,7 +384,9 @@ impl Run {
                 "concurrency" => {
                     Outcome::from_result(&keys(&["conc_"]), workspace::concurrency(&ctx).await)
                 }
-                "bash_ws" => Outcome::from_result(&keys(&["bash_ws"]), workspace::bash_ws(&ctx).await),
+                "bash_ws" => {
+                    Outcome::from_result(&keys(&["bash_ws"]), workspace::bash_ws(&ctx).await)
+                }
                 "fanout" => {
                     let mut a = Outcome::from_result(
                         &keys(&["fan_small"]),
@@ -367,7 +394,8 @@ impl Run {
                     );
                     let b = Outcome::from_result(
                         &keys(&["fan_big"]),
-                        conv::fanout(&ctx, self.p.fanout_big, self.p.fanout_big_convs, "fan_big").await,
+                        conv::fanout(&ctx, self.p.fanout_big, self.p.fanout_big_convs, "fan_big")
+                            .await,
                     );
                     a.values.extend(b.values);
                     a.errors.extend(b.errors);
@@ -395,12 +423,24 @@ impl Run {
                 _ => continue,
             };
             for (k, e) in &o.errors {
-                log(&format!("  {}: {sc} FAIL [{k}]: {}", spec.name, e.chars().take(300).collect::<String>()));
+                log(&format!(
+                    "  {}: {sc} FAIL [{k}]: {}",
+                    spec.name,
+                    e.chars().take(300).collect::<String>()
+                ));
             }
-            log(&format!("  {}: {sc} done in {:.1}s", spec.name, t.elapsed().as_secs_f64()));
+            log(&format!(
+                "  {}: {sc} done in {:.1}s",
+                spec.name,
+                t.elapsed().as_secs_f64()
+            ));
             out.push((sc, o));
             if !srv.alive() {
-                log(&format!("  {}: server died; log:\n{}", spec.name, srv.log_tail()));
+                log(&format!(
+                    "  {}: server died; log:\n{}",
+                    spec.name,
+                    srv.log_tail()
+                ));
                 break;
             }
         }
@@ -409,12 +449,18 @@ impl Run {
             if srv.alive() {
                 mem.value("server_cpu_s", procfs::tree_cpu(&sys, pid) - c0);
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                mem.value("rss_after_load_mib", procfs::spot_rss(&sys, pid) as f64 / MIB as f64);
+                mem.value(
+                    "rss_after_load_mib",
+                    procfs::spot_rss(&sys, pid) as f64 / MIB as f64,
+                );
                 if let Some(pk) = sampler.as_ref().and_then(|s| s.peak(t_load0, t_load1)) {
                     mem.value("rss_peak_mib", pk as f64 / MIB as f64);
                 }
             } else {
-                mem.fail(&["server_cpu_s", "rss_after_load_mib", "rss_peak_mib"], "server died".into());
+                mem.fail(
+                    &["server_cpu_s", "rss_after_load_mib", "rss_peak_mib"],
+                    "server died".into(),
+                );
             }
         }
         drop(sampler);
@@ -454,14 +500,20 @@ impl Run {
             let sys = procfs::Sys::get();
             tokio::time::sleep(Duration::from_secs(2)).await;
             if let Some(pid) = srv.pid() {
-                o.value("scale_rss_mib", procfs::spot_rss(&sys, pid) as f64 / MIB as f64);
+                o.value(
+                    "scale_rss_mib",
+                    procfs::spot_rss(&sys, pid) as f64 / MIB as f64,
+                );
             }
             let s = scale::search(&srv.base, self.p.scale_convs, self.p.scale_search_n).await;
             let s = Outcome::from_result(&keys(&["scale_search"]), s);
             o.values.extend(s.values);
             o.errors.extend(s.errors);
             if let Some(pid) = srv.pid() {
-                o.value("scale_rss_after_mib", procfs::spot_rss(&sys, pid) as f64 / MIB as f64);
+                o.value(
+                    "scale_rss_after_mib",
+                    procfs::spot_rss(&sys, pid) as f64 / MIB as f64,
+                );
             }
             srv.stop();
             Ok(o)
@@ -469,9 +521,16 @@ impl Run {
         .await;
         let o = Outcome::from_result(&k, r);
         for (key, e) in &o.errors {
-            log(&format!("  {}: scale FAIL [{key}]: {}", spec.name, e.chars().take(300).collect::<String>()));
+            log(&format!(
+                "  {}: scale FAIL [{key}]: {}",
+                spec.name,
+                e.chars().take(300).collect::<String>()
+            ));
         }
-        self.results.entry(spec.name.clone()).or_default().add("scale", o);
+        self.results
+            .entry(spec.name.clone())
+            .or_default()
+            .add("scale", o);
     }
 }
 
@@ -505,7 +564,9 @@ fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "{} CPUs ({cpu}), {:.0} GiB RAM, Linux {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         mem as f64 / 1024.0 / 1024.0,
         kernel.trim()
     )
@@ -518,14 +579,21 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
         .map(|s| ServerSpec::parse(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mode = if args.quick { "quick" } else { "full" };
-    let mut p = if args.quick { Params::quick() } else { Params::full() };
+    let mut p = if args.quick {
+        Params::quick()
+    } else {
+        Params::full()
+    };
     for kv in &args.sets {
         p.set(kv)?;
     }
     let scen: Vec<String> = match &args.scenarios {
         Some(v) => {
             for s in v {
-                anyhow::ensure!(SCENARIOS.contains(&s.as_str()), "unknown scenario {s:?}; known: {SCENARIOS:?}");
+                anyhow::ensure!(
+                    SCENARIOS.contains(&s.as_str()),
+                    "unknown scenario {s:?}; known: {SCENARIOS:?}"
+                );
             }
             v.clone()
         }
@@ -543,7 +611,10 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
     let mut env = env;
     if !env.iter().any(|(k, _)| k == "OH_MAX_CONCURRENT_RUNS") {
         // Both servers cap parallel runs at 10 by default; the agent scenario runs more.
-        env.push(("OH_MAX_CONCURRENT_RUNS".into(), (p.par_convs + 4).max(10).to_string()));
+        env.push((
+            "OH_MAX_CONCURRENT_RUNS".into(),
+            (p.par_convs + 4).max(10).to_string(),
+        ));
     }
     let opts = StartOpts {
         tmp_root: args.tmp_root.clone(),
@@ -553,7 +624,10 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
     };
     let t_begin = Instant::now();
     let started = chrono::Utc::now();
-    log(&format!("mode={mode} servers={:?} scenarios={scen:?}", specs.iter().map(|s| &s.name).collect::<Vec<_>>()));
+    log(&format!(
+        "mode={mode} servers={:?} scenarios={scen:?}",
+        specs.iter().map(|s| &s.name).collect::<Vec<_>>()
+    ));
     let wants = |s: &str| scen.iter().any(|x| x == s);
     let data = Data::prepare(&p, &args.tmp_root, wants("transfer"), wants("large_output"))?;
     let mut run = Run {
@@ -581,7 +655,10 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
     if wants("large_output") {
         let mut o = Outcome::default();
         o.value("floor_bigout_s", data.bigout_local_s);
-        o.value("floor_bigout_mib_s", data.bigout_len as f64 / MIB as f64 / data.bigout_local_s);
+        o.value(
+            "floor_bigout_mib_s",
+            data.bigout_len as f64 / MIB as f64 / data.bigout_local_s,
+        );
         run.floors.add("floors", o);
     }
     // 1. cold starts: one untimed warm-up each, then interleaved timed starts
@@ -597,7 +674,12 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
                 match run.start(&s, &run.opts) {
                     Ok((mut srv, dt)) => {
                         srv.stop();
-                        log(&format!("cold start {} #{}: {:.0} ms", s.name, i + 1, dt * 1e3));
+                        log(&format!(
+                            "cold start {} #{}: {:.0} ms",
+                            s.name,
+                            i + 1,
+                            dt * 1e3
+                        ));
                         o.value("cold_start_ms", dt * 1e3);
                     }
                     Err(e) => {
@@ -605,7 +687,10 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
                         o.fail(&["cold_start_ms"], format!("{e:#}"));
                     }
                 }
-                run.results.entry(s.name.clone()).or_default().add("cold_start", o);
+                run.results
+                    .entry(s.name.clone())
+                    .or_default()
+                    .add("cold_start", o);
             }
         }
     }
@@ -620,8 +705,16 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
                     Err(e) => o.fail(&["floor_llm_ms"], format!("{e:#}")),
                 }
             }
-            let spawn = o.values.iter().find(|(k, _)| k == "floor_spawn_ms").map(|x| x.1);
-            let http = o.values.iter().find(|(k, _)| k == "floor_http_ms").map(|x| x.1);
+            let spawn = o
+                .values
+                .iter()
+                .find(|(k, _)| k == "floor_spawn_ms")
+                .map(|x| x.1);
+            let http = o
+                .values
+                .iter()
+                .find(|(k, _)| k == "floor_http_ms")
+                .map(|x| x.1);
             if let (Some(a), Some(b)) = (spawn, http) {
                 o.value("floor_exec_ms", a + b);
             }
@@ -692,13 +785,17 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
         log(&format!("wrote {}", path.display()));
     }
-    let any_fail = run.results.values().any(|r| !r.errors.is_empty()) || !run.floors.errors.is_empty();
+    let any_fail =
+        run.results.values().any(|r| !r.errors.is_empty()) || !run.floors.errors.is_empty();
     Ok(!any_fail)
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -17,7 +17,10 @@ pub struct Sys {
 
 impl Sys {
     pub fn get() -> Sys {
-        let page = sysconf(SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+        let page = sysconf(SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096) as u64;
         let clk_tck = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
         Sys { page, clk_tck }
     }

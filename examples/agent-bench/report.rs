@@ -45,53 +45,335 @@ use Better::{Higher, Info, Lower};
 
 /// Every metric, in table order.
 pub const METRICS: &[Metric] = &[
-    m("cold_start_ms", "cold start: spawn -> first 200 /health", "ms", Lower, Some("floor_spawn_ms")),
-    m("rss_idle_mib", "RSS idle (process tree, 2 s after ready)", "MiB", Lower, None),
-    m("health_p50_ms", "GET /health p50", "ms", Lower, Some("floor_http_ms")),
-    m("exec_true_p50_ms", "execute_bash_command `true` p50", "ms", Lower, Some("floor_exec_ms")),
-    m("exec_true_p95_ms", "execute_bash_command `true` p95", "ms", Lower, Some("floor_exec_ms")),
-    m("exec_true_p99_ms", "execute_bash_command `true` p99", "ms", Lower, Some("floor_exec_ms")),
-    m("exec_echo_p50_ms", "execute_bash_command 1 KiB output p50", "ms", Lower, Some("floor_exec_ms")),
-    m("exec_echo_p95_ms", "execute_bash_command 1 KiB output p95", "ms", Lower, Some("floor_exec_ms")),
-    m("exec_echo_p99_ms", "execute_bash_command 1 KiB output p99", "ms", Lower, Some("floor_exec_ms")),
-    m("conc_cmds_per_s", "concurrent clients: `true` throughput", "cmd/s", Higher, Some("floor_spawn_per_s")),
-    m("conc_p99_ms", "concurrent clients: latency p99", "ms", Lower, None),
-    m("bash_ws_events_per_s", "/sockets/bash-events events received", "events/s", Higher, None),
-    m("bash_ws_lat_p50_ms", "/sockets/bash-events send -> final output p50", "ms", Lower, Some("floor_exec_ms")),
-    m("bigout_s", "large output: start -> all chunks polled", "s", Lower, Some("floor_bigout_s")),
-    m("bigout_mib_s", "large output: throughput", "MiB/s", Higher, Some("floor_bigout_mib_s")),
-    m("bigout_peak_rss_mib", "large output: peak RSS", "MiB", Lower, None),
-    m("upload_mib_s", "upload big file", "MiB/s", Higher, Some("floor_tcp_mib_s")),
-    m("download_mib_s", "download big file", "MiB/s", Higher, Some("floor_tcp_mib_s")),
-    m("xfer_peak_rss_mib", "file transfer: peak RSS", "MiB", Lower, None),
-    m("fan_small_events_per_s", "WS fan-out, 40 subscribers on 1 conversation: deliveries", "events/s", Higher, None),
-    m("fan_small_lat_p50_ms", "WS fan-out, 40 subscribers on 1 conversation: POST -> last subscriber p50", "ms", Lower, Some("floor_http_ms")),
-    m("fan_small_lat_p99_ms", "WS fan-out, 40 subscribers on 1 conversation: POST -> last subscriber p99", "ms", Lower, Some("floor_http_ms")),
-    m("fan_big_events_per_s", "WS fan-out, 200 subscribers on 5 conversations: deliveries", "events/s", Higher, None),
-    m("fan_big_lat_p50_ms", "WS fan-out, 200 subscribers on 5 conversations: POST -> last subscriber p50", "ms", Lower, Some("floor_http_ms")),
-    m("fan_big_lat_p99_ms", "WS fan-out, 200 subscribers on 5 conversations: POST -> last subscriber p99", "ms", Lower, Some("floor_http_ms")),
-    m("step_p50_ms", "agent step (instant LLM), one conversation p50", "ms", Lower, Some("floor_llm_ms")),
-    m("step_p99_ms", "agent step (instant LLM), one conversation p99", "ms", Lower, Some("floor_llm_ms")),
-    m("par_wall_s", "parallel conversations: wall time for all steps", "s", Lower, None),
-    m("par_steps_per_s", "parallel conversations: steps/s", "steps/s", Higher, None),
-    m("events_persisted_per_s", "parallel conversations: events persisted/s", "events/s", Higher, None),
-    m("scale_start_ms", "many conversations on disk: spawn -> first 200 /health", "ms", Lower, Some("floor_spawn_ms")),
-    m("scale_rss_mib", "many conversations on disk: RSS 2 s after ready", "MiB", Lower, None),
-    m("scale_search_first_ms", "many conversations: first conversations/search", "ms", Lower, Some("floor_http_ms")),
-    m("scale_search_p50_ms", "many conversations: conversations/search p50", "ms", Lower, Some("floor_http_ms")),
-    m("scale_search_p99_ms", "many conversations: conversations/search p99", "ms", Lower, Some("floor_http_ms")),
-    m("scale_rss_after_mib", "many conversations: RSS after searches", "MiB", Lower, None),
-    m("rss_after_load_mib", "RSS after the load scenarios (+1 s)", "MiB", Lower, None),
-    m("rss_peak_mib", "peak RSS over the load scenarios", "MiB", Lower, None),
-    m("server_cpu_s", "server CPU (user+sys) over the load scenarios", "s", Lower, None),
-    m("floor_spawn_ms", "floor: fork+exec+wait `true` from Rust p50", "ms", Info, None),
-    m("floor_spawn_per_s", "floor: fork+exec `true`, parallel threads", "spawn/s", Info, None),
-    m("floor_http_ms", "floor: empty axum handler round trip p50", "ms", Info, None),
-    m("floor_exec_ms", "floor: spawn + HTTP round trip", "ms", Info, None),
-    m("floor_tcp_mib_s", "floor: loopback TCP, one connection", "MiB/s", Info, None),
-    m("floor_bigout_s", "floor: large-output command run locally", "s", Info, None),
-    m("floor_bigout_mib_s", "floor: large-output command run locally", "MiB/s", Info, None),
-    m("floor_llm_ms", "floor: one mock LLM completion p50", "ms", Info, None),
+    m(
+        "cold_start_ms",
+        "cold start: spawn -> first 200 /health",
+        "ms",
+        Lower,
+        Some("floor_spawn_ms"),
+    ),
+    m(
+        "rss_idle_mib",
+        "RSS idle (process tree, 2 s after ready)",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "health_p50_ms",
+        "GET /health p50",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "exec_true_p50_ms",
+        "execute_bash_command `true` p50",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "exec_true_p95_ms",
+        "execute_bash_command `true` p95",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "exec_true_p99_ms",
+        "execute_bash_command `true` p99",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "exec_echo_p50_ms",
+        "execute_bash_command 1 KiB output p50",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "exec_echo_p95_ms",
+        "execute_bash_command 1 KiB output p95",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "exec_echo_p99_ms",
+        "execute_bash_command 1 KiB output p99",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "conc_cmds_per_s",
+        "concurrent clients: `true` throughput",
+        "cmd/s",
+        Higher,
+        Some("floor_spawn_per_s"),
+    ),
+    m(
+        "conc_p99_ms",
+        "concurrent clients: latency p99",
+        "ms",
+        Lower,
+        None,
+    ),
+    m(
+        "bash_ws_events_per_s",
+        "/sockets/bash-events events received",
+        "events/s",
+        Higher,
+        None,
+    ),
+    m(
+        "bash_ws_lat_p50_ms",
+        "/sockets/bash-events send -> final output p50",
+        "ms",
+        Lower,
+        Some("floor_exec_ms"),
+    ),
+    m(
+        "bigout_s",
+        "large output: start -> all chunks polled",
+        "s",
+        Lower,
+        Some("floor_bigout_s"),
+    ),
+    m(
+        "bigout_mib_s",
+        "large output: throughput",
+        "MiB/s",
+        Higher,
+        Some("floor_bigout_mib_s"),
+    ),
+    m(
+        "bigout_peak_rss_mib",
+        "large output: peak RSS",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "upload_mib_s",
+        "upload big file",
+        "MiB/s",
+        Higher,
+        Some("floor_tcp_mib_s"),
+    ),
+    m(
+        "download_mib_s",
+        "download big file",
+        "MiB/s",
+        Higher,
+        Some("floor_tcp_mib_s"),
+    ),
+    m(
+        "xfer_peak_rss_mib",
+        "file transfer: peak RSS",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "fan_small_events_per_s",
+        "WS fan-out, 40 subscribers on 1 conversation: deliveries",
+        "events/s",
+        Higher,
+        None,
+    ),
+    m(
+        "fan_small_lat_p50_ms",
+        "WS fan-out, 40 subscribers on 1 conversation: POST -> last subscriber p50",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "fan_small_lat_p99_ms",
+        "WS fan-out, 40 subscribers on 1 conversation: POST -> last subscriber p99",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "fan_big_events_per_s",
+        "WS fan-out, 200 subscribers on 5 conversations: deliveries",
+        "events/s",
+        Higher,
+        None,
+    ),
+    m(
+        "fan_big_lat_p50_ms",
+        "WS fan-out, 200 subscribers on 5 conversations: POST -> last subscriber p50",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "fan_big_lat_p99_ms",
+        "WS fan-out, 200 subscribers on 5 conversations: POST -> last subscriber p99",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "step_p50_ms",
+        "agent step (instant LLM), one conversation p50",
+        "ms",
+        Lower,
+        Some("floor_llm_ms"),
+    ),
+    m(
+        "step_p99_ms",
+        "agent step (instant LLM), one conversation p99",
+        "ms",
+        Lower,
+        Some("floor_llm_ms"),
+    ),
+    m(
+        "par_wall_s",
+        "parallel conversations: wall time for all steps",
+        "s",
+        Lower,
+        None,
+    ),
+    m(
+        "par_steps_per_s",
+        "parallel conversations: steps/s",
+        "steps/s",
+        Higher,
+        None,
+    ),
+    m(
+        "events_persisted_per_s",
+        "parallel conversations: events persisted/s",
+        "events/s",
+        Higher,
+        None,
+    ),
+    m(
+        "scale_start_ms",
+        "many conversations on disk: spawn -> first 200 /health",
+        "ms",
+        Lower,
+        Some("floor_spawn_ms"),
+    ),
+    m(
+        "scale_rss_mib",
+        "many conversations on disk: RSS 2 s after ready",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "scale_search_first_ms",
+        "many conversations: first conversations/search",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "scale_search_p50_ms",
+        "many conversations: conversations/search p50",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "scale_search_p99_ms",
+        "many conversations: conversations/search p99",
+        "ms",
+        Lower,
+        Some("floor_http_ms"),
+    ),
+    m(
+        "scale_rss_after_mib",
+        "many conversations: RSS after searches",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "rss_after_load_mib",
+        "RSS after the load scenarios (+1 s)",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "rss_peak_mib",
+        "peak RSS over the load scenarios",
+        "MiB",
+        Lower,
+        None,
+    ),
+    m(
+        "server_cpu_s",
+        "server CPU (user+sys) over the load scenarios",
+        "s",
+        Lower,
+        None,
+    ),
+    m(
+        "floor_spawn_ms",
+        "floor: fork+exec+wait `true` from Rust p50",
+        "ms",
+        Info,
+        None,
+    ),
+    m(
+        "floor_spawn_per_s",
+        "floor: fork+exec `true`, parallel threads",
+        "spawn/s",
+        Info,
+        None,
+    ),
+    m(
+        "floor_http_ms",
+        "floor: empty axum handler round trip p50",
+        "ms",
+        Info,
+        None,
+    ),
+    m(
+        "floor_exec_ms",
+        "floor: spawn + HTTP round trip",
+        "ms",
+        Info,
+        None,
+    ),
+    m(
+        "floor_tcp_mib_s",
+        "floor: loopback TCP, one connection",
+        "MiB/s",
+        Info,
+        None,
+    ),
+    m(
+        "floor_bigout_s",
+        "floor: large-output command run locally",
+        "s",
+        Info,
+        None,
+    ),
+    m(
+        "floor_bigout_mib_s",
+        "floor: large-output command run locally",
+        "MiB/s",
+        Info,
+        None,
+    ),
+    m(
+        "floor_llm_ms",
+        "floor: one mock LLM completion p50",
+        "ms",
+        Info,
+        None,
+    ),
 ];
 
 /// What one scenario produced in one round.
@@ -153,7 +435,10 @@ impl ServerResults {
         if self.errors.contains_key(k) {
             return None;
         }
-        self.samples.get(k).filter(|s| !s.is_empty()).map(|s| median(s))
+        self.samples
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .map(|s| median(s))
     }
 
     fn state(&self, k: &str) -> Cell {
@@ -199,7 +484,11 @@ pub fn fmt(v: f64) -> String {
 
 /// The Markdown table: one column per server, `X/A` ratios, then the floor and the last
 /// server's multiple of it.
-pub fn table(names: &[String], res: &BTreeMap<String, ServerResults>, floors: &ServerResults) -> String {
+pub fn table(
+    names: &[String],
+    res: &BTreeMap<String, ServerResults>,
+    floors: &ServerResults,
+) -> String {
     let mut hdr: Vec<String> = vec!["metric".into(), "unit".into(), "better".into()];
     hdr.extend(names.iter().cloned());
     hdr.extend(names.iter().skip(1).map(|n| format!("{n}/{}", names[0])));
@@ -280,7 +569,11 @@ pub fn table(names: &[String], res: &BTreeMap<String, ServerResults>, floors: &S
             }
             for (e, keys) in seen {
                 let e: String = e.chars().take(400).collect();
-                fails.push(format!("- {n} [{}]: {}", keys.join(", "), e.replace('\n', " ")));
+                fails.push(format!(
+                    "- {n} [{}]: {}",
+                    keys.join(", "),
+                    e.replace('\n', " ")
+                ));
             }
         }
     }

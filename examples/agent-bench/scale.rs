@@ -2,14 +2,14 @@
 //! captured sample), then start-up time, RSS and `conversations/search` latency with them.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{ensure, Context};
 use serde_json::{json, Value};
 
+use crate::http;
 use crate::report::Outcome;
 use crate::stats::pct;
-use crate::{http, MIB};
 
 /// Templates read from a persisted conversation (`meta.json`, `base_state.json`, `events/`).
 pub struct Sample {
@@ -30,8 +30,15 @@ impl Sample {
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         names.sort();
-        let events = names.into_iter().map(read).collect::<anyhow::Result<Vec<_>>>()?;
-        ensure!(events.len() >= 12, "sample has only {} events", events.len());
+        let events = names
+            .into_iter()
+            .map(read)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        ensure!(
+            events.len() >= 12,
+            "sample has only {} events",
+            events.len()
+        );
         Ok(Sample {
             meta: read(dir.join("meta.json"))?,
             base_state: read(dir.join("base_state.json"))?,
@@ -40,7 +47,13 @@ impl Sample {
     }
 
     /// Writes `n` conversations of `events` events each under `root`; returns the ids (hex).
-    pub fn generate(&self, root: &Path, work: &Path, n: usize, events: usize) -> anyhow::Result<Vec<String>> {
+    pub fn generate(
+        &self,
+        root: &Path,
+        work: &Path,
+        n: usize,
+        events: usize,
+    ) -> anyhow::Result<Vec<String>> {
         std::fs::create_dir_all(root)?;
         let base = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
         let tail = self.events.len().saturating_sub(11);
@@ -142,7 +155,11 @@ pub async fn search(base: &str, n: usize, reps: usize) -> anyhow::Result<Outcome
             _ => break,
         }
     }
-    ensure!(seen.len() == n, "search paged through {} conversations, {n} on disk", seen.len());
+    ensure!(
+        seen.len() == n,
+        "search paged through {} conversations, {n} on disk",
+        seen.len()
+    );
     let mut lat = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
@@ -156,7 +173,5 @@ pub async fn search(base: &str, n: usize, reps: usize) -> anyhow::Result<Outcome
     }
     o.value("scale_search_p50_ms", pct(&lat, 50.0));
     o.value("scale_search_p99_ms", pct(&lat, 99.0));
-    let _ = Duration::ZERO;
-    let _ = MIB;
     Ok(o)
 }

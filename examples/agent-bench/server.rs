@@ -33,7 +33,11 @@ impl ServerSpec {
         let (name, rest) = s
             .split_once('=')
             .with_context(|| format!("--server wants NAME=CMD or NAME=URL, got {s:?}"))?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             bail!("bad server name {name:?}");
         }
         let target = if rest.starts_with("http://") {
@@ -110,7 +114,9 @@ pub struct StartOpts {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Splits a command line into words (single/double quotes, backslash escapes).
@@ -195,8 +201,7 @@ pub fn health_200(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
@@ -295,7 +300,10 @@ impl Running {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
-                    bail!("server exited with {st} before ready; log:\n{}", self.log_tail());
+                    bail!(
+                        "server exited with {st} before ready; log:\n{}",
+                        self.log_tail()
+                    );
                 }
             }
             if health_200(self.port) {

@@ -79,7 +79,12 @@ async fn exec_once(
     Ok(dt)
 }
 
-async fn exec_series(c: &Ctx<'_>, command: &str, want: &str, prefix: &str) -> anyhow::Result<Outcome> {
+async fn exec_series(
+    c: &Ctx<'_>,
+    command: &str,
+    want: &str,
+    prefix: &str,
+) -> anyhow::Result<Outcome> {
     let mut lat = Vec::new();
     for i in 0..c.p.lat_n + 5 {
         let dt = exec_once(&c.client, &c.base, command, want).await?;
@@ -102,7 +107,13 @@ pub async fn exec_true(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
 
 pub async fn exec_echo(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
     let payload = "x".repeat(1023);
-    exec_series(c, &format!("echo {payload}"), &format!("{payload}\n"), "exec_echo").await
+    exec_series(
+        c,
+        &format!("echo {payload}"),
+        &format!("{payload}\n"),
+        "exec_echo",
+    )
+    .await
 }
 
 pub async fn concurrency(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
@@ -135,7 +146,12 @@ pub async fn concurrency(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
     if let Some(e) = errs.first() {
         bail!("{} of {nc} clients failed; first: {e}", errs.len());
     }
-    ensure!(lat.len() == nc * per, "{} of {} commands", lat.len(), nc * per);
+    ensure!(
+        lat.len() == nc * per,
+        "{} of {} commands",
+        lat.len(),
+        nc * per
+    );
     let mut o = Outcome::default();
     o.value("conc_cmds_per_s", lat.len() as f64 / wall);
     o.value("conc_p99_ms", pct(&lat, 99.0));
@@ -146,7 +162,10 @@ pub async fn concurrency(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
 }
 
 fn norm_id(v: &Value) -> String {
-    v.as_str().unwrap_or("").replace('-', "").to_ascii_lowercase()
+    v.as_str()
+        .unwrap_or("")
+        .replace('-', "")
+        .to_ascii_lowercase()
 }
 
 /// `ws://.../sockets/bash-events`: `bash_ws_n` echo commands with `bash_ws_window` in flight.
@@ -174,8 +193,10 @@ pub async fn bash_ws(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
         while in_flight < window && next < n {
             let tok = format!("wsb{tag}n{next:06}");
             sent.insert(tok.clone(), Instant::now());
-            tx.send(Message::text(json!({ "command": format!("echo {tok}") }).to_string()))
-                .await?;
+            tx.send(Message::text(
+                json!({ "command": format!("echo {tok}") }).to_string(),
+            ))
+            .await?;
             next += 1;
             in_flight += 1;
         }
@@ -197,7 +218,10 @@ pub async fn bash_ws(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
         let mut outputs = Vec::new();
         match ev["kind"].as_str() {
             Some("BashCommand") => {
-                let tok = ev["command"].as_str().unwrap_or("").trim_start_matches("echo ");
+                let tok = ev["command"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("echo ");
                 if sent.contains_key(tok) {
                     let cid = norm_id(&ev["id"]);
                     id2tok.insert(cid.clone(), tok.to_owned());
@@ -218,7 +242,10 @@ pub async fn bash_ws(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
             buf.push_str(ev["stdout"].as_str().unwrap_or(""));
             if let Some(code) = ev["exit_code"].as_i64() {
                 ensure!(code == 0, "exit_code {code} for {tok}");
-                ensure!(*buf == format!("{tok}\n"), "output mismatch for {tok}: {buf:?}");
+                ensure!(
+                    *buf == format!("{tok}\n"),
+                    "output mismatch for {tok}: {buf:?}"
+                );
                 lat.push(now.duration_since(sent[&tok]).as_secs_f64() * 1e3);
                 in_flight -= 1;
             }
@@ -281,7 +308,11 @@ pub async fn large_output(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
     let (mut n, mut last, mut polls, mut exit) = (0u64, -1i64, 0u32, None);
     let deadline = t0 + Duration::from_secs_f64(c.p.phase_timeout_s);
     while exit.is_none() {
-        ensure!(Instant::now() < deadline, "no exit_code in time ({} bytes)", n);
+        ensure!(
+            Instant::now() < deadline,
+            "no exit_code in time ({} bytes)",
+            n
+        );
         let mut q = vec![
             ("kind__eq", "BashOutput".to_owned()),
             ("command_id__eq", cid.clone()),
@@ -303,7 +334,10 @@ pub async fn large_output(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
         let items = v["items"].as_array().cloned().unwrap_or_default();
         for ev in &items {
             let order = ev["order"].as_i64().context("event without order")?;
-            ensure!(order == last + 1, "chunk order {order} after {last} (gap or duplicate)");
+            ensure!(
+                order == last + 1,
+                "chunk order {order} after {last} (gap or duplicate)"
+            );
             last = order;
             let s = ev["stdout"].as_str().unwrap_or("");
             h.update(s.as_bytes());
@@ -369,7 +403,8 @@ pub async fn transfer(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
         let up_path = dir.join(format!("upload_big_{rep}.bin"));
         let r: anyhow::Result<f64> = async {
             let f = tokio::fs::File::open(&c.data.big_path).await?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+            let body =
+                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
             let part = reqwest::multipart::Part::stream_with_length(body, size)
                 .file_name("big.bin")
                 .mime_str("application/octet-stream")?;
@@ -389,7 +424,10 @@ pub async fn transfer(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
                 ensure!(fs == size, "server reports file_size {fs}, sent {size}");
             }
             let (n, sha) = sha_file(up_path.clone()).await?;
-            ensure!(n == size && sha == c.data.big_sha, "uploaded file differs on disk ({n} bytes)");
+            ensure!(
+                n == size && sha == c.data.big_sha,
+                "uploaded file differs on disk ({n} bytes)"
+            );
             Ok(dt)
         }
         .await;
@@ -421,7 +459,10 @@ pub async fn transfer(c: &Ctx<'_>) -> anyhow::Result<Outcome> {
             }
             let dt = t.elapsed().as_secs_f64();
             ensure!(n == size, "downloaded {n} bytes, want {size}");
-            ensure!(hex(&h.finalize()) == c.data.big_sha, "download sha256 mismatch");
+            ensure!(
+                hex(&h.finalize()) == c.data.big_sha,
+                "download sha256 mismatch"
+            );
             Ok(dt)
         }
         .await;
