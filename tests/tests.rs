@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bash;
 mod files;
 mod git;
 mod server_details;

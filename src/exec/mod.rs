@@ -1,26 +1,532 @@
 //! Bash commands of the workspace API: each runs in its own process group; its output becomes
-//! `BashOutput` events, persisted as files in the bash events directory.
+//! `BashOutput` events, persisted as files in the bash events directory and published live.
+//!
+//! Memory stays bounded for any output size: chunks go to disk as they are produced, the index
+//! holds metadata only, and every answer that may hold output text (search pages, batch gets,
+//! the merged `execute_bash_command` result) is produced as a byte stream, one event at a time.
 
-use std::path::PathBuf;
+mod model;
+mod runner;
+mod store;
 
-/// Runs commands and keeps their events.
-#[derive(Debug)]
-pub struct BashService {
-    events_dir: PathBuf,
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::task::TaskTracker;
+
+pub use model::{
+    BashCommand, BashError, BashEvent, BashEventKind, BashEventPage, BashEventSortOrder,
+    BashOutput, ExecuteBashRequest, SearchQuery, DEFAULT_TIMEOUT_SECS,
+};
+pub use runner::{CHUNK_BYTES, FLUSH_AFTER, KILL_GRACE};
+
+use runner::Control;
+use store::{Stamp, Store};
+
+/// Most live subscribers (bash-events WebSockets) at once, as the reference.
+pub const MAX_SUBSCRIBERS: usize = 50;
+/// Events a subscriber may fall behind before it is told it lagged (names only, not text).
+const SUBSCRIBER_BACKLOG: usize = 1024;
+/// How long shutdown waits for commands to end after stopping them.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// Byte chunks buffered ahead of a streamed response body.
+const BODY_BACKLOG: usize = 2;
+
+/// A JSON response body produced piece by piece.
+pub type JsonStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Errors of the bash service.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The server is shutting down.
+    #[error("Bash event service is closed")]
+    Closed,
+    /// An event could not be written.
+    #[error("cannot store bash event: {0}")]
+    Io(#[from] std::io::Error),
 }
 
+/// Runs commands and keeps their events.
+#[derive(Debug, Clone)]
+pub struct BashService {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the service handle and its running commands.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    store: Arc<Store>,
+    /// Working directory of commands that name none (`None`: the server's).
+    default_cwd: Option<String>,
+    /// Commands still running, by hex id. Short critical sections only, never across `.await`.
+    running: Mutex<HashMap<String, Arc<Control>>>,
+    /// File names of newly stored events, for live subscribers (sent by the store).
+    events: broadcast::Sender<Arc<str>>,
+    subscribers: Arc<AtomicUsize>,
+    closed: AtomicBool,
+    tasks: TaskTracker,
+}
+
+impl Inner {
+    /// Stores the event `build` makes (announced to subscribers); a failure is logged.
+    async fn append(&self, build: impl FnOnce(&Stamp) -> BashEvent) -> Option<Stamp> {
+        match self.store.append(build).await {
+            Ok((_, stamp)) => Some(stamp),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store bash event");
+                None
+            }
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, HashMap<String, Arc<Control>>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A live feed of newly stored events (see [`BashService::subscribe`]).
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<str>>,
+    /// An event received but not yet read from disk (keeps [`Subscription::next`] cancel-safe).
+    pending: Option<Arc<str>>,
+    store: Arc<Store>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a subscription yields next.
+#[derive(Debug)]
+pub enum Received {
+    /// One event as compact JSON.
+    Event(String),
+    /// The subscriber fell this many events behind; they are not replayed.
+    Lagged(u64),
+    /// The service is gone.
+    Closed,
+}
+
+impl Subscription {
+    /// The next stored event. Cancel-safe: an event being read when the future is dropped is
+    /// returned by the next call.
+    pub async fn next(&mut self) -> Received {
+        loop {
+            if let Some(name) = self.pending.clone() {
+                let json = self.store.load_json(&name).await;
+                self.pending = None;
+                if let Some(json) = json {
+                    return Received::Event(json);
+                }
+            }
+            match self.rx.recv().await {
+                Ok(name) => self.pending = Some(name),
+                Err(broadcast::error::RecvError::Lagged(n)) => return Received::Lagged(n),
+                Err(broadcast::error::RecvError::Closed) => return Received::Closed,
+            }
+        }
+    }
+}
+
+/// Sends pieces of a streamed body; `false` once the reader is gone.
+struct BodySink(mpsc::Sender<Bytes>);
+
+impl BodySink {
+    async fn send(&self, bytes: impl Into<Bytes>) -> bool {
+        self.0.send(bytes.into()).await.is_ok()
+    }
+}
+
+/// A body produced by `produce` on its own task, with backpressure from the reader.
+fn spawn_body<F, Fut>(produce: F) -> JsonStream
+where
+    F: FnOnce(BodySink) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_BACKLOG);
+    tokio::spawn(produce(BodySink(tx)));
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(b), rx))
+    }))
+}
+
+/// The inside of a JSON string literal for `s` (escaped, without the quotes).
+fn json_string_body(s: &str) -> String {
+    let quoted = serde_json::Value::String(s.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// Gives commands cut off by a server crash their final output (exit code -1), so clients
+/// polling them across the restart see them end.
+async fn finish_interrupted(inner: Arc<Inner>) {
+    let store = inner.store.clone();
+    let interrupted = tokio::task::spawn_blocking(move || store.take_interrupted())
+        .await
+        .unwrap_or_default();
+    for (command_id, order) in interrupted {
+        tracing::info!(%command_id, "bash command was cut off by a server restart");
+        inner
+            .append(|stamp| {
+                BashEvent::Output(BashOutput {
+                    id: crate::util::hex_id(),
+                    timestamp: stamp.timestamp.clone(),
+                    command_id: command_id.to_string(),
+                    order,
+                    exit_code: Some(-1),
+                    stdout: None,
+                    stderr: Some(INTERRUPTED_TEXT.into()),
+                    kind: "BashOutput".into(),
+                })
+            })
+            .await;
+    }
+}
+
+/// Final stderr of a command whose server stopped without recording its end.
+const INTERRUPTED_TEXT: &str = "The agent server restarted while this command was running";
+
 impl BashService {
-    /// A service keeping its events under `events_dir` (created if missing).
+    /// A service keeping its events under `events_dir` (created if missing); commands without a
+    /// `cwd` run in the server's working directory.
     pub fn new(events_dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&events_dir)?;
-        Ok(BashService { events_dir })
+        Self::with_default_cwd(events_dir, None)
+    }
+
+    /// A service whose commands without a `cwd` run in `default_cwd` (echoed in `BashCommand`),
+    /// as the conversation-scoped copies of the routes need.
+    pub fn with_default_cwd(
+        events_dir: PathBuf,
+        default_cwd: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
+        let (events, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
+        let store = Store::open(events_dir, events.clone())?;
+        let service = BashService {
+            inner: Arc::new(Inner {
+                store: Arc::new(store),
+                default_cwd: default_cwd.map(|p| p.to_string_lossy().into_owned()),
+                running: Mutex::new(HashMap::new()),
+                events,
+                subscribers: Arc::new(AtomicUsize::new(0)),
+                closed: AtomicBool::new(false),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let inner = service.inner.clone();
+            service.inner.tasks.spawn(finish_interrupted(inner));
+        }
+        Ok(service)
     }
 
     /// Where events are kept.
-    pub fn events_dir(&self) -> &std::path::Path {
-        &self.events_dir
+    pub fn events_dir(&self) -> &Path {
+        self.inner.store.dir()
     }
 
-    /// Kills every running command (process trees) at server shutdown.
-    pub async fn shutdown(&self) {}
+    /// The working directory of commands that name none.
+    pub fn default_cwd(&self) -> Option<&str> {
+        self.inner.default_cwd.as_deref()
+    }
+
+    /// Starts a command in the background; its `BashCommand` is stored before this returns.
+    pub async fn start(&self, request: ExecuteBashRequest) -> Result<BashCommand, ExecError> {
+        self.start_with_control(request).await.map(|(c, _)| c)
+    }
+
+    async fn start_with_control(
+        &self,
+        request: ExecuteBashRequest,
+    ) -> Result<(BashCommand, Arc<Control>), ExecError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ExecError::Closed);
+        }
+        let request_cwd = request.cwd.filter(|c| !c.is_empty());
+        let id = crate::util::hex_id();
+        let mut command = BashCommand {
+            command: request.command,
+            cwd: request_cwd.or_else(|| inner.default_cwd.clone()),
+            timeout: request.timeout,
+            id,
+            timestamp: String::new(),
+            kind: "BashCommand".into(),
+        };
+        let (_, stamp) = inner
+            .store
+            .append(|stamp| {
+                command.timestamp = stamp.timestamp.clone();
+                BashEvent::Command(command.clone())
+            })
+            .await?;
+        command.timestamp = stamp.timestamp;
+        let control = Arc::new(Control::new());
+        inner.running().insert(command.id.clone(), control.clone());
+        let task_inner = inner.clone();
+        let task_command = command.clone();
+        let task_control = control.clone();
+        inner.tasks.spawn(async move {
+            let id = task_command.id.clone();
+            runner::run(task_inner.clone(), task_command, task_control).await;
+            task_inner.running().remove(&id);
+        });
+        Ok((command, control))
+    }
+
+    /// Runs a command to its end and returns its merged `BashOutput` (all chunks joined) as a
+    /// JSON body streamed from the chunk files.
+    pub async fn execute(&self, request: ExecuteBashRequest) -> Result<JsonStream, ExecError> {
+        let (command, control) = self.start_with_control(request).await?;
+        let outcome = control.wait_done(None).await;
+        let store = self.inner.store.clone();
+        let names = store.outputs_of(&command.id);
+        let outcome = match (outcome, names.is_empty()) {
+            (Some(o), false) => o,
+            _ => {
+                // Nothing stored (events cleared meanwhile): the reference's empty answer.
+                let empty = BashOutput {
+                    id: crate::util::hex_id(),
+                    timestamp: store.stamp().timestamp,
+                    command_id: command.id,
+                    order: 0,
+                    exit_code: Some(-1),
+                    stdout: None,
+                    stderr: None,
+                    kind: "BashOutput".into(),
+                };
+                let json = serde_json::to_vec(&empty).map_err(std::io::Error::other)?;
+                return Ok(Box::pin(futures::stream::once(async move {
+                    Ok(Bytes::from(json))
+                })));
+            }
+        };
+        Ok(spawn_body(move |sink| async move {
+            let last = &outcome.last;
+            let head = format!(
+                "{{\"id\":{},\"timestamp\":{},\"command_id\":{},\"order\":{},\"exit_code\":{},",
+                serde_json::Value::from(last.id.as_str()),
+                serde_json::Value::from(last.timestamp.as_str()),
+                serde_json::Value::from(last.command_id.as_str()),
+                last.order,
+                last.exit_code.unwrap_or(-1),
+            );
+            if !sink.send(head).await {
+                return;
+            }
+            for (field, present) in [
+                ("stdout", outcome.any_stdout),
+                ("stderr", outcome.any_stderr),
+            ] {
+                let opening = if field == "stdout" {
+                    "\"stdout\":"
+                } else {
+                    ",\"stderr\":"
+                };
+                if !sink.send(opening).await {
+                    return;
+                }
+                if !present {
+                    if !sink.send("null").await {
+                        return;
+                    }
+                    continue;
+                }
+                if !sink.send("\"").await {
+                    return;
+                }
+                for name in &names {
+                    let Some(BashEvent::Output(o)) = store.load(name).await else {
+                        continue;
+                    };
+                    let text = if field == "stdout" {
+                        o.stdout
+                    } else {
+                        o.stderr
+                    };
+                    if let Some(text) = text.filter(|t| !t.is_empty()) {
+                        if !sink.send(json_string_body(&text)).await {
+                            return;
+                        }
+                    }
+                }
+                if !sink.send("\"").await {
+                    return;
+                }
+            }
+            sink.send(",\"kind\":\"BashOutput\"}").await;
+        }))
+    }
+
+    /// Picks one search page: the names of its events and the cursor of the next page.
+    async fn select(&self, query: &SearchQuery) -> (Vec<Arc<str>>, Option<String>) {
+        if query.order_gt.is_some() {
+            self.inner.store.ensure_orders().await;
+        }
+        self.inner.store.select(query)
+    }
+
+    /// One search page as a `BashEventPage` JSON body, events read one at a time.
+    pub async fn search(&self, query: SearchQuery) -> JsonStream {
+        let (names, next) = self.select(&query).await;
+        let store = self.inner.store.clone();
+        spawn_body(move |sink| async move {
+            if !sink.send("{\"items\":[").await {
+                return;
+            }
+            let mut first = true;
+            for name in names {
+                let Some(json) = store.load_json(&name).await else {
+                    continue;
+                };
+                let piece = if first { json } else { format!(",{json}") };
+                first = false;
+                if !sink.send(piece).await {
+                    return;
+                }
+            }
+            let tail = format!(
+                "],\"next_page_id\":{}}}",
+                serde_json::Value::from(next.as_deref())
+            );
+            sink.send(tail).await;
+        })
+    }
+
+    /// One search page held in memory (for small pages and tests).
+    pub async fn search_page(&self, query: SearchQuery) -> BashEventPage {
+        let (names, next_page_id) = self.select(&query).await;
+        let mut items = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(e) = self.inner.store.load(&name).await {
+                items.push(e);
+            }
+        }
+        BashEventPage {
+            items,
+            next_page_id,
+        }
+    }
+
+    /// Every stored event, oldest first, as compact JSON, read one at a time.
+    pub fn replay(&self) -> BoxStream<'static, String> {
+        let service = self.clone();
+        let (tx, rx) = mpsc::channel::<String>(BODY_BACKLOG);
+        tokio::spawn(async move {
+            let mut query = SearchQuery {
+                limit: 100,
+                ..SearchQuery::default()
+            };
+            loop {
+                let (names, next) = service.select(&query).await;
+                for name in names {
+                    if let Some(json) = service.inner.store.load_json(&name).await {
+                        if tx.send(json).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                match next {
+                    Some(n) => query.page_id = Some(n),
+                    None => return,
+                }
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|s| (s, rx))
+        }))
+    }
+
+    /// One event by hex id, as compact JSON.
+    pub async fn get(&self, event_id: &str) -> Option<String> {
+        let name = self.inner.store.name_of(event_id)?;
+        self.inner.store.load_json(&name).await
+    }
+
+    /// A JSON array with the event (or `null`) of each id, streamed.
+    pub fn batch_get(&self, event_ids: Vec<String>) -> JsonStream {
+        let store = self.inner.store.clone();
+        spawn_body(move |sink| async move {
+            if !sink.send("[").await {
+                return;
+            }
+            for (i, id) in event_ids.iter().enumerate() {
+                let json = match store.name_of(id) {
+                    Some(name) => store.load_json(&name).await,
+                    None => None,
+                };
+                let json = json.unwrap_or_else(|| "null".into());
+                let piece = if i == 0 { json } else { format!(",{json}") };
+                if !sink.send(piece).await {
+                    return;
+                }
+            }
+            sink.send("]").await;
+        })
+    }
+
+    /// Deletes every stored event; returns how many files were removed.
+    pub async fn clear(&self) -> Result<usize, ExecError> {
+        Ok(self.inner.store.clear().await?)
+    }
+
+    /// Stops a command's process group (SIGTERM, SIGKILL after [`KILL_GRACE`]) and waits for its
+    /// final output. True when the id is known: running, finished, or any stored event's id.
+    pub async fn stop(&self, command_id: &str) -> bool {
+        let control = self.inner.running().get(command_id).cloned();
+        if let Some(control) = control {
+            control.stop.notify_one();
+            control
+                .wait_done(Some(KILL_GRACE * 2 + Duration::from_secs(3)))
+                .await;
+            return true;
+        }
+        self.inner.store.name_of(command_id).is_some()
+    }
+
+    /// A live feed of new events, or `None` when [`MAX_SUBSCRIBERS`] are already listening.
+    pub fn subscribe(&self) -> Option<Subscription> {
+        let count = self.inner.subscribers.clone();
+        let taken = count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SUBSCRIBERS).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| Subscription {
+            rx: self.inner.events.subscribe(),
+            pending: None,
+            store: self.inner.store.clone(),
+            count,
+        })
+    }
+
+    /// Number of commands still running.
+    pub fn running_count(&self) -> usize {
+        self.inner.running().len()
+    }
+
+    /// Kills every running command (process trees) at server shutdown and waits (bounded) for
+    /// their final outputs to be stored.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let controls: Vec<Arc<Control>> = self.inner.running().values().cloned().collect();
+        for control in &controls {
+            control.stop.notify_one();
+        }
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("bash commands still running at shutdown");
+        }
+    }
 }

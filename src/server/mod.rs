@@ -200,9 +200,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     state.set_ready();
     let bash = state.bash.clone();
-    let result = axum::serve(listener, app(state))
+    // Commands are stopped before connections drain, so waiting requests finish promptly.
+    let shutdown = async move {
+        shutdown.await;
+        bash.shutdown().await;
+    };
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await;
-    bash.shutdown().await;
-    result
+        .await
 }

@@ -1,0 +1,592 @@
+//! The bash events directory: one JSON file per event named
+//! `<YYYYMMDDHHMMSSffffff>_<Kind>[_<command hex>]_<event hex>` (as the reference), written
+//! atomically (temp file + rename), plus an in-memory index of names and metadata (never output
+//! text) that answers searches without scanning or reading the directory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use super::model::{BashEvent, BashEventKind, BashEventSortOrder, SearchQuery};
+
+/// Prefix of temporary files (hidden, so never indexed or counted).
+const TEMP_PREFIX: &str = ".tmp-";
+/// How much of an output file is read to find its `order` after a restart.
+const ORDER_PROBE_BYTES: usize = 4096;
+
+/// A time for a new event: its file-name prefix and its `timestamp` field.
+#[derive(Debug, Clone)]
+pub(crate) struct Stamp {
+    pub name_prefix: String,
+    pub timestamp: String,
+}
+
+/// What the index knows about one event file.
+#[derive(Debug, Clone)]
+struct Meta {
+    kind: BashEventKind,
+    command_id: Option<Arc<str>>,
+    event_id: Arc<str>,
+    /// `None` for outputs found on disk at start-up until [`Store::ensure_orders`] reads them.
+    order: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    by_name: BTreeMap<Arc<str>, Meta>,
+    by_id: HashMap<Arc<str>, Arc<str>>,
+    outputs_by_command: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    unresolved_orders: usize,
+}
+
+impl Index {
+    fn insert(&mut self, name: Arc<str>, meta: Meta) {
+        if meta.kind == BashEventKind::Output && meta.order.is_none() {
+            self.unresolved_orders += 1;
+        }
+        self.by_id.insert(meta.event_id.clone(), name.clone());
+        if let Some(cmd) = &meta.command_id {
+            self.outputs_by_command
+                .entry(cmd.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        if let Some(old) = self.by_name.insert(name, meta) {
+            if old.kind == BashEventKind::Output && old.order.is_none() {
+                self.unresolved_orders = self.unresolved_orders.saturating_sub(1);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(meta) = self.by_name.remove(name) else {
+            return;
+        };
+        if meta.kind == BashEventKind::Output && meta.order.is_none() {
+            self.unresolved_orders = self.unresolved_orders.saturating_sub(1);
+        }
+        if self.by_id.get(&meta.event_id).is_some_and(|n| &**n == name) {
+            self.by_id.remove(&meta.event_id);
+        }
+        if let Some(cmd) = &meta.command_id {
+            if let Some(set) = self.outputs_by_command.get_mut(cmd) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.outputs_by_command.remove(cmd);
+                }
+            }
+        }
+    }
+}
+
+/// A command id found at start-up and the file name of its last output, if any.
+type FoundCommand = (Arc<str>, Option<Arc<str>>);
+
+/// The event files of one bash service and their index.
+#[derive(Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+    /// Guards the index; held only for in-memory work, never across I/O or `.await`.
+    index: Mutex<Index>,
+    /// Microseconds since the epoch of the last stamp, so names strictly increase.
+    last_micros: Mutex<i64>,
+    /// Resolves the orders of outputs found at start-up, once, on the first search needing them.
+    orders_ready: tokio::sync::OnceCell<()>,
+    /// Serialises appends (stamp, write, index, announce), so events become visible in name
+    /// order: a reader paging by cursor never misses an event that lands behind it.
+    commit: tokio::sync::Mutex<()>,
+    /// Names of newly stored events, in name order, for live subscribers.
+    announce: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Commands found at start-up with the name of their last output, checked once by
+    /// [`Store::take_interrupted`].
+    found_commands: Mutex<Vec<FoundCommand>>,
+}
+
+/// Parses `<ts>_<Kind>[_<command>]_<id>` into (kind, command id, event id).
+fn parse_name(name: &str) -> Option<(BashEventKind, Option<&str>, &str)> {
+    let parts: Vec<&str> = name.split('_').collect();
+    let ts = parts.first()?;
+    if ts.len() != 20 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match (BashEventKind::parse(parts.get(1)?)?, parts.len()) {
+        (BashEventKind::Command, 3) => Some((BashEventKind::Command, None, parts[2])),
+        (BashEventKind::Output, 4) => Some((BashEventKind::Output, Some(parts[2]), parts[3])),
+        _ => None,
+    }
+}
+
+/// `YYYYMMDDHHMMSSffffff` of a UTC time, the file-name prefix and search-bound form.
+pub(crate) fn name_prefix(t: &DateTime<Utc>) -> String {
+    t.format("%Y%m%d%H%M%S%6f").to_string()
+}
+
+/// Locks a mutex, recovering from poisoning (the index stays usable after a panic elsewhere).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir` and indexes the events already in it; new events are
+    /// announced on `announce`.
+    pub fn open(
+        dir: PathBuf,
+        announce: tokio::sync::broadcast::Sender<Arc<str>>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut index = Index::default();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                // A write interrupted by a crash: never renamed, so never visible.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some((kind, cmd, id)) = parse_name(&name) {
+                let meta = Meta {
+                    kind,
+                    command_id: cmd.map(Arc::from),
+                    event_id: Arc::from(id),
+                    order: None,
+                };
+                index.insert(Arc::from(name.as_str()), meta);
+            }
+        }
+        if index.unresolved_orders > 0 {
+            tracing::info!(
+                dir = %dir.display(),
+                events = index.by_name.len(),
+                "bash events found from a previous run"
+            );
+        }
+        let found_commands = index
+            .by_name
+            .values()
+            .filter(|m| m.kind == BashEventKind::Command)
+            .map(|m| {
+                let last = index
+                    .outputs_by_command
+                    .get(&m.event_id)
+                    .and_then(|s| s.iter().next_back().cloned());
+                (m.event_id.clone(), last)
+            })
+            .collect();
+        Ok(Store {
+            dir,
+            found_commands: Mutex::new(found_commands),
+            index: Mutex::new(index),
+            last_micros: Mutex::new(0),
+            orders_ready: tokio::sync::OnceCell::new(),
+            commit: tokio::sync::Mutex::new(()),
+            announce,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores the event `build` makes for a fresh stamp (written atomically, indexed, announced)
+    /// and returns its file name and stamp.
+    pub async fn append(
+        &self,
+        build: impl FnOnce(&Stamp) -> BashEvent,
+    ) -> std::io::Result<(Arc<str>, Stamp)> {
+        let _turn = self.commit.lock().await;
+        let stamp = self.stamp();
+        let name = self.save(&stamp, build(&stamp)).await?;
+        let _ = self.announce.send(name.clone());
+        Ok((name, stamp))
+    }
+
+    /// A fresh time, strictly later than every earlier stamp of this store.
+    pub fn stamp(&self) -> Stamp {
+        let now = Utc::now().timestamp_micros();
+        let micros = {
+            let mut last = lock(&self.last_micros);
+            let m = now.max(*last + 1);
+            *last = m;
+            m
+        };
+        let t = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_else(Utc::now);
+        let timestamp = if micros % 1_000_000 == 0 {
+            t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        } else {
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        };
+        Stamp {
+            name_prefix: name_prefix(&t),
+            timestamp,
+        }
+    }
+
+    /// Writes `event` atomically under the name built from `stamp`, then indexes it.
+    async fn save(&self, stamp: &Stamp, event: BashEvent) -> std::io::Result<Arc<str>> {
+        let (name, meta) = match &event {
+            BashEvent::Command(c) => (
+                format!("{}_BashCommand_{}", stamp.name_prefix, c.id),
+                Meta {
+                    kind: BashEventKind::Command,
+                    command_id: None,
+                    event_id: Arc::from(c.id.as_str()),
+                    order: None,
+                },
+            ),
+            BashEvent::Output(o) => (
+                format!("{}_BashOutput_{}_{}", stamp.name_prefix, o.command_id, o.id),
+                Meta {
+                    kind: BashEventKind::Output,
+                    command_id: Some(Arc::from(o.command_id.as_str())),
+                    event_id: Arc::from(o.id.as_str()),
+                    order: Some(o.order),
+                },
+            ),
+        };
+        let dir = self.dir.clone();
+        let file_name = name.clone();
+        // Serialising a 1 MiB chunk and writing it is blocking work.
+        tokio::task::spawn_blocking(move || write_atomic(&dir, &file_name, &event))
+            .await
+            .map_err(std::io::Error::other)??;
+        let name: Arc<str> = Arc::from(name);
+        lock(&self.index).insert(name.clone(), meta);
+        Ok(name)
+    }
+
+    /// Reads one event file; `None` (and the name leaves the index) when it is gone or invalid.
+    pub async fn load(&self, name: &str) -> Option<BashEvent> {
+        let path = self.dir.join(name);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<BashEvent> {
+            let bytes = std::fs::read(&path)?;
+            BashEvent::from_json(&bytes).map_err(std::io::Error::other)
+        })
+        .await;
+        match read {
+            Ok(Ok(event)) => Some(event),
+            Ok(Err(e)) => {
+                tracing::warn!(name, error = %e, "unreadable bash event skipped");
+                lock(&self.index).remove(name);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Reads one event's JSON text as stored (our files are compact; files written by the
+    /// reference are indented, which is still valid JSON). Checked to be JSON, not re-serialised.
+    pub async fn load_json(&self, name: &str) -> Option<String> {
+        let path = self.dir.join(name);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let bytes = std::fs::read(&path)?;
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .map_err(std::io::Error::other)?;
+            let mut text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+            if text.starts_with("{\n") {
+                // Written indented by the reference server: answer compact JSON like ours.
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(std::io::Error::other)?;
+                return Ok(value.to_string());
+            }
+            text.truncate(text.trim_end().len());
+            Ok(text)
+        })
+        .await;
+        match read {
+            Ok(Ok(text)) => Some(text),
+            Ok(Err(e)) => {
+                tracing::warn!(name, error = %e, "unreadable bash event skipped");
+                lock(&self.index).remove(name);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// File name of the event with this hex id.
+    pub fn name_of(&self, event_id: &str) -> Option<Arc<str>> {
+        lock(&self.index).by_id.get(event_id).cloned()
+    }
+
+    /// Names of a command's outputs, in file-name (= time) order.
+    pub fn outputs_of(&self, command_id: &str) -> Vec<Arc<str>> {
+        lock(&self.index)
+            .outputs_by_command
+            .get(command_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Commands of a previous run that never got their final output (the server died while they
+    /// ran), each with the `order` its final output should get. Blocking; answers once.
+    pub fn take_interrupted(&self) -> Vec<(Arc<str>, i64)> {
+        let found = std::mem::take(&mut *lock(&self.found_commands));
+        found
+            .into_iter()
+            .filter_map(|(command_id, last)| match last {
+                None => Some((command_id, 0)),
+                Some(name) => {
+                    let path = self.dir.join(&*name);
+                    if head_token(&path, "exit_code").as_deref() != Some("null") {
+                        return None;
+                    }
+                    let order = read_order(&path)?;
+                    Some((command_id, order + 1))
+                }
+            })
+            .collect()
+    }
+
+    /// Reads the `order` of outputs indexed at start-up (once; later outputs carry theirs).
+    pub async fn ensure_orders(self: &Arc<Self>) {
+        let store = self.clone();
+        self.orders_ready
+            .get_or_init(|| async move {
+                let pending: Vec<Arc<str>> = {
+                    let idx = lock(&store.index);
+                    if idx.unresolved_orders == 0 {
+                        return;
+                    }
+                    idx.by_name
+                        .iter()
+                        .filter(|(_, m)| m.kind == BashEventKind::Output && m.order.is_none())
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                };
+                let dir = store.dir.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    pending
+                        .into_iter()
+                        .map(|n| {
+                            let order = read_order(&dir.join(&*n));
+                            (n, order)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                let mut idx = lock(&store.index);
+                for (name, order) in found {
+                    match order {
+                        Some(o) => {
+                            if let Some(m) = idx.by_name.get_mut(&name) {
+                                if m.order.is_none() {
+                                    m.order = Some(o);
+                                    idx.unresolved_orders = idx.unresolved_orders.saturating_sub(1);
+                                }
+                            }
+                        }
+                        None => idx.remove(&name),
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Picks the names of one search page and the cursor of the next, from the index alone.
+    /// Filters apply before `limit`; an unknown cursor starts from the beginning (as the reference).
+    pub fn select(&self, q: &SearchQuery) -> (Vec<Arc<str>>, Option<String>) {
+        let idx = lock(&self.index);
+        let empty = BTreeSet::new();
+        let outputs_of_command = q
+            .command_id
+            .as_deref()
+            .map(|c| idx.outputs_by_command.get(c).unwrap_or(&empty));
+        if q.command_id.is_some() && q.kind == Some(BashEventKind::Command) {
+            return (Vec::new(), None);
+        }
+        let lo_s = q.timestamp_gte.as_ref().map(name_prefix);
+        let hi_s = q.timestamp_lt.as_ref().map(name_prefix);
+        let lo = lo_s.as_deref();
+        let hi = hi_s.as_deref();
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            if lo >= hi {
+                return (Vec::new(), None);
+            }
+        }
+        let passes_name_filters = |name: &str| -> bool {
+            let in_set = match outputs_of_command {
+                Some(set) => set.contains(name),
+                None => true,
+            };
+            in_set
+                && lo.is_none_or(|l| name >= l)
+                && hi.is_none_or(|h| name < h)
+                && idx
+                    .by_name
+                    .get(name)
+                    .is_some_and(|m| q.kind.is_none_or(|k| k == m.kind))
+        };
+        let descending = q.sort_order == BashEventSortOrder::TimestampDesc;
+        let cursor = q
+            .page_id
+            .as_deref()
+            .filter(|p| !p.is_empty() && passes_name_filters(p));
+        let mut lower: Bound<&str> = lo.map_or(Bound::Unbounded, Bound::Included);
+        let mut upper: Bound<&str> = hi.map_or(Bound::Unbounded, Bound::Excluded);
+        if let Some(c) = cursor {
+            if descending {
+                upper = Bound::Included(c);
+            } else {
+                lower = Bound::Included(c);
+            }
+        }
+        let names: Box<dyn Iterator<Item = &Arc<str>>> = match outputs_of_command {
+            Some(set) => {
+                let r = set.range::<str, _>((lower, upper));
+                if descending {
+                    Box::new(r.rev())
+                } else {
+                    Box::new(r)
+                }
+            }
+            None => {
+                let r = idx.by_name.range::<str, _>((lower, upper)).map(|(n, _)| n);
+                if descending {
+                    Box::new(r.rev())
+                } else {
+                    Box::new(r)
+                }
+            }
+        };
+        let mut page = Vec::new();
+        let mut next = None;
+        for name in names {
+            let Some(meta) = idx.by_name.get(name) else {
+                continue;
+            };
+            if q.kind.is_some_and(|k| k != meta.kind) {
+                continue;
+            }
+            if let (Some(gt), Some(order)) = (q.order_gt, meta.order) {
+                if order <= gt {
+                    continue;
+                }
+            }
+            if page.len() >= q.limit {
+                next = Some(name.to_string());
+                break;
+            }
+            page.push(name.clone());
+        }
+        (page, next)
+    }
+
+    /// Deletes every event file (not temp files) and forgets them; returns how many.
+    pub async fn clear(&self) -> std::io::Result<usize> {
+        let dir = self.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(name, error = %e, "cannot delete bash event file");
+                }
+                names.push(name);
+            }
+            Ok(names)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let mut idx = lock(&self.index);
+        for name in &removed {
+            idx.remove(name);
+        }
+        Ok(removed.len())
+    }
+}
+
+/// Writes `event` to `dir/.tmp-<name>` then renames it to `dir/<name>`, so a reader (or a
+/// restart after a crash) sees either the whole event or nothing.
+fn write_atomic(dir: &Path, name: &str, event: &BashEvent) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The raw JSON token after `"key":` in the first bytes of a stored event (outputs put `order`
+/// and `exit_code` before their text, in our files and the reference's).
+fn head_token(path: &Path, key: &str) -> Option<String> {
+    let mut head = vec![0u8; ORDER_PROBE_BYTES];
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match f.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(_) => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head[..filled]);
+    let quoted = format!("\"{key}\"");
+    let pos = head.find(&quoted)?;
+    let rest = head[pos + quoted.len()..].trim_start().strip_prefix(':')?;
+    let token: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The `order` of a stored output: found in the file's head, else by parsing it all.
+fn read_order(path: &Path) -> Option<i64> {
+    if let Some(order) = head_token(path, "order").and_then(|t| t.parse().ok()) {
+        return Some(order);
+    }
+    match BashEvent::from_json(&std::fs::read(path).ok()?).ok()? {
+        BashEvent::Output(o) => Some(o.order),
+        BashEvent::Command(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_like_the_reference() {
+        let (k, c, id) = parse_name("20261125112109177871_BashOutput_abc_def").expect("output");
+        assert_eq!((k, c, id), (BashEventKind::Output, Some("abc"), "def"));
+        let (k, c, id) = parse_name("20261125112109177871_BashCommand_abc").expect("command");
+        assert_eq!((k, c, id), (BashEventKind::Command, None, "abc"));
+        assert!(parse_name("2026_BashCommand_abc").is_none());
+        assert!(parse_name("20261125112109177871_Other_abc").is_none());
+        assert!(parse_name("20261125112109177871_BashOutput_abc").is_none());
+    }
+
+    #[test]
+    fn stamps_strictly_increase() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(dir.path().to_owned(), tokio::sync::broadcast::channel(1).0).expect("open");
+        let mut last = String::new();
+        for _ in 0..1000 {
+            let s = store.stamp();
+            assert!(s.name_prefix > last);
+            assert!(s.timestamp.ends_with('Z'));
+            last = s.name_prefix;
+        }
+    }
+}
