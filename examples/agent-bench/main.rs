@@ -720,7 +720,11 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
             }
             run.floors.add("floors", o);
         }
-        for s in order(&specs, r) {
+        let any_load = run
+            .scen
+            .iter()
+            .any(|s| !matches!(s.as_str(), "floors" | "cold_start" | "scale"));
+        for s in order(&specs, r).into_iter().filter(|_| any_load) {
             log(&format!("round {}/{}: {}", r + 1, p.rounds, s.name));
             run.session(&s, &data, mock.as_ref()).await;
         }
