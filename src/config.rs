@@ -26,7 +26,9 @@ OH_ALLOW_CORS_ORIGINS_0..N, OH_ALLOW_CORS_ORIGIN_REGEX   extra CORS origins\n  \
 OH_MAX_CONCURRENT_RUNS     parallel agent runs before 429 (default 10)\n  \
 OPENHANDS_AGENT_SERVER_CONFIG_PATH  JSON config file (default workspace/openhands_agent_server_config.json)\n  \
 OPENHANDS_BUILD_GIT_SHA, OPENHANDS_BUILD_GIT_REF  reported by /server_info\n  \
-RUST_LOG                   log filter (default info)"
+RUST_LOG                   log filter (default info)\n\n\
+Subcommand:\n  \
+launch docker|apptainer [OPTIONS]  start a server in a sandbox, print its URL and key (see `launch --help`)"
 )]
 pub struct Args {
     /// Address to bind. Default: 127.0.0.1 without an API key, 0.0.0.0 with one (as the reference).

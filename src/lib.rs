@@ -1,6 +1,7 @@
 //! `agent-server`: a wire-compatible Rust replacement for the OpenHands agent-server.
 //!
 //! Reading order:
+//! - [`client`]: typed client of a running server and the sandbox launchers (Docker, Apptainer, Cloud, Runtime API).
 //! - [`config`]: CLI flags, environment and the JSON config file, validated once into [`config::Config`].
 //! - [`error`]: the one error type and its mapping to HTTP status codes and bodies.
 //! - [`server`]: the axum application: routes, auth, WebSockets. The only module that knows HTTP.
@@ -8,8 +9,11 @@
 //! - [`files`] and [`git`]: the file and git services behind `/api/file/*` and `/api/git/*`.
 //! - [`llm`]: LLM clients behind the [`llm::LlmClient`] trait.
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
+//! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 
+pub mod client;
 pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod exec;
 pub mod files;

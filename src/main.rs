@@ -11,6 +11,11 @@ use agent_server::config::{Args, Config};
 use agent_server::server::{serve, AppState};
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "launch") {
+        std::process::exit(agent_server::client::launch::main(
+            std::env::args_os().skip(2).collect(),
+        ));
+    }
     let args = Args::parse();
     let config = Config::from_args(args).context("invalid configuration")?;
     init_tracing(config.log_json);

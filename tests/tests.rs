@@ -4,6 +4,9 @@
 mod support;
 
 mod bash;
+mod conversations;
+mod fakes;
 mod files;
 mod git;
+mod launchers;
 mod server_details;

@@ -4,7 +4,9 @@
 
 mod auth;
 mod bash;
+mod conversations;
 mod details;
+mod events;
 mod files;
 mod git;
 mod openapi;
@@ -24,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
+use crate::conversation::ConversationService;
 use crate::error::ApiError;
 use crate::exec::BashService;
 
@@ -41,6 +44,8 @@ pub struct AppState {
     pub bash: Arc<BashService>,
     /// Uptime and idle-time bookkeeping for `/server_info`.
     pub activity: Arc<Activity>,
+    /// Server-side conversations (`/api/conversations/*`, `/sockets/events/*`).
+    pub conversations: Arc<ConversationService>,
     /// Set once start-up work is done; `/ready` answers 503 before.
     ready: Arc<AtomicBool>,
 }
@@ -49,10 +54,16 @@ impl AppState {
     /// Builds the state and its services from the configuration.
     pub fn new(config: Config) -> Result<Self, std::io::Error> {
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
+        let conversations = Arc::new(ConversationService::open(
+            config.conversations_path.clone(),
+            config.secret_key.as_deref(),
+            config.max_concurrent_runs,
+        )?);
         Ok(AppState {
             config: Arc::new(config),
             bash,
             activity: Arc::new(Activity::new()),
+            conversations,
             ready: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -112,6 +123,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(bash::router())
         .merge(files::router())
         .merge(git::router())
+        .merge(conversations::router())
+        .merge(events::router())
 }
 
 /// The OpenAPI document generated from the routes.
@@ -127,6 +140,8 @@ pub fn app(state: AppState) -> Router {
         .merge(details::router())
         .merge(api)
         .merge(bash::socket_router())
+        .merge(events::socket_router())
+        .merge(conversations::scoped_router())
         .merge(openapi::router(doc))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -200,9 +215,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     state.set_ready();
     let bash = state.bash.clone();
-    // Commands are stopped before connections drain, so waiting requests finish promptly.
+    let conversations = state.conversations.clone();
+    conversations.start_idle_release();
+    // Commands and runs are stopped before connections drain, so waiting requests finish
+    // promptly.
     let shutdown = async move {
         shutdown.await;
+        conversations.shutdown().await;
         bash.shutdown().await;
     };
     axum::serve(listener, app(state))

@@ -19,6 +19,8 @@ use crate::llm::ToolDefinition;
 
 /// Characters of text the LLM gets for one terminal observation.
 pub const MAX_OUTPUT_CHARS: usize = 30_000;
+/// Quiet time after an interrupt before the terminal takes the next command.
+const INTERRUPT_SETTLE: Duration = Duration::from_millis(300);
 const NO_CHANGE_TIMEOUT_SECS: u64 = 30;
 const CONTINUE_PREFIX: &str = "[Below is the output of the previous command.]\n";
 const RESET_TEXT: &str = "Terminal session has been reset. All previous environment variables \
@@ -620,6 +622,9 @@ impl TerminalTool {
     }
 
     /// The conversation was interrupted: Ctrl-C the foreground job and report what we have.
+    ///
+    /// Returns once the shell is quiet again ([`INTERRUPT_SETTLE`] without output), so that no
+    /// prompt of the interrupted command can be mistaken for the end of the next one.
     async fn interrupted(
         &self,
         session: &mut Session,
@@ -630,11 +635,19 @@ impl TerminalTool {
         let _ = session.write(vec![0x03]).await;
         let mut rx = session.subscribe();
         // If the Ctrl-C reached bash before it read the command, the typed line was dropped and
-        // bash waits silently: an empty line makes it print its prompt.
+        // bash waits silently; if it landed between bash reading the line and the command taking
+        // the terminal, the command runs on. A second Ctrl-C plus an empty line covers both: the
+        // command is stopped and bash prints its prompt (extra prompts are absorbed below).
         for (wait_ms, nudge) in [(1000, true), (1500, false)] {
             let deadline = Instant::now() + Duration::from_millis(wait_ms);
             loop {
                 if session.prompts() >= target {
+                    // Ctrl-C and the nudge may each make bash print a prompt: absorb the late
+                    // ones now, or the next command would take a stale prompt as its own end.
+                    while tokio::time::timeout(INTERRUPT_SETTLE, rx.changed())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    {}
                     return self.completed(session, command, false, prefix).await;
                 }
                 if tokio::time::timeout_at(deadline, rx.changed())
@@ -645,7 +658,7 @@ impl TerminalTool {
                 }
             }
             if nudge {
-                let _ = session.write(b"\n".to_vec()).await;
+                let _ = session.write(vec![0x03, b'\n']).await;
             }
         }
         let meta = Metadata {

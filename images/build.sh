@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the agent-server image.
+#   images/build.sh [--prebuilt [--binary PATH]] [--base IMAGE] [--variant minimal|python-node]
+#                   [--tag TAG] [--platform P]
+# --prebuilt  layer a host-built binary (default target/release/agent-server, kept up to date) onto the
+#             base, from a tiny build context (no registry needed when the base image is local);
+#             without it the server is compiled inside the build (needs the Rust image).
+# --variant   minimal (default): the base as given; python-node: first builds images/python-node.Dockerfile
+#             on the base (python3, pip, venv, nodejs, npm from the base's package manager) and layers the
+#             server on that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+BASE="debian:bookworm-slim"
+TAG=""
+VARIANT="minimal"
+PREBUILT=0
+BINARY="$ROOT/target/release/agent-server"
+PLATFORM=()
+while (($#)); do
+  case "$1" in
+    --prebuilt) PREBUILT=1 ;;
+    --binary) BINARY="$2"; shift ;;
+    --base) BASE="$2"; shift ;;
+    --tag) TAG="$2"; shift ;;
+    --variant) VARIANT="$2"; shift ;;
+    --platform) PLATFORM=(--platform "$2"); shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ -n "$TAG" ]] || TAG="agent-server:latest$([[ $VARIANT == minimal ]] || echo "-$VARIANT")"
+log() { printf '[build] %s\n' "$*" >&2; }
+
+case "$VARIANT" in
+  minimal) ;;
+  python-node)
+    VBASE="agent-server-base:python-node"
+    log "building $VBASE on $BASE"
+    docker build "${PLATFORM[@]}" --build-arg "BASE_IMAGE=$BASE" -t "$VBASE" \
+      -f "$ROOT/images/python-node.Dockerfile" "$ROOT/images"
+    BASE="$VBASE"
+    ;;
+  *) echo "unknown variant $VARIANT" >&2; exit 2 ;;
+esac
+
+SHA="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+if ((PREBUILT)); then
+  if [[ "$BINARY" == "$ROOT/target/release/agent-server" ]]; then
+    log "cargo build --release (no-op when up to date)"
+    cargo build --release --bin agent-server
+  fi
+  [[ -x "$BINARY" ]] || { echo "no executable at $BINARY" >&2; exit 1; }
+  CTX="$(mktemp -d)"
+  trap 'rm -rf "$CTX"' EXIT
+  cp "$ROOT/Dockerfile" "$CTX/Dockerfile"
+  cp "$BINARY" "$CTX/agent-server"
+  strip "$CTX/agent-server" 2>/dev/null || true
+  log "building $TAG (prebuilt binary) on $BASE"
+  docker build "${PLATFORM[@]}" --target prebuilt --build-arg "BASE_IMAGE=$BASE" \
+    --label "org.opencontainers.image.revision=$SHA" -t "$TAG" "$CTX"
+else
+  log "building $TAG from source on $BASE"
+  docker build "${PLATFORM[@]}" --target runtime --build-arg "BASE_IMAGE=$BASE" \
+    --label "org.opencontainers.image.revision=$SHA" -t "$TAG" "$ROOT"
+fi
+log "built $TAG"
+echo "$TAG"

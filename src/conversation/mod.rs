@@ -1,0 +1,74 @@
+//! Server-side conversations: the registry of conversations, their persisted state and event
+//! log, the live event fan-out to WebSocket subscribers, and the agent loop that runs them.
+//!
+//! Reading order: [`events`] (event JSON shapes and timestamps), [`crypto`] (secret handling),
+//! [`store`] (crash-safe on-disk layout), [`stats`] (token/cost metrics), [`service`] (the
+//! registry and one [`service::Conversation`]), [`agent`] (the run loop), [`stuck`] (stuck
+//! detection), [`hooks`] (command hooks).
+//!
+//! Not implemented (answered with a clear 400/422 or ignored): `agent_settings` /
+//! `agent_profile_id` agent sources, ACP agents, MCP tools, plugins, sub-agents and child
+//! conversations, goal mode, LLM switching, prompt/agent hooks (command hooks only), worktrees,
+//! ownership leases, security analyzers other than "use the risk the LLM gave".
+
+pub mod agent;
+pub mod crypto;
+pub mod events;
+pub mod hooks;
+pub mod service;
+pub mod stats;
+pub mod store;
+pub mod stuck;
+
+pub use service::{Conversation, ConversationService};
+
+/// Failures of conversation operations, mapped to HTTP errors by the server module.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// No conversation with this id.
+    #[error("Conversation not found")]
+    NotFound,
+    /// The request conflicts with the conversation's state (e.g. already running).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many runs at once.
+    #[error("{0}")]
+    TooManyRuns(String),
+    /// The request is invalid (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something named in the request does not exist (404 with a message).
+    #[error("{0}")]
+    Missing(String),
+    /// An LLM call made on behalf of the request failed.
+    #[error("{0}")]
+    Llm(String),
+    /// Disk failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The `execution_status` values of the reference.
+pub mod status {
+    pub const IDLE: &str = "idle";
+    pub const RUNNING: &str = "running";
+    pub const PAUSED: &str = "paused";
+    pub const WAITING: &str = "waiting_for_confirmation";
+    pub const FINISHED: &str = "finished";
+    pub const ERROR: &str = "error";
+    pub const STUCK: &str = "stuck";
+    /// Every valid value, for validation messages.
+    pub const ALL: [&str; 8] = [
+        "idle",
+        "running",
+        "paused",
+        "waiting_for_confirmation",
+        "finished",
+        "error",
+        "stuck",
+        "deleting",
+    ];
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1656 @@
+//! The conversation registry ([`ConversationService`]) and one live conversation
+//! ([`Conversation`]): its state (the reference's `ConversationState`, kept as JSON), its
+//! append-only event log (persisted before it is published), the WebSocket subscribers it
+//! fans events out to, and the control of its run task.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::crypto::{self, Cipher, MASK};
+use super::events::{self, Clock};
+use super::{agent, stats, status, store, ConversationError};
+
+/// Capacity of one WebSocket subscriber's queue; a subscriber that falls this far behind is
+/// disconnected (it reconnects and reconciles over REST) instead of slowing the agent.
+pub const SUBSCRIBER_QUEUE: usize = 2048;
+/// Most subscribers one conversation accepts.
+pub const MAX_SUBSCRIBERS: usize = 50;
+
+/// The registry of conversations under `conversations_path`.
+pub struct ConversationService {
+    root: PathBuf,
+    cipher: Option<Arc<Cipher>>,
+    max_runs: usize,
+    active_runs: Arc<AtomicUsize>,
+    convs: Mutex<HashMap<Uuid, Arc<Conversation>>>,
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ConversationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationService")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a subscriber's stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The conversation was deleted.
+    Deleted,
+    /// The subscriber fell too far behind.
+    Overflow,
+}
+
+/// One WebSocket subscriber's queue.
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<str>>,
+}
+
+/// The receiving side given to a WebSocket handler.
+pub struct Subscription {
+    /// Serialized events, the `full_state` snapshot first.
+    pub rx: mpsc::Receiver<Arc<str>>,
+    /// Set when the stream was cut because the subscriber was too slow.
+    pub overflowed: Arc<AtomicBool>,
+    id: u64,
+    conv: Arc<Conversation>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.conv.inner);
+        inner.subscribers.retain(|s| s.id != self.id);
+    }
+}
+
+/// Control of an active run task.
+#[derive(Clone)]
+pub struct RunCtl {
+    /// Cancelled by `interrupt`.
+    pub cancel: CancellationToken,
+    /// Set when a message asked for another run while this one was going.
+    pub rerun: Arc<AtomicBool>,
+    /// Set when a user message was appended during the run.
+    pub new_message: Arc<AtomicBool>,
+    done: Arc<tokio::sync::Notify>,
+    finished: Arc<AtomicBool>,
+}
+
+struct Inner {
+    /// `ConversationState` with secrets in plaintext.
+    state: Map<String, Value>,
+    /// `StoredConversation` with secrets in plaintext.
+    meta: Map<String, Value>,
+    events: Option<Vec<Value>>,
+    clock: Clock,
+    subscribers: Vec<Subscriber>,
+    next_sub: u64,
+    overflow_flags: HashMap<u64, Arc<AtomicBool>>,
+    run: Option<RunCtl>,
+    /// Text the LLM got for an observation (richer than the observation's content).
+    llm_texts: HashMap<String, String>,
+    title_started: bool,
+    /// Last time the event log was needed (idle conversations release it).
+    last_used: std::time::Instant,
+}
+
+/// One conversation.
+pub struct Conversation {
+    /// The conversation id.
+    pub id: Uuid,
+    dir: PathBuf,
+    persistence_dir: String,
+    cipher: Option<Arc<Cipher>>,
+    inner: Mutex<Inner>,
+    write_lock: tokio::sync::Mutex<()>,
+    load_lock: tokio::sync::Mutex<()>,
+    pub(super) runtime: tokio::sync::Mutex<Option<Arc<agent::AgentRuntime>>>,
+    deleted: AtomicBool,
+    active_runs: Arc<AtomicUsize>,
+    max_runs: usize,
+    /// The conversation-scoped bash runner (`<dir>/bash_events`), created on first use.
+    bash: std::sync::OnceLock<Arc<crate::exec::BashService>>,
+}
+
+/// Keys of `StoredConversation` taken from the create request, with their defaults.
+fn meta_defaults() -> Vec<(&'static str, Value)> {
+    vec![
+        ("workspace", Value::Null),
+        ("worktree", json!(false)),
+        ("worktree_options", Value::Null),
+        ("conversation_id", Value::Null),
+        ("parent_conversation_id", Value::Null),
+        ("confirmation_policy", json!({"kind": "NeverConfirm"})),
+        ("security_analyzer", Value::Null),
+        ("initial_message", Value::Null),
+        ("max_iterations", json!(500)),
+        ("stuck_detection", json!(true)),
+        ("secrets", json!({})),
+        ("secrets_encrypted", json!(false)),
+        ("tool_module_qualnames", json!({})),
+        ("client_tools", json!([])),
+        ("agent_launch_additions", Value::Null),
+        ("agent_definitions", json!([])),
+        ("plugins", Value::Null),
+        ("hook_config", Value::Null),
+        ("tags", json!({})),
+        ("user_id", Value::Null),
+        ("observability_metadata", json!({})),
+        ("observability_tags", json!([])),
+        ("observability_span_name", json!("conversation")),
+        ("observability_parent_span_context", Value::Null),
+        ("autotitle", json!(true)),
+        ("title_llm_profile", Value::Null),
+        ("prompt", Value::Null),
+    ]
+}
+
+/// Validated `StartConversationRequest`.
+struct CreateRequest {
+    id: Option<Uuid>,
+    agent: Value,
+    meta: Map<String, Value>,
+    working_dir: String,
+}
+
+fn invalid(msg: impl Into<String>) -> ConversationError {
+    ConversationError::Invalid(msg.into())
+}
+
+fn parse_create(body: &Value, cipher: Option<&Cipher>) -> Result<CreateRequest, ConversationError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("Input should be a valid dictionary"))?;
+    let mut agent = match obj.get("agent") {
+        Some(a @ Value::Object(_)) => a.clone(),
+        Some(Value::Null) | None => {
+            if obj.get("agent_settings").is_some_and(|v| !v.is_null())
+                || obj.get("agent_profile_id").is_some_and(|v| !v.is_null())
+            {
+                return Err(invalid(
+                    "This server only supports `agent`; `agent_settings` and `agent_profile_id` are not supported",
+                ));
+            }
+            return Err(invalid(
+                "One of `agent`, `agent_settings`, or `agent_profile_id` must be provided",
+            ));
+        }
+        Some(_) => return Err(invalid("agent: Input should be a valid dictionary")),
+    };
+    if agent.get("llm").is_none_or(|l| !l.is_object()) {
+        return Err(invalid("agent.llm: Field required"));
+    }
+    match agent.get("kind").and_then(Value::as_str) {
+        None => {
+            agent["kind"] = json!("Agent");
+        }
+        Some("Agent") => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "agent kind {other:?} is not supported by this server"
+            )))
+        }
+    }
+    if obj.get("secrets_encrypted").and_then(Value::as_bool) == Some(true) {
+        crypto::map_secret_fields(&mut agent, &|s| crypto::unseal(cipher, s));
+    }
+    let working_dir = obj
+        .get("workspace")
+        .and_then(|w| w.get("working_dir"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("workspace: Field required"))?
+        .to_string();
+    if let Some(rt) = obj.get("conversation_runtime") {
+        if !(rt.is_null() || rt == "local") {
+            return Err(invalid("This server only runs local conversations"));
+        }
+    }
+    let id = match obj.get("conversation_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            Uuid::parse_str(s)
+                .map_err(|_| invalid("conversation_id: Input should be a valid UUID"))?,
+        ),
+        Some(_) => return Err(invalid("conversation_id: Input should be a valid UUID")),
+    };
+    let mut meta = Map::new();
+    for (k, default) in meta_defaults() {
+        let v = obj.get(k).cloned().unwrap_or(default.clone());
+        let v = if v.is_null() && !default.is_null() {
+            default
+        } else {
+            v
+        };
+        meta.insert(k.into(), v);
+    }
+    meta["workspace"] = json!({"working_dir": working_dir, "kind": "LocalWorkspace"});
+    match meta.get("max_iterations").and_then(Value::as_i64) {
+        Some(n) if n >= 1 => {}
+        _ => {
+            return Err(invalid(
+                "max_iterations: Input should be greater than or equal to 1",
+            ))
+        }
+    }
+    if let Some(tags) = meta.get("tags").and_then(Value::as_object) {
+        validate_tags(tags)?;
+    } else {
+        return Err(invalid("tags: Input should be a valid dictionary"));
+    }
+    // Secrets may be given as plain strings or `{"value": ...}`.
+    if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
+        for v in secrets.values_mut() {
+            *v = normalize_secret(v.clone());
+        }
+    }
+    Ok(CreateRequest {
+        id,
+        agent,
+        meta,
+        working_dir,
+    })
+}
+
+/// Checks tag keys (`^[a-z0-9]+$`) and values (≤256 chars).
+pub fn validate_tags(tags: &Map<String, Value>) -> Result<(), ConversationError> {
+    for (k, v) in tags {
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(invalid(format!("tags: key {k:?} must match ^[a-z0-9]+$")));
+        }
+        match v.as_str() {
+            Some(s) if s.chars().count() <= 256 => {}
+            Some(_) => {
+                return Err(invalid(format!(
+                    "tags: value of {k:?} is longer than 256 characters"
+                )))
+            }
+            None => return Err(invalid(format!("tags: value of {k:?} must be a string"))),
+        }
+    }
+    Ok(())
+}
+
+/// A plain string or `{"value": ..}` becomes a `StaticSecret`.
+pub fn normalize_secret(v: Value) -> Value {
+    match v {
+        Value::String(s) => json!({"value": s, "kind": "StaticSecret"}),
+        Value::Object(mut m) => {
+            if !m.contains_key("kind") {
+                m.insert("kind".into(), json!("StaticSecret"));
+            }
+            Value::Object(m)
+        }
+        other => other,
+    }
+}
+
+fn persistence_dir_string(root: &Path, hex: &str) -> String {
+    root.join(hex).to_string_lossy().into_owned()
+}
+
+impl ConversationService {
+    /// Opens the registry: lists `root/*/meta.json` (events stay on disk until needed) and
+    /// recovers conversations that were running when the previous process stopped.
+    pub fn open(root: PathBuf, secret_key: Option<&str>, max_runs: usize) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        let cipher = secret_key.and_then(Cipher::from_key).map(Arc::new);
+        let svc = ConversationService {
+            root,
+            cipher,
+            max_runs: max_runs.max(1),
+            active_runs: Arc::new(AtomicUsize::new(0)),
+            convs: Mutex::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+        };
+        let mut loaded = HashMap::new();
+        for entry in std::fs::read_dir(&svc.root)?.flatten() {
+            let path = entry.path();
+            if !path.join("meta.json").is_file() {
+                continue;
+            }
+            match svc.load_dir(&path) {
+                Ok(conv) => {
+                    loaded.insert(conv.id, Arc::new(conv));
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "skipping unreadable conversation")
+                }
+            }
+        }
+        *lock(&svc.convs) = loaded;
+        Ok(svc)
+    }
+
+    fn new_conversation(
+        &self,
+        id: Uuid,
+        state: Map<String, Value>,
+        meta: Map<String, Value>,
+    ) -> Conversation {
+        let hex = id.simple().to_string();
+        Conversation {
+            id,
+            dir: self.root.join(&hex),
+            persistence_dir: persistence_dir_string(&self.root, &hex),
+            cipher: self.cipher.clone(),
+            inner: Mutex::new(Inner {
+                state,
+                meta,
+                events: None,
+                clock: Clock::default(),
+                subscribers: Vec::new(),
+                next_sub: 0,
+                overflow_flags: HashMap::new(),
+                run: None,
+                llm_texts: HashMap::new(),
+                title_started: false,
+                last_used: std::time::Instant::now(),
+            }),
+            write_lock: tokio::sync::Mutex::new(()),
+            load_lock: tokio::sync::Mutex::new(()),
+            runtime: tokio::sync::Mutex::new(None),
+            deleted: AtomicBool::new(false),
+            active_runs: self.active_runs.clone(),
+            max_runs: self.max_runs,
+            bash: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Loads one conversation directory (blocking; used at start-up).
+    fn load_dir(&self, dir: &Path) -> std::io::Result<Conversation> {
+        let cipher = self.cipher.as_deref();
+        let mut meta = match store::read_json(&dir.join("meta.json"))? {
+            Value::Object(m) => m,
+            _ => return Err(std::io::Error::other("meta.json is not an object")),
+        };
+        let hex = meta
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let id = Uuid::parse_str(&hex).map_err(std::io::Error::other)?;
+        let mut state = match store::read_json(&dir.join("base_state.json")) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        if let Some(agent) = state.get_mut("agent") {
+            crypto::map_secret_fields(agent, &|s| crypto::unseal(cipher, s));
+        }
+        if let Some(reg) = state.get_mut("secret_registry") {
+            crypto::map_registry(reg, &|s| crypto::unseal(cipher, s));
+        }
+        if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
+            for v in secrets.values_mut() {
+                if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+                    v["value"] = crypto::unseal(cipher, s);
+                }
+            }
+        }
+        fill_state_defaults(&mut state, id, &meta);
+        // The reference resets policy and analyzer to the creation-time values on load.
+        for k in ["confirmation_policy", "security_analyzer"] {
+            if let Some(v) = meta.get(k) {
+                if !v.is_null() || k == "security_analyzer" {
+                    state.insert(k.into(), v.clone());
+                }
+            }
+        }
+        let conv = self.new_conversation(id, state, meta);
+        if conv.status() == status::RUNNING {
+            conv.recover_interrupted_run_blocking()?;
+        }
+        Ok(conv)
+    }
+
+    /// The conversation `id`, if it exists.
+    pub fn get(&self, id: &Uuid) -> Option<Arc<Conversation>> {
+        lock(&self.convs).get(id).cloned()
+    }
+
+    /// Every conversation, newest first.
+    pub fn all(&self) -> Vec<Arc<Conversation>> {
+        let mut v: Vec<_> = lock(&self.convs).values().cloned().collect();
+        v.sort_by_key(|c| std::cmp::Reverse(c.meta_str("created_at")));
+        v
+    }
+
+    /// Creates a conversation; returns it and whether it is new (`false` = existing id).
+    pub async fn create(
+        &self,
+        body: &Value,
+    ) -> Result<(Arc<Conversation>, bool), ConversationError> {
+        let req = parse_create(body, self.cipher.as_deref())?;
+        let _guard = self.create_lock.lock().await;
+        if let Some(id) = req.id {
+            if let Some(c) = self.get(&id) {
+                return Ok((c, false));
+            }
+        }
+        if self.active_runs.load(Ordering::Acquire) >= self.max_runs {
+            return Err(ConversationError::TooManyRuns(format!(
+                "Maximum number of concurrent runs ({}) reached",
+                self.max_runs
+            )));
+        }
+        if let Some(parent) = req
+            .meta
+            .get("parent_conversation_id")
+            .and_then(Value::as_str)
+        {
+            let ok = Uuid::parse_str(parent)
+                .ok()
+                .and_then(|p| self.get(&p))
+                .is_some_and(|p| p.working_dir() == req.working_dir);
+            if !ok {
+                return Err(invalid(format!(
+                    "parent_conversation_id {parent} does not exist or does not share the workspace"
+                )));
+            }
+        }
+        let id = req.id.unwrap_or_else(Uuid::new_v4);
+        prepare_workspace(&req.working_dir).await?;
+        let now = crate::util::utc_timestamp();
+        let mut meta = req.meta;
+        meta.insert("required_runtime_credential_bindings".into(), json!([]));
+        meta.insert("id".into(), json!(id.simple().to_string()));
+        meta.insert("title".into(), Value::Null);
+        meta.insert("metrics".into(), Value::Null);
+        meta.insert("created_at".into(), json!(now));
+        meta.insert("updated_at".into(), json!(now));
+        meta.insert("forked_from_conversation_id".into(), Value::Null);
+        meta.insert("forked_from_event_id".into(), Value::Null);
+        meta.insert("launched_agent_profile".into(), Value::Null);
+        let mut state = Map::new();
+        state.insert("agent".into(), req.agent);
+        fill_state_defaults(&mut state, id, &meta);
+        if let Some(secrets) = meta.get("secrets").and_then(Value::as_object) {
+            if !secrets.is_empty() {
+                state["secret_registry"] = json!({"secret_sources": secrets.clone()});
+            }
+        }
+        let conv = Arc::new(self.new_conversation(id, state, meta));
+        {
+            let mut inner = lock(&conv.inner);
+            inner.events = Some(Vec::new());
+        }
+        let dir = conv.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir.join("events"))?;
+            store::sync_dir(&dir);
+            if let Some(root) = dir.parent() {
+                store::sync_dir(root);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        // base_state first: a directory is listed once its meta.json exists.
+        conv.save_state().await?;
+        conv.save_meta().await?;
+        lock(&self.convs).insert(id, conv.clone());
+        if let Some(msg) = conv.meta_value("initial_message").filter(|m| m.is_object()) {
+            let content = msg.get("content").cloned().unwrap_or(json!([]));
+            conv.send_message(content, true).await?;
+        }
+        Ok((conv, true))
+    }
+
+    /// Deletes a conversation: stops its run, closes its sockets, removes its directory.
+    pub async fn delete(&self, id: &Uuid) -> Result<(), ConversationError> {
+        let conv = lock(&self.convs)
+            .remove(id)
+            .ok_or(ConversationError::NotFound)?;
+        conv.deleted.store(true, Ordering::Release);
+        if let Some(ctl) = conv.run_ctl() {
+            ctl.cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), ctl.wait()).await;
+        }
+        {
+            let mut inner = lock(&conv.inner);
+            inner.subscribers.clear();
+        }
+        if let Some(rt) = conv.runtime.lock().await.take() {
+            for t in rt.tools.iter() {
+                t.close().await;
+            }
+        }
+        if let Some(b) = conv.bash.get() {
+            b.shutdown().await;
+        }
+        let _w = conv.write_lock.lock().await;
+        let dir = conv.dir.clone();
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
+    /// Registers a conversation built elsewhere (fork).
+    pub(super) fn insert(&self, conv: Arc<Conversation>) {
+        lock(&self.convs).insert(conv.id, conv);
+    }
+
+    /// Forks `source` into a new conversation with copied events.
+    pub async fn fork(
+        &self,
+        source: &Arc<Conversation>,
+        new_id: Option<Uuid>,
+        title: Option<String>,
+        tags: Option<Map<String, Value>>,
+        reset_metrics: bool,
+        from_event_id: Option<String>,
+    ) -> Result<Arc<Conversation>, ConversationError> {
+        let _guard = self.create_lock.lock().await;
+        let id = new_id.unwrap_or_else(Uuid::new_v4);
+        if self.get(&id).is_some() {
+            return Err(ConversationError::Conflict(format!(
+                "Conversation {id} already exists"
+            )));
+        }
+        let mut events = source.events().await?;
+        if let Some(from) = &from_event_id {
+            let pos = events
+                .iter()
+                .position(|e| events::id(e) == from)
+                .ok_or_else(|| {
+                    ConversationError::Missing(format!("Unknown from_event_id: {from}"))
+                })?;
+            events.truncate(pos + 1);
+        }
+        let (mut state, mut meta) = {
+            let inner = lock(&source.inner);
+            (inner.state.clone(), inner.meta.clone())
+        };
+        let now = crate::util::utc_timestamp();
+        meta["id"] = json!(id.simple().to_string());
+        meta["conversation_id"] = Value::Null;
+        meta["created_at"] = json!(now);
+        meta["updated_at"] = json!(now);
+        meta["title"] = title.map(Value::String).unwrap_or(Value::Null);
+        meta["forked_from_conversation_id"] = json!(source.id.to_string());
+        meta["forked_from_event_id"] = from_event_id
+            .clone()
+            .map(Value::String)
+            .unwrap_or(Value::Null);
+        if let Some(t) = tags {
+            validate_tags(&t)?;
+            meta["tags"] = Value::Object(t.clone());
+            state.insert("tags".into(), Value::Object(t));
+        }
+        state.insert("id".into(), json!(id.to_string()));
+        let hex = id.simple().to_string();
+        state.insert(
+            "persistence_dir".into(),
+            json!(persistence_dir_string(&self.root, &hex)),
+        );
+        state.insert("execution_status".into(), json!(status::IDLE));
+        if reset_metrics {
+            state.insert("stats".into(), json!({"usage_to_metrics": {}}));
+        }
+        let leaf = events
+            .iter()
+            .rev()
+            .find(|e| events::moves_head(e))
+            .map(|e| events::id(e).to_string());
+        state.insert(
+            "leaf_event_id".into(),
+            leaf.map(Value::String).unwrap_or(Value::Null),
+        );
+        let conv = Arc::new(self.new_conversation(id, state, meta));
+        let dir = conv.dir.clone();
+        let evs = events.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let ed = dir.join("events");
+            std::fs::create_dir_all(&ed)?;
+            for (i, e) in evs.iter().enumerate() {
+                store::write_json(&ed.join(store::event_file_name(i, events::id(e))), e)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        {
+            let mut inner = lock(&conv.inner);
+            for e in &events {
+                if let Some(ts) = events::str_field(e, "timestamp") {
+                    inner.clock.observe(ts);
+                }
+            }
+            inner.events = Some(events);
+        }
+        conv.save_meta().await?;
+        conv.save_state().await?;
+        self.insert(conv.clone());
+        Ok(conv)
+    }
+
+    /// Starts the background task that releases conversations idle for
+    /// `OH_CONVERSATION_IDLE_TTL_SECONDS` (default 20 min); their files stay on disk.
+    pub fn start_idle_release(self: &Arc<Self>) {
+        let ttl = std::env::var("OH_CONVERSATION_IDLE_TTL_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1200);
+        let svc = Arc::downgrade(self);
+        let period = Duration::from_secs(ttl.clamp(1, 60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(svc) = svc.upgrade() else {
+                    return;
+                };
+                for conv in svc.all() {
+                    if conv.release_if_idle(Duration::from_secs(ttl)) {
+                        tracing::debug!(conversation = %conv.id, "released an idle conversation");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops every run (graceful shutdown) and writes each conversation's metadata.
+    pub async fn shutdown(&self) {
+        for conv in self.all() {
+            let active = conv.run_ctl().is_some() || conv.runtime.lock().await.is_some();
+            if !active {
+                continue;
+            }
+            if let Some(ctl) = conv.run_ctl() {
+                ctl.cancel.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(3), ctl.wait()).await;
+            }
+            let _ = conv.save_state().await;
+            let _ = conv.save_meta().await;
+            if let Some(rt) = conv.runtime.lock().await.take() {
+                for t in rt.tools.iter() {
+                    t.close().await;
+                }
+            }
+        }
+    }
+}
+
+/// `mkdir -p` the working directory and `git init` it when it is not inside a repository.
+async fn prepare_workspace(dir: &str) -> Result<(), ConversationError> {
+    tokio::fs::create_dir_all(dir).await?;
+    let inside = tokio::process::Command::new("git")
+        .args(["rev-parse", "--is-inside-work-tree"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .status()
+        .await;
+    if !matches!(inside, Ok(s) if s.success()) {
+        let r = tokio::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .status()
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, dir, "git init failed");
+        }
+    }
+    Ok(())
+}
+
+/// Fills the `ConversationState` fields the reference always has.
+fn fill_state_defaults(state: &mut Map<String, Value>, id: Uuid, meta: &Map<String, Value>) {
+    let m = |k: &str, d: Value| meta.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(d);
+    let defaults: Vec<(&str, Value)> = vec![
+        ("id", json!(id.to_string())),
+        ("agent", json!({})),
+        ("workspace", m("workspace", json!({}))),
+        ("persistence_dir", Value::Null),
+        ("max_iterations", m("max_iterations", json!(500))),
+        ("stuck_detection", m("stuck_detection", json!(true))),
+        ("execution_status", json!(status::IDLE)),
+        (
+            "confirmation_policy",
+            m("confirmation_policy", json!({"kind": "NeverConfirm"})),
+        ),
+        ("security_analyzer", m("security_analyzer", Value::Null)),
+        ("activated_knowledge_skills", json!([])),
+        ("activated_path_rules", json!([])),
+        ("invoked_skills", json!([])),
+        ("blocked_actions", json!({})),
+        ("blocked_messages", json!({})),
+        ("last_user_message_id", Value::Null),
+        ("leaf_event_id", Value::Null),
+        ("head_is_empty", json!(false)),
+        ("stats", json!({"usage_to_metrics": {}})),
+        ("secret_registry", json!({"secret_sources": {}})),
+        ("tags", m("tags", json!({}))),
+        ("agent_state", json!({})),
+        ("hook_config", Value::Null),
+    ];
+    let mut out = Map::new();
+    for (k, d) in defaults {
+        let v = state.shift_remove(k).unwrap_or(d);
+        out.insert(k.into(), v);
+    }
+    // Keep fields we do not know about (written by a newer reference).
+    for (k, v) in std::mem::take(state) {
+        out.insert(k, v);
+    }
+    *state = out;
+}
+
+/// How a state view shows secrets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretView {
+    Null,
+    Masked,
+}
+
+impl RunCtl {
+    /// Waits until the run task has ended.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Conversation {
+    // ----- plain accessors -------------------------------------------------------------
+
+    /// `execution_status`.
+    pub fn status(&self) -> String {
+        lock(&self.inner)
+            .state
+            .get("execution_status")
+            .and_then(Value::as_str)
+            .unwrap_or(status::IDLE)
+            .to_string()
+    }
+
+    /// A state field.
+    pub fn state_value(&self, key: &str) -> Option<Value> {
+        lock(&self.inner).state.get(key).cloned()
+    }
+
+    /// A metadata field.
+    pub fn meta_value(&self, key: &str) -> Option<Value> {
+        lock(&self.inner).meta.get(key).cloned()
+    }
+
+    fn meta_str(&self, key: &str) -> String {
+        self.meta_value(key)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The working directory of the workspace.
+    pub fn working_dir(&self) -> String {
+        lock(&self.inner)
+            .state
+            .get("workspace")
+            .and_then(|w| w.get("working_dir"))
+            .and_then(Value::as_str)
+            .unwrap_or(".")
+            .to_string()
+    }
+
+    /// `<conversations_path>/<hex>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The agent JSON with secrets in plaintext.
+    pub fn agent_json(&self) -> Value {
+        self.state_value("agent").unwrap_or(Value::Null)
+    }
+
+    /// Secret name → plaintext value, for tools and masking.
+    pub fn secret_values(&self) -> Vec<(String, String)> {
+        let inner = lock(&self.inner);
+        let mut out = Vec::new();
+        if let Some(src) = inner
+            .state
+            .get("secret_registry")
+            .and_then(|r| r.get("secret_sources"))
+            .and_then(Value::as_object)
+        {
+            for (k, v) in src {
+                if let Some(s) = v.get("value").and_then(Value::as_str) {
+                    out.push((k.clone(), s.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The bash runner of the conversation-scoped `/bash` routes: events under
+    /// `<dir>/bash_events`, commands default to the working directory.
+    pub fn bash_service(&self) -> std::io::Result<Arc<crate::exec::BashService>> {
+        if let Some(b) = self.bash.get() {
+            return Ok(b.clone());
+        }
+        let svc = Arc::new(crate::exec::BashService::with_default_cwd(
+            self.dir.join("bash_events"),
+            Some(self.working_dir().into()),
+        )?);
+        Ok(self.bash.get_or_init(|| svc).clone())
+    }
+
+    /// The control of the active run, if any.
+    pub fn run_ctl(&self) -> Option<RunCtl> {
+        lock(&self.inner).run.clone()
+    }
+
+    /// True once deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Remembers the LLM-facing text of an observation event.
+    pub(super) fn set_llm_text(&self, event_id: &str, text: String) {
+        lock(&self.inner)
+            .llm_texts
+            .insert(event_id.to_string(), text);
+    }
+
+    /// The LLM-facing texts of observations seen in this process.
+    pub(super) fn llm_texts(&self) -> HashMap<String, String> {
+        lock(&self.inner).llm_texts.clone()
+    }
+
+    // ----- views -------------------------------------------------------------------------
+
+    fn state_view(&self, secrets: SecretView, include_skills: bool) -> Map<String, Value> {
+        let mut state = lock(&self.inner).state.clone();
+        state.insert("persistence_dir".into(), json!(self.persistence_dir));
+        let f: &dyn Fn(&str) -> Value = match secrets {
+            SecretView::Null => &|_| Value::Null,
+            SecretView::Masked => &|_| Value::String(MASK.into()),
+        };
+        if let Some(agent) = state.get_mut("agent") {
+            crypto::map_secret_fields(agent, f);
+            if !include_skills {
+                if let Some(ctx) = agent
+                    .get_mut("agent_context")
+                    .and_then(Value::as_object_mut)
+                {
+                    if ctx.contains_key("skills") {
+                        ctx.insert("skills".into(), json!([]));
+                    }
+                }
+            }
+        }
+        if let Some(reg) = state.get_mut("secret_registry") {
+            crypto::map_registry(reg, f);
+        }
+        state
+    }
+
+    /// `ConversationInfo` as REST returns it.
+    pub fn info(&self, include_skills: bool, with_runtime: bool) -> Value {
+        let state = self.state_view(SecretView::Null, include_skills);
+        let meta = lock(&self.inner).meta.clone();
+        let s = |k: &str| state.get(k).cloned().unwrap_or(Value::Null);
+        let m = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
+        let mut out = Map::new();
+        for k in [
+            "id",
+            "workspace",
+            "persistence_dir",
+            "max_iterations",
+            "stuck_detection",
+            "execution_status",
+            "confirmation_policy",
+            "security_analyzer",
+            "activated_knowledge_skills",
+            "invoked_skills",
+            "blocked_actions",
+            "blocked_messages",
+            "last_user_message_id",
+            "leaf_event_id",
+            "stats",
+            "secret_registry",
+            "agent_state",
+            "hook_config",
+        ] {
+            out.insert(k.into(), s(k));
+        }
+        for k in [
+            "title",
+            "metrics",
+            "created_at",
+            "updated_at",
+            "forked_from_conversation_id",
+            "forked_from_event_id",
+            "parent_conversation_id",
+        ] {
+            out.insert(k.into(), m(k));
+        }
+        out.insert("sub_conversation_ids".into(), json!([]));
+        out.insert("tags".into(), s("tags"));
+        out.insert("current_model_id".into(), Value::Null);
+        out.insert("available_models".into(), json!([]));
+        out.insert("supports_runtime_model_switch".into(), json!(false));
+        out.insert("launched_agent_profile".into(), m("launched_agent_profile"));
+        out.insert("agent".into(), s("agent"));
+        out.insert(
+            "client_tools".into(),
+            meta.get("client_tools").cloned().unwrap_or(json!([])),
+        );
+        out.insert(
+            "tool_module_qualnames".into(),
+            meta.get("tool_module_qualnames")
+                .cloned()
+                .unwrap_or(json!({})),
+        );
+        out.insert(
+            "runtime_info".into(),
+            if with_runtime {
+                json!({"runtime_status": "available", "can_resume": true, "runtime_error": null})
+            } else {
+                Value::Null
+            },
+        );
+        Value::Object(out)
+    }
+
+    /// The `full_state` value (WebSocket form: secrets masked, nulls omitted).
+    fn full_state_value(&self) -> Value {
+        let state = self.state_view(SecretView::Masked, false);
+        let mut out = Map::new();
+        for (k, v) in state {
+            if !v.is_null() {
+                out.insert(k, v);
+            }
+        }
+        Value::Object(out)
+    }
+
+    // ----- persistence -------------------------------------------------------------------
+
+    async fn save_state(&self) -> std::io::Result<()> {
+        let (mut state, cipher) = {
+            let inner = lock(&self.inner);
+            (inner.state.clone(), self.cipher.clone())
+        };
+        state.insert("persistence_dir".into(), json!(self.persistence_dir));
+        let path = self.dir.join("base_state.json");
+        tokio::task::spawn_blocking(move || {
+            let c = cipher.as_deref();
+            if let Some(agent) = state.get_mut("agent") {
+                crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
+            }
+            if let Some(reg) = state.get_mut("secret_registry") {
+                crypto::map_registry(reg, &|s| crypto::seal(c, s));
+            }
+            let state: Map<String, Value> =
+                state.into_iter().filter(|(_, v)| !v.is_null()).collect();
+            store::write_json(&path, &Value::Object(state))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Writes `meta.json`.
+    pub async fn save_meta(&self) -> std::io::Result<()> {
+        let (mut meta, cipher) = {
+            let inner = lock(&self.inner);
+            (inner.meta.clone(), self.cipher.clone())
+        };
+        let path = self.dir.join("meta.json");
+        tokio::task::spawn_blocking(move || {
+            let c = cipher.as_deref();
+            if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
+                for v in secrets.values_mut() {
+                    if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+                        v["value"] = crypto::seal(c, s);
+                    }
+                }
+            }
+            store::write_json(&path, &Value::Object(meta))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Loads the event log from disk on first use.
+    pub async fn ensure_events(&self) -> std::io::Result<()> {
+        {
+            let mut inner = lock(&self.inner);
+            inner.last_used = std::time::Instant::now();
+            if inner.events.is_some() {
+                return Ok(());
+            }
+        }
+        let _l = self.load_lock.lock().await;
+        if lock(&self.inner).events.is_some() {
+            return Ok(());
+        }
+        let dir = self.dir.join("events");
+        let loaded = tokio::task::spawn_blocking(move || store::load_events(&dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.install_events(loaded);
+        Ok(())
+    }
+
+    fn install_events(&self, loaded: Vec<Value>) {
+        let mut inner = lock(&self.inner);
+        for e in &loaded {
+            if let Some(ts) = events::str_field(e, "timestamp") {
+                inner.clock.observe(ts);
+            }
+        }
+        // HEAD is derived from the log, which is written before base_state.
+        if let Some(last) = loaded.iter().rev().find(|e| events::moves_head(e)) {
+            let id = events::id(last).to_string();
+            inner.state.insert("leaf_event_id".into(), json!(id));
+        }
+        inner.events = Some(loaded);
+    }
+
+    /// A copy of every event.
+    pub async fn events(&self) -> std::io::Result<Vec<Value>> {
+        self.ensure_events().await?;
+        Ok(lock(&self.inner).events.clone().unwrap_or_default())
+    }
+
+    /// Runs `f` over the event log without copying it.
+    pub async fn with_events<R>(&self, f: impl FnOnce(&[Value]) -> R) -> std::io::Result<R> {
+        // Retried: an idle conversation may release its log between the load and the read.
+        for _ in 0..3 {
+            self.ensure_events().await?;
+            let inner = lock(&self.inner);
+            if let Some(evs) = inner.events.as_deref() {
+                return Ok(f(evs));
+            }
+        }
+        Err(std::io::Error::other("the event log could not be loaded"))
+    }
+
+    /// Releases the in-memory log and tools of a conversation idle for `ttl` (no run, no
+    /// subscriber). Returns true when released.
+    pub fn release_if_idle(&self, ttl: Duration) -> bool {
+        let Ok(_w) = self.write_lock.try_lock() else {
+            return false;
+        };
+        let Ok(mut rt) = self.runtime.try_lock() else {
+            return false;
+        };
+        let mut inner = lock(&self.inner);
+        if inner.run.is_some()
+            || !inner.subscribers.is_empty()
+            || inner.events.is_none()
+            || inner.last_used.elapsed() < ttl
+        {
+            return false;
+        }
+        inner.events = None;
+        inner.llm_texts.clear();
+        drop(inner);
+        if let Some(rt) = rt.take() {
+            tokio::spawn(async move {
+                for t in rt.tools.iter() {
+                    t.close().await;
+                }
+            });
+        }
+        true
+    }
+
+    /// Appends an event: stamps id/timestamp/parent, persists it, then publishes it.
+    pub async fn append(&self, body: Value) -> std::io::Result<Value> {
+        self.ensure_events().await?;
+        let _w = self.write_lock.lock().await;
+        self.append_locked(body).await
+    }
+
+    async fn append_locked(&self, body: Value) -> std::io::Result<Value> {
+        self.ensure_events().await?;
+        let (ev, index) = {
+            let mut inner = lock(&self.inner);
+            let id = crate::util::dashed_id();
+            let ts = inner.clock.tick();
+            let n = inner.events.as_ref().map_or(0, Vec::len);
+            let head = inner
+                .state
+                .get("leaf_event_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let parent = match head {
+                Some(h) => Some(h),
+                None if n > 0 => Some("__root__".to_string()),
+                None => None,
+            };
+            (events::finalize(body, &id, &ts, parent.as_deref()), n)
+        };
+        if !self.is_deleted() {
+            let path = self
+                .dir
+                .join("events")
+                .join(store::event_file_name(index, events::id(&ev)));
+            let ev2 = ev.clone();
+            tokio::task::spawn_blocking(move || store::write_new_json(&path, &ev2))
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
+        let mut inner = lock(&self.inner);
+        if events::moves_head(&ev) {
+            inner
+                .state
+                .insert("leaf_event_id".into(), json!(events::id(&ev)));
+        }
+        if let Some(evs) = inner.events.as_mut() {
+            evs.push(ev.clone());
+        }
+        publish(&mut inner, text);
+        Ok(ev)
+    }
+
+    /// Sets state fields, persists `base_state.json`, and (if `emit`) appends one
+    /// `ConversationStateUpdateEvent` per field.
+    pub async fn set_fields(&self, fields: Vec<(&str, Value)>, emit: bool) -> std::io::Result<()> {
+        self.ensure_events().await?;
+        let _w = self.write_lock.lock().await;
+        {
+            let mut inner = lock(&self.inner);
+            for (k, v) in &fields {
+                inner.state.insert((*k).to_string(), v.clone());
+            }
+        }
+        // Stats change on every LLM call; their events carry the totals, and base_state is
+        // rewritten with them at the next status change or when the run ends.
+        let only_stats = fields.iter().all(|(k, _)| *k == "stats");
+        if !self.is_deleted() && !only_stats {
+            self.save_state().await?;
+        }
+        if emit {
+            for (k, v) in fields {
+                let v = if k == "stats" { stats::snapshot(&v) } else { v };
+                self.append_locked(events::state_update(k, v)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `base_state.json` now (e.g. after stats changed outside a run).
+    pub async fn persist_state(&self) -> std::io::Result<()> {
+        if self.is_deleted() {
+            return Ok(());
+        }
+        let _w = self.write_lock.lock().await;
+        self.save_state().await
+    }
+
+    /// Sets `execution_status` (with its state-update event) when it changes.
+    pub async fn set_status(&self, new: &str) -> std::io::Result<()> {
+        if self.status() == new {
+            return Ok(());
+        }
+        self.set_fields(vec![("execution_status", json!(new))], true)
+            .await
+    }
+
+    /// Records one LLM call's usage and emits a `stats` update.
+    pub async fn record_usage(
+        &self,
+        usage_id: &str,
+        model: &str,
+        usage: &crate::llm::Usage,
+        cost: f64,
+        response_id: &str,
+        latency: f64,
+    ) -> std::io::Result<()> {
+        let stats_now = {
+            let mut inner = lock(&self.inner);
+            let s = inner
+                .state
+                .entry("stats")
+                .or_insert_with(|| json!({"usage_to_metrics": {}}));
+            stats::record(s, usage_id, model, usage, cost, response_id, latency);
+            s.clone()
+        };
+        self.set_fields(vec![("stats", stats_now)], true).await
+    }
+
+    /// Registers LLM usage ids in the stats (without an event).
+    pub fn register_usage(&self, usage_id: &str, model: &str) {
+        let mut inner = lock(&self.inner);
+        let s = inner
+            .state
+            .entry("stats")
+            .or_insert_with(|| json!({"usage_to_metrics": {}}));
+        stats::register(s, usage_id, model);
+    }
+
+    /// Publishes a `full_state` snapshot to the subscribers (not persisted).
+    pub fn publish_full_state(&self) {
+        let value = self.full_state_value();
+        let mut inner = lock(&self.inner);
+        let ts = inner.clock.tick();
+        let ev = events::finalize(
+            events::state_update("full_state", value),
+            &crate::util::dashed_id(),
+            &ts,
+            None,
+        );
+        let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
+        publish(&mut inner, text);
+    }
+
+    /// Publishes a transient event (never persisted), e.g. a `ServerErrorEvent` to one socket.
+    pub fn transient_event(&self, body: Value) -> Value {
+        let ts = lock(&self.inner).clock.tick();
+        events::finalize(body, &crate::util::dashed_id(), &ts, None)
+    }
+
+    /// Publishes a WebSocket-only event (e.g. `StreamingDeltaEvent`); never persisted.
+    pub fn publish_transient(&self, body: Value) {
+        let mut inner = lock(&self.inner);
+        if inner.subscribers.is_empty() {
+            return;
+        }
+        let ts = inner.clock.tick();
+        let ev = events::finalize(body, &crate::util::dashed_id(), &ts, None);
+        let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
+        publish(&mut inner, text);
+    }
+
+    /// Subscribes to live events; the `full_state` snapshot is queued first.
+    pub fn subscribe(self: &Arc<Self>) -> Result<Subscription, ConversationError> {
+        let value = self.full_state_value();
+        let mut inner = lock(&self.inner);
+        if inner.subscribers.len() >= MAX_SUBSCRIBERS {
+            return Err(ConversationError::TooManyRuns(
+                "Too many connections for this conversation".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let ts = inner.clock.tick();
+        let ev = events::finalize(
+            events::state_update("full_state", value),
+            &crate::util::dashed_id(),
+            &ts,
+            None,
+        );
+        let _ = tx.try_send(Arc::from(serde_json::to_string(&ev).unwrap_or_default()));
+        inner.next_sub += 1;
+        let id = inner.next_sub;
+        let flag = Arc::new(AtomicBool::new(false));
+        inner.overflow_flags.insert(id, flag.clone());
+        inner.subscribers.push(Subscriber { id, tx });
+        Ok(Subscription {
+            rx,
+            overflowed: flag,
+            id,
+            conv: self.clone(),
+        })
+    }
+
+    // ----- operations --------------------------------------------------------------------
+
+    /// Appends a user message (initializing the agent first), and optionally runs.
+    pub async fn send_message(
+        self: &Arc<Self>,
+        content: Value,
+        run: bool,
+    ) -> Result<(), ConversationError> {
+        self.ensure_events().await?;
+        agent::ensure_initialized(self).await?;
+        let mut body = events::user_message("user", content);
+        let suffix = self
+            .agent_json()
+            .get("agent_context")
+            .and_then(|c| c.get("user_message_suffix"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned);
+        if let Some(sfx) = suffix {
+            body["extended_content"] = json!([events::text(&sfx)]);
+        }
+        let msg = self.append(body).await?;
+        let msg_id = events::id(&msg).to_string();
+        let running = self.run_ctl();
+        if let Some(ctl) = &running {
+            ctl.new_message.store(true, Ordering::Release);
+        }
+        self.set_fields(vec![("last_user_message_id", json!(msg_id))], true)
+            .await?;
+        let text_body = events::message_text(&msg);
+        if let Some(reason) = super::hooks::user_prompt_submit(self, &text_body, &msg_id).await? {
+            let mut blocked = self
+                .state_value("blocked_messages")
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            blocked[msg_id.as_str()] = json!(reason);
+            self.set_fields(vec![("blocked_messages", blocked)], true)
+                .await?;
+        }
+        let st = self.status();
+        if running.is_none() && (st == status::FINISHED || st == status::STUCK) {
+            self.set_status(status::IDLE).await?;
+        }
+        self.maybe_autotitle(&msg);
+        if run {
+            match self.start_run() {
+                Ok(()) => {}
+                Err(ConversationError::Conflict(_)) => {
+                    if let Some(ctl) = self.run_ctl() {
+                        ctl.rerun.store(true, Ordering::Release);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_autotitle(self: &Arc<Self>, first: &Value) {
+        let should = {
+            let mut inner = lock(&self.inner);
+            let want = inner
+                .meta
+                .get("autotitle")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+                && inner.meta.get("title").is_none_or(Value::is_null)
+                && !inner.title_started;
+            if want {
+                inner.title_started = true;
+            }
+            want
+        };
+        if should {
+            let conv = self.clone();
+            let text = events::message_text(first);
+            tokio::spawn(async move { agent::autotitle(conv, text).await });
+        }
+    }
+
+    /// Sets the title (meta) and bumps `updated_at`.
+    pub async fn set_title(
+        &self,
+        title: Option<String>,
+        tags: Option<Map<String, Value>>,
+    ) -> std::io::Result<()> {
+        {
+            let mut inner = lock(&self.inner);
+            if let Some(t) = title {
+                inner.meta.insert("title".into(), json!(t));
+            }
+            if let Some(t) = &tags {
+                inner.meta.insert("tags".into(), Value::Object(t.clone()));
+            }
+            inner
+                .meta
+                .insert("updated_at".into(), json!(crate::util::utc_timestamp()));
+        }
+        if let Some(t) = tags {
+            self.set_fields(vec![("tags", Value::Object(t))], true)
+                .await?;
+        }
+        self.save_meta().await
+    }
+
+    /// Starts a background run. `Conflict` when one is active, `TooManyRuns` at capacity.
+    pub fn start_run(self: &Arc<Self>) -> Result<(), ConversationError> {
+        let ctl = {
+            let mut inner = lock(&self.inner);
+            if inner.run.is_some() {
+                return Err(ConversationError::Conflict(
+                    "Conversation already running. Wait for completion or pause first.".into(),
+                ));
+            }
+            let n = self.active_runs.fetch_add(1, Ordering::AcqRel);
+            if n >= self.max_runs {
+                self.active_runs.fetch_sub(1, Ordering::AcqRel);
+                return Err(ConversationError::TooManyRuns(format!(
+                    "Maximum number of concurrent runs ({}) reached",
+                    self.max_runs
+                )));
+            }
+            let ctl = RunCtl {
+                cancel: CancellationToken::new(),
+                rerun: Arc::new(AtomicBool::new(false)),
+                new_message: Arc::new(AtomicBool::new(false)),
+                done: Arc::new(tokio::sync::Notify::new()),
+                finished: Arc::new(AtomicBool::new(false)),
+            };
+            inner.run = Some(ctl.clone());
+            ctl
+        };
+        let conv = self.clone();
+        tokio::spawn(async move {
+            let c2 = conv.clone();
+            let ctl2 = ctl.clone();
+            let res = tokio::spawn(async move { agent::run(c2, ctl2).await }).await;
+            if let Err(e) = res {
+                tracing::error!(conversation = %conv.id, error = %e, "run task failed");
+                let _ = conv
+                    .append(events::conversation_error("InternalError", &e.to_string()))
+                    .await;
+                let _ = conv.set_status(status::ERROR).await;
+            }
+            conv.end_run(&ctl).await;
+        });
+        Ok(())
+    }
+
+    async fn end_run(self: &Arc<Self>, ctl: &RunCtl) {
+        if !self.is_deleted() {
+            let _w = self.write_lock.lock().await;
+            if let Err(e) = self.save_state().await {
+                tracing::warn!(conversation = %self.id, error = %e, "could not save the state");
+            }
+        }
+        {
+            let mut inner = lock(&self.inner);
+            inner.run = None;
+        }
+        self.active_runs.fetch_sub(1, Ordering::AcqRel);
+        ctl.finished.store(true, Ordering::Release);
+        ctl.done.notify_waiters();
+        self.publish_full_state();
+        // The client only accepts a snapshot after its POST /run returned; a very fast run can
+        // beat that response, so repeat the snapshot shortly after.
+        let conv = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if conv.run_ctl().is_none() && !conv.is_deleted() {
+                conv.publish_full_state();
+            }
+        });
+    }
+
+    /// Pauses: status `paused` + `PauseEvent` when idle or running; always a snapshot.
+    pub async fn pause(&self) -> std::io::Result<()> {
+        let st = self.status();
+        if st == status::IDLE || st == status::RUNNING {
+            self.set_status(status::PAUSED).await?;
+            self.append(events::bare("PauseEvent", "user")).await?;
+        }
+        self.publish_full_state();
+        Ok(())
+    }
+
+    /// Interrupts the run now (or pauses when none is active).
+    pub async fn interrupt(&self) -> std::io::Result<()> {
+        match self.run_ctl() {
+            Some(ctl) => {
+                ctl.cancel.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), ctl.wait()).await;
+                self.publish_full_state();
+                Ok(())
+            }
+            None => self.pause().await,
+        }
+    }
+
+    /// Rejects every pending action (`UserRejectObservation`), status → idle.
+    pub async fn reject_pending(&self, reason: &str) -> std::io::Result<()> {
+        let pending = self.with_events(agent::pending_actions).await?;
+        if self.status() == status::WAITING {
+            self.set_status(status::IDLE).await?;
+        }
+        for a in pending {
+            let body = events::user_reject(
+                events::str_field(&a, "tool_name").unwrap_or(""),
+                events::str_field(&a, "tool_call_id").unwrap_or(""),
+                reason,
+                "user",
+                events::id(&a),
+            );
+            self.append(body).await?;
+        }
+        Ok(())
+    }
+
+    /// Updates the secret registry (no event, like the reference).
+    pub async fn update_secrets(&self, secrets: Map<String, Value>) -> std::io::Result<()> {
+        let reg = {
+            let inner = lock(&self.inner);
+            let mut reg = inner
+                .state
+                .get("secret_registry")
+                .cloned()
+                .unwrap_or(json!({"secret_sources": {}}));
+            if !reg.get("secret_sources").is_some_and(Value::is_object) {
+                reg = json!({"secret_sources": {}});
+            }
+            for (k, v) in secrets {
+                reg["secret_sources"][k] = normalize_secret(v);
+            }
+            reg
+        };
+        self.set_fields(vec![("secret_registry", reg)], false)
+            .await?;
+        let secrets = self.secret_values();
+        if let Some(rt) = self.runtime.lock().await.as_ref() {
+            for t in rt.tools.iter() {
+                t.set_secrets(&secrets);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a conversation found `running` at start-up: an `AgentErrorEvent` for each action
+    /// left without a result, then status `error` (blocking; start-up only).
+    fn recover_interrupted_run_blocking(&self) -> std::io::Result<()> {
+        let loaded = store::load_events(&self.dir.join("events"))?;
+        self.install_events(loaded);
+        let pending = {
+            let inner = lock(&self.inner);
+            agent::unanswered_actions(inner.events.as_deref().unwrap_or(&[]))
+        };
+        let mut bodies: Vec<Value> = pending
+            .iter()
+            .map(|a| {
+                events::agent_error(
+                    events::str_field(a, "tool_name").unwrap_or(""),
+                    events::str_field(a, "tool_call_id").unwrap_or(""),
+                    "A restart occurred while this tool was in progress. This may indicate a fatal memory error or system crash. The tool execution was interrupted and did not complete.",
+                    events::internal_error(),
+                )
+            })
+            .collect();
+        bodies.push(events::state_update(
+            "execution_status",
+            json!(status::ERROR),
+        ));
+        let mut inner = lock(&self.inner);
+        inner
+            .state
+            .insert("execution_status".into(), json!(status::ERROR));
+        for (i, body) in bodies.into_iter().enumerate() {
+            let id = crate::util::dashed_id();
+            let ts = inner.clock.tick();
+            let n = inner.events.as_ref().map_or(0, Vec::len);
+            let parent = if i < pending.len() {
+                Some(events::id(&pending[i]).to_string())
+            } else {
+                inner
+                    .state
+                    .get("leaf_event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            let ev = events::finalize(body, &id, &ts, parent.as_deref());
+            store::write_json(
+                &self.dir.join("events").join(store::event_file_name(n, &id)),
+                &ev,
+            )?;
+            if events::moves_head(&ev) {
+                inner.state.insert("leaf_event_id".into(), json!(id));
+            }
+            if let Some(evs) = inner.events.as_mut() {
+                evs.push(ev);
+            }
+        }
+        let mut state = inner.state.clone();
+        drop(inner);
+        state.insert("persistence_dir".into(), json!(self.persistence_dir));
+        let c = self.cipher.as_deref();
+        if let Some(agent) = state.get_mut("agent") {
+            crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
+        }
+        if let Some(reg) = state.get_mut("secret_registry") {
+            crypto::map_registry(reg, &|s| crypto::seal(c, s));
+        }
+        let state: Map<String, Value> = state.into_iter().filter(|(_, v)| !v.is_null()).collect();
+        store::write_json(&self.dir.join("base_state.json"), &Value::Object(state))
+    }
+}
+
+/// Sends `text` to every subscriber; a full queue disconnects that subscriber.
+fn publish(inner: &mut Inner, text: Arc<str>) {
+    let mut dropped = Vec::new();
+    for s in &inner.subscribers {
+        match s.tx.try_send(text.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(f) = inner.overflow_flags.get(&s.id) {
+                    f.store(true, Ordering::Release);
+                }
+                dropped.push(s.id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(s.id),
+        }
+    }
+    if !dropped.is_empty() {
+        inner.subscribers.retain(|s| !dropped.contains(&s.id));
+        for id in dropped {
+            inner.overflow_flags.remove(&id);
+        }
+    }
+}

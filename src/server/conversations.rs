@@ -1,0 +1,985 @@
+//! `/api/conversations/*` routes: create (idempotent), get, patch, delete, search, count, batch
+//! get, run/pause/interrupt, policy/analyzer/secrets updates, ask_agent, condense, fork,
+//! navigate, agent_final_response, and clear refusals for the reference's routes this server
+//! does not implement.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::conversation::{agent, events, status, Conversation, ConversationError};
+use crate::error::{ApiError, ValidJson, ValidPath, ValidQuery, ValidationIssue};
+
+/// Maps a domain error to the HTTP error of the conversation routes.
+pub(super) fn api_error(e: ConversationError) -> ApiError {
+    match e {
+        ConversationError::NotFound => ApiError::not_found(),
+        ConversationError::Conflict(m) => ApiError::Conflict(m),
+        ConversationError::TooManyRuns(m) => ApiError::TooManyRequests(m),
+        ConversationError::Invalid(m) => {
+            ApiError::Validation(vec![ValidationIssue::new("value_error", &["body"], m)])
+        }
+        ConversationError::Missing(m) => ApiError::NotFound(m),
+        ConversationError::Llm(m) => ApiError::Internal(m),
+        ConversationError::Io(e) => ApiError::Internal(e.to_string()),
+    }
+}
+
+fn io_error(e: std::io::Error) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// The conversation `id` or 404 `{"detail":"Not Found"}`.
+pub(super) fn find(state: &AppState, id: &Uuid) -> Result<Arc<Conversation>, ApiError> {
+    state.conversations.get(id).ok_or_else(ApiError::not_found)
+}
+
+fn success() -> Json<Value> {
+    Json(json!({"success": true}))
+}
+
+/// `include_skills` query flag.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub(super) struct SkillsQuery {
+    #[serde(default)]
+    include_skills: bool,
+}
+
+/// Create a conversation, or return the existing one with the same `conversation_id`.
+#[utoipa::path(post, path = "/api/conversations", tag = "Conversations",
+    params(SkillsQuery), request_body = Object,
+    responses((status = 201, description = "ConversationInfo of the new conversation"),
+               (status = 200, description = "ConversationInfo of the existing conversation")))]
+async fn create(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<SkillsQuery>,
+    ValidJson(body): ValidJson<Value>,
+) -> Result<Response, ApiError> {
+    let (conv, created) = state.conversations.create(&body).await.map_err(api_error)?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(conv.info(q.include_skills, false))).into_response())
+}
+
+/// Get a conversation.
+#[utoipa::path(get, path = "/api/conversations/{conversation_id}", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path), SkillsQuery),
+    responses((status = 200, description = "ConversationInfo"), (status = 404, description = "Unknown")))]
+async fn get_conversation(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidQuery(q): ValidQuery<SkillsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(find(&state, &id)?.info(q.include_skills, true)))
+}
+
+/// Batch get: `?ids=..&ids=..` → `[ConversationInfo|null]` in request order.
+#[utoipa::path(get, path = "/api/conversations", tag = "Conversations",
+    params(("ids" = Vec<Uuid>, Query), SkillsQuery),
+    responses((status = 200, description = "List of ConversationInfo or null")))]
+async fn batch_get(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut ids = Vec::new();
+    let mut include_skills = false;
+    for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "ids" => ids.push(v),
+            "include_skills" => include_skills = matches!(v.as_str(), "true" | "1" | "yes" | "on"),
+            _ => {}
+        }
+    }
+    if ids.is_empty() {
+        return Err(ApiError::Validation(vec![ValidationIssue::new(
+            "missing",
+            &["query", "ids"],
+            "Field required",
+        )]));
+    }
+    if ids.len() > 99 {
+        return Err(ApiError::Validation(vec![ValidationIssue::new(
+            "too_long",
+            &["query", "ids"],
+            "List should have at most 99 items",
+        )]));
+    }
+    let mut out = Vec::new();
+    for raw_id in ids {
+        let id = Uuid::parse_str(&raw_id).map_err(|_| {
+            ApiError::Validation(vec![ValidationIssue::new(
+                "uuid_parsing",
+                &["query", "ids"],
+                "Input should be a valid UUID",
+            )
+            .with_input(raw_id.clone())])
+        })?;
+        out.push(
+            state
+                .conversations
+                .get(&id)
+                .map_or(Value::Null, |c| c.info(include_skills, true)),
+        );
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// Splits a query string into decoded pairs (repeated keys kept).
+pub(super) fn url_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let hex = |b: u8| (b as char).to_digit(16);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Query of `/conversations/search` and `/count`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub(super) struct SearchQuery {
+    page_id: Option<String>,
+    limit: Option<i64>,
+    status: Option<String>,
+    sort_order: Option<String>,
+    #[serde(default)]
+    include_skills: bool,
+}
+
+/// Checks `limit` (1..=100, default 100).
+pub(super) fn check_limit(limit: Option<i64>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if n <= 0 => Err(ApiError::Validation(vec![ValidationIssue::new(
+            "greater_than",
+            &["query", "limit"],
+            "Input should be greater than 0",
+        )
+        .with_input(n.to_string())])),
+        Some(n) if n > 100 => Err(ApiError::Validation(vec![ValidationIssue::new(
+            "less_than_equal",
+            &["query", "limit"],
+            "Input should be less than or equal to 100",
+        )
+        .with_input(n.to_string())])),
+        Some(n) => Ok(n as usize),
+    }
+}
+
+fn check_status(s: &Option<String>) -> Result<(), ApiError> {
+    if let Some(v) = s {
+        if !status::ALL.contains(&v.as_str()) {
+            return Err(ApiError::Validation(vec![ValidationIssue::new(
+                "enum",
+                &["query", "status"],
+                format!(
+                    "Input should be {}",
+                    status::ALL.map(|s| format!("'{s}'")).join(", ")
+                ),
+            )
+            .with_input(v.clone())]));
+        }
+    }
+    Ok(())
+}
+
+fn filtered(state: &AppState, status_filter: &Option<String>) -> Vec<Arc<Conversation>> {
+    state
+        .conversations
+        .all()
+        .into_iter()
+        .filter(|c| status_filter.as_ref().is_none_or(|s| &c.status() == s))
+        .collect()
+}
+
+/// Search conversations.
+#[utoipa::path(get, path = "/api/conversations/search", tag = "Conversations", params(SearchQuery),
+    responses((status = 200, description = "A page of ConversationInfo")))]
+async fn search(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = check_limit(q.limit)?;
+    check_status(&q.status)?;
+    let order = q.sort_order.as_deref().unwrap_or("CREATED_AT_DESC");
+    let key = match order {
+        "CREATED_AT" | "CREATED_AT_DESC" => "created_at",
+        "UPDATED_AT" | "UPDATED_AT_DESC" => "updated_at",
+        other => {
+            return Err(ApiError::Validation(vec![ValidationIssue::new(
+            "enum",
+            &["query", "sort_order"],
+            "Input should be 'CREATED_AT', 'UPDATED_AT', 'CREATED_AT_DESC' or 'UPDATED_AT_DESC'",
+        )
+        .with_input(other.to_string())]))
+        }
+    };
+    let mut items: Vec<(String, Arc<Conversation>)> = filtered(&state, &q.status)
+        .into_iter()
+        .map(|c| {
+            (
+                c.meta_value(key)
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                c,
+            )
+        })
+        .collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    if order.ends_with("_DESC") {
+        items.reverse();
+    }
+    let start = q
+        .page_id
+        .as_deref()
+        .and_then(|p| {
+            items
+                .iter()
+                .position(|(_, c)| c.id.simple().to_string() == p)
+        })
+        .unwrap_or(0);
+    let page: Vec<Value> = items
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, c)| c.info(q.include_skills, true))
+        .collect();
+    let next = items
+        .get(start + limit)
+        .map(|(_, c)| json!(c.id.simple().to_string()))
+        .unwrap_or(Value::Null);
+    Ok(Json(json!({"items": page, "next_page_id": next})))
+}
+
+/// Count conversations.
+#[utoipa::path(get, path = "/api/conversations/count", tag = "Conversations", params(SearchQuery),
+    responses((status = 200, description = "Number of conversations")))]
+async fn count(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_status(&q.status)?;
+    Ok(Json(json!(filtered(&state, &q.status).len())))
+}
+
+/// Body of `PATCH /api/conversations/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct UpdateConversationRequest {
+    title: Option<String>,
+    tags: Option<Map<String, Value>>,
+}
+
+/// Update the title and/or tags.
+#[utoipa::path(patch, path = "/api/conversations/{conversation_id}", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), request_body = UpdateConversationRequest,
+    responses((status = 200, description = "Success")))]
+async fn patch(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidJson(body): ValidJson<UpdateConversationRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    let title = match body.title {
+        Some(t) => {
+            let t = t.trim().to_string();
+            if t.is_empty() || t.chars().count() > 200 {
+                return Err(ApiError::Validation(vec![ValidationIssue::new(
+                    "value_error",
+                    &["body", "title"],
+                    "Title must be 1 to 200 characters and not blank",
+                )]));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if let Some(tags) = &body.tags {
+        crate::conversation::service::validate_tags(tags).map_err(api_error)?;
+    }
+    conv.set_title(title, body.tags).await.map_err(io_error)?;
+    Ok(success())
+}
+
+/// Delete a conversation (its directory; the workspace is kept).
+#[utoipa::path(delete, path = "/api/conversations/{conversation_id}", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn delete(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    state.conversations.delete(&id).await.map_err(api_error)?;
+    Ok(success())
+}
+
+/// Start a run in the background.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/run", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)),
+    responses((status = 200, description = "Success"), (status = 409, description = "Already running"),
+               (status = 429, description = "Too many runs")))]
+async fn run(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?.start_run().map_err(api_error)?;
+    Ok(success())
+}
+
+/// Pause after the current step.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/pause", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn pause(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?.pause().await.map_err(io_error)?;
+    Ok(success())
+}
+
+/// Interrupt now (in-flight LLM call abandoned, running tool cancelled).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/interrupt", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn interrupt(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?.interrupt().await.map_err(io_error)?;
+    Ok(success())
+}
+
+/// Body of `/confirmation_policy`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct SetConfirmationPolicyRequest {
+    policy: Value,
+}
+
+/// Set the confirmation policy.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/confirmation_policy", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), request_body = SetConfirmationPolicyRequest,
+    responses((status = 200, description = "Success")))]
+async fn confirmation_policy(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidJson(body): ValidJson<SetConfirmationPolicyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    let kind = body
+        .policy
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !matches!(
+        kind.as_str(),
+        "AlwaysConfirm" | "NeverConfirm" | "ConfirmRisky"
+    ) {
+        return Err(ApiError::Validation(vec![ValidationIssue::new(
+            "union_tag_invalid",
+            &["body", "policy"],
+            "Input tag should be 'AlwaysConfirm', 'NeverConfirm' or 'ConfirmRisky'",
+        )]));
+    }
+    let mut policy = body.policy;
+    if kind == "ConfirmRisky" {
+        if policy.get("threshold").is_none() {
+            policy["threshold"] = json!("HIGH");
+        }
+        if policy.get("confirm_unknown").is_none() {
+            policy["confirm_unknown"] = json!(true);
+        }
+    }
+    conv.set_fields(vec![("confirmation_policy", policy)], true)
+        .await
+        .map_err(io_error)?;
+    Ok(success())
+}
+
+/// Body of `/security_analyzer`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct SetSecurityAnalyzerRequest {
+    #[allow(dead_code)]
+    security_analyzer: Option<Value>,
+}
+
+/// Set (or clear) the security analyzer.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/security_analyzer", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), request_body = SetSecurityAnalyzerRequest,
+    responses((status = 200, description = "Success")))]
+async fn security_analyzer(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidJson(body): ValidJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    let Some(v) = body.get("security_analyzer") else {
+        return Err(ApiError::Validation(vec![ValidationIssue::new(
+            "missing",
+            &["body", "security_analyzer"],
+            "Field required",
+        )]));
+    };
+    conv.set_fields(vec![("security_analyzer", v.clone())], true)
+        .await
+        .map_err(io_error)?;
+    Ok(success())
+}
+
+/// Body of `/secrets`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct UpdateSecretsRequest {
+    secrets: Map<String, Value>,
+}
+
+/// Add or replace secrets.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/secrets", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), request_body = UpdateSecretsRequest,
+    responses((status = 200, description = "Success")))]
+async fn secrets(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidJson(body): ValidJson<UpdateSecretsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?
+        .update_secrets(body.secrets)
+        .await
+        .map_err(io_error)?;
+    Ok(success())
+}
+
+/// Body of `/ask_agent`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct AskAgentRequest {
+    question: String,
+}
+
+/// Ask the agent's LLM about the conversation (no events recorded).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/ask_agent", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), request_body = AskAgentRequest,
+    responses((status = 200, description = "{\"response\": str}")))]
+async fn ask_agent(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidJson(body): ValidJson<AskAgentRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = state
+        .conversations
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound("Conversation not found".into()))?;
+    let answer = agent::ask_agent(&conv, &body.question)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(json!({"response": answer})))
+}
+
+/// Request condensation of the history.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/condense", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)),
+    responses((status = 200, description = "Success"), (status = 409, description = "No condenser")))]
+async fn condense(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    if conv
+        .agent_json()
+        .get("condenser")
+        .is_none_or(Value::is_null)
+    {
+        return Err(ApiError::Conflict(
+            "Cannot condense conversation: No condenser configured".into(),
+        ));
+    }
+    conv.append(events::bare("CondensationRequest", "environment"))
+        .await
+        .map_err(io_error)?;
+    Ok(success())
+}
+
+/// Body of `/fork`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub(super) struct ForkConversationRequest {
+    id: Option<Uuid>,
+    title: Option<String>,
+    tags: Option<Map<String, Value>>,
+    reset_metrics: Option<bool>,
+    from_event_id: Option<String>,
+}
+
+/// Fork a conversation (events copied, status idle).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/fork", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path), SkillsQuery), request_body = ForkConversationRequest,
+    responses((status = 201, description = "ConversationInfo of the fork")))]
+async fn fork(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidQuery(q): ValidQuery<SkillsQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ForkConversationRequest = if body.is_empty() {
+        ForkConversationRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("value_error", &["body"], e.to_string()))?
+    };
+    let source = state
+        .conversations
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound("Source conversation not found".into()))?;
+    if req.title.as_ref().is_some_and(|t| t.chars().count() > 200) {
+        return Err(ApiError::invalid(
+            "string_too_long",
+            &["body", "title"],
+            "String should have at most 200 characters",
+        ));
+    }
+    let fork = state
+        .conversations
+        .fork(
+            &source,
+            req.id,
+            req.title,
+            req.tags,
+            req.reset_metrics.unwrap_or(true),
+            req.from_event_id,
+        )
+        .await
+        .map_err(api_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(fork.info(q.include_skills, false)),
+    )
+        .into_response())
+}
+
+/// Body of `/navigate`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct NavigateConversationRequest {
+    event_id: Option<String>,
+}
+
+/// Move the conversation's HEAD to an event.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/navigate", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path), SkillsQuery), request_body = NavigateConversationRequest,
+    responses((status = 200, description = "ConversationInfo")))]
+async fn navigate(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidQuery(q): ValidQuery<SkillsQuery>,
+    ValidJson(body): ValidJson<NavigateConversationRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    if let Some(eid) = &body.event_id {
+        let exists = conv
+            .with_events(|evs| evs.iter().any(|e| events::id(e) == eid))
+            .await
+            .map_err(io_error)?;
+        if !exists {
+            return Err(ApiError::NotFound(format!("Unknown event_id: {eid}")));
+        }
+    }
+    let leaf = body.event_id.map(Value::String).unwrap_or(Value::Null);
+    let empty = leaf.is_null();
+    conv.set_fields(
+        vec![("leaf_event_id", leaf), ("head_is_empty", json!(empty))],
+        false,
+    )
+    .await
+    .map_err(io_error)?;
+    Ok(Json(conv.info(q.include_skills, true)))
+}
+
+/// The agent's last answer (finish message or final text).
+#[utoipa::path(get, path = "/api/conversations/{conversation_id}/agent_final_response", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "{\"response\": str}")))]
+async fn agent_final_response(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    let response = conv
+        .with_events(|evs| {
+            for e in evs.iter().rev() {
+                match events::kind(e) {
+                    "ActionEvent" if events::str_field(e, "tool_name") == Some("finish") => {
+                        if let Some(m) = e
+                            .get("action")
+                            .and_then(|a| a.get("message"))
+                            .and_then(Value::as_str)
+                        {
+                            return m.to_string();
+                        }
+                    }
+                    "MessageEvent" if events::str_field(e, "source") == Some("agent") => {
+                        return events::message_text(e);
+                    }
+                    "MessageEvent" if events::str_field(e, "source") == Some("user") => {
+                        return String::new()
+                    }
+                    _ => {}
+                }
+            }
+            String::new()
+        })
+        .await
+        .map_err(io_error)?;
+    Ok(Json(json!({"response": response})))
+}
+
+/// Runtime status of a local conversation (always available).
+#[utoipa::path(get, path = "/api/conversations/{conversation_id}/runtime", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Runtime info")))]
+async fn runtime(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?;
+    Ok(Json(
+        json!({"runtime_status": "available", "can_resume": true, "runtime_error": null}),
+    ))
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::BadRequest(format!("{what} is not supported by this server"))
+}
+
+macro_rules! refuse {
+    ($name:ident, $method:ident, $path:literal, $what:literal) => {
+        #[doc = concat!("Not supported: ", $what, ".")]
+        #[utoipa::path($method, path = $path, tag = "Conversations",
+                    params(("conversation_id" = Uuid, Path)),
+                    responses((status = 400, description = "Not supported by this server")))]
+        async fn $name(
+            State(state): State<AppState>,
+            ValidPath(id): ValidPath<Uuid>,
+        ) -> Result<Json<Value>, ApiError> {
+            find(&state, &id)?;
+            Err(unsupported($what))
+        }
+    };
+}
+
+refuse!(
+    reprovision,
+    post,
+    "/api/conversations/{conversation_id}/runtime/reprovision",
+    "Runtime reprovisioning (docker runtime)"
+);
+refuse!(
+    goal,
+    post,
+    "/api/conversations/{conversation_id}/goal",
+    "Goal mode"
+);
+refuse!(
+    goal_stop,
+    post,
+    "/api/conversations/{conversation_id}/goal/stop",
+    "Goal mode"
+);
+refuse!(
+    goal_resume,
+    post,
+    "/api/conversations/{conversation_id}/goal/resume",
+    "Goal mode"
+);
+refuse!(
+    switch_profile,
+    post,
+    "/api/conversations/{conversation_id}/switch_profile",
+    "Switching LLM profiles"
+);
+refuse!(
+    switch_llm,
+    post,
+    "/api/conversations/{conversation_id}/switch_llm",
+    "Switching the LLM of a running conversation"
+);
+refuse!(
+    switch_acp_model,
+    post,
+    "/api/conversations/{conversation_id}/switch_acp_model",
+    "ACP agents"
+);
+refuse!(
+    load_plugin,
+    post,
+    "/api/conversations/{conversation_id}/load_plugin",
+    "Loading plugins"
+);
+refuse!(
+    children,
+    post,
+    "/api/conversations/{conversation_id}/children",
+    "Child conversations"
+);
+refuse!(
+    workspace_listing,
+    get,
+    "/api/conversations/{conversation_id}/workspace",
+    "The conversation workspace browser"
+);
+
+/// Not supported: the conversation workspace browser.
+#[utoipa::path(get, path = "/api/conversations/{conversation_id}/workspace/{file_path}", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path), ("file_path" = String, Path)),
+    responses((status = 400, description = "Not supported by this server")))]
+async fn workspace_file(
+    State(state): State<AppState>,
+    ValidPath((id, _path)): ValidPath<(Uuid, String)>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?;
+    Err(unsupported("The conversation workspace browser"))
+}
+
+/// Conversation routes.
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, batch_get))
+        .routes(routes!(search))
+        .routes(routes!(count))
+        .routes(routes!(get_conversation, patch, delete))
+        .routes(routes!(run))
+        .routes(routes!(pause))
+        .routes(routes!(interrupt))
+        .routes(routes!(confirmation_policy))
+        .routes(routes!(security_analyzer))
+        .routes(routes!(secrets))
+        .routes(routes!(ask_agent))
+        .routes(routes!(condense))
+        .routes(routes!(fork))
+        .routes(routes!(navigate))
+        .routes(routes!(agent_final_response))
+        .routes(routes!(runtime))
+        .routes(routes!(reprovision))
+        .routes(routes!(goal))
+        .routes(routes!(goal_stop))
+        .routes(routes!(goal_resume))
+        .routes(routes!(switch_profile))
+        .routes(routes!(switch_llm))
+        .routes(routes!(switch_acp_model))
+        .routes(routes!(load_plugin))
+        .routes(routes!(children))
+        .routes(routes!(workspace_listing))
+        .routes(routes!(workspace_file))
+}
+
+/// The workspace-checked copies of the file and git routes under
+/// `/api/conversations/{id}/file|git/...`: the conversation must exist, every `path` /
+/// `workspace_dir` must be absolute and inside its working directory; the request is then
+/// served by the global route.
+pub(super) fn scoped_router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route(
+            "/api/conversations/{conversation_id}/file/{*rest}",
+            axum::routing::any(scoped),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/git/{*rest}",
+            axum::routing::any(scoped),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/bash/{*rest}",
+            axum::routing::any(scoped),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/vscode/{*rest}",
+            axum::routing::any(scoped_vscode),
+        )
+}
+
+async fn scoped_vscode(
+    State(state): State<AppState>,
+    axum::extract::Path((raw_id, _rest)): axum::extract::Path<(String, String)>,
+) -> Response {
+    match Uuid::parse_str(&raw_id)
+        .ok()
+        .and_then(|id| state.conversations.get(&id))
+    {
+        Some(_) => unsupported("VSCode").into_response(),
+        None => ApiError::NotFound(format!("Conversation not found: {raw_id}")).into_response(),
+    }
+}
+
+fn unprocessable(msg: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"detail": msg})),
+    )
+        .into_response()
+}
+
+/// Lexically normalizes an absolute path (`.`/`..` resolved).
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+async fn inside(root: &str, candidate: &str) -> bool {
+    let cand = std::path::Path::new(candidate);
+    if !cand.is_absolute() {
+        return false;
+    }
+    let root_c = tokio::fs::canonicalize(root)
+        .await
+        .unwrap_or_else(|_| normalize(std::path::Path::new(root)));
+    let mut probe = normalize(cand);
+    // Resolve symlinks of the longest existing prefix.
+    let mut tail = Vec::new();
+    let resolved = loop {
+        match tokio::fs::canonicalize(&probe).await {
+            Ok(p) => break p,
+            Err(_) => match (probe.file_name().map(|n| n.to_os_string()), probe.parent()) {
+                (Some(name), Some(parent)) => {
+                    tail.push(name);
+                    probe = parent.to_path_buf();
+                }
+                _ => break probe,
+            },
+        }
+    };
+    let mut full = resolved;
+    for t in tail.into_iter().rev() {
+        full.push(t);
+    }
+    full.starts_with(&root_c)
+}
+
+async fn scoped(
+    State(state): State<AppState>,
+    axum::extract::Path((raw_id, rest)): axum::extract::Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    let Ok(id) = Uuid::parse_str(&raw_id) else {
+        return ApiError::invalid(
+            "uuid_parsing",
+            &["path", "runtime_conversation_id"],
+            "Input should be a valid UUID",
+        )
+        .into_response();
+    };
+    let Some(conv) = state.conversations.get(&id) else {
+        return ApiError::NotFound(format!("Conversation not found: {id}")).into_response();
+    };
+    let root = conv.working_dir();
+    let query = req.uri().query().unwrap_or("").to_string();
+    for (k, v) in url_pairs(&query) {
+        if (k == "path" || k == "workspace_dir") && !inside(&root, &v).await {
+            return unprocessable("path must be inside the conversation workspace");
+        }
+    }
+    if let Some(tid) = rest.strip_prefix("download-trajectory/") {
+        if Uuid::parse_str(tid).ok() != Some(id) {
+            return unprocessable("conversation_id must match the runtime conversation");
+        }
+    }
+    let path = req.uri().path().to_string();
+    let group = if path.contains(&format!("{raw_id}/file/")) {
+        "file"
+    } else if path.contains(&format!("{raw_id}/bash/")) {
+        "bash"
+    } else {
+        "git"
+    };
+    // Bash commands: `cwd` must be inside the workspace and defaults to it.
+    let req = if group == "bash"
+        && req.method() == axum::http::Method::POST
+        && rest.ends_with("_bash_command")
+    {
+        let (mut parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+            return ApiError::BadRequest("request body too large".into()).into_response();
+        };
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(mut v) => {
+                match v.get("cwd").and_then(Value::as_str) {
+                    Some(cwd) => {
+                        if !inside(&root, cwd).await {
+                            return unprocessable("cwd must be inside the conversation workspace");
+                        }
+                    }
+                    None => {
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("cwd".into(), json!(root));
+                        }
+                    }
+                }
+                serde_json::to_vec(&v).unwrap_or_default()
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        axum::extract::Request::from_parts(parts, axum::body::Body::from(body))
+    } else {
+        req
+    };
+    let target = if query.is_empty() {
+        format!("/api/{group}/{rest}")
+    } else {
+        format!("/api/{group}/{rest}?{query}")
+    };
+    let (mut parts, body) = req.into_parts();
+    match target.parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return ApiError::BadRequest("malformed path".into()).into_response(),
+    }
+    let mut state = state;
+    if group == "bash" {
+        match conv.bash_service() {
+            Ok(b) => state.bash = b,
+            Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        }
+    }
+    let router = super::files::router()
+        .merge(super::git::router())
+        .merge(super::bash::router())
+        .split_for_parts()
+        .0
+        .with_state(state);
+    match tower::ServiceExt::oneshot(router, axum::extract::Request::from_parts(parts, body)).await
+    {
+        Ok(r) => r,
+        Err(e) => match e {},
+    }
+}
