@@ -259,7 +259,11 @@ impl Running {
         for (k, v) in &subst {
             cmd_text = cmd_text.replace(&format!("{{{k}}}"), v);
         }
-        let (argv, cmd_env) = build_argv(&cmd_text);
+        let (mut argv, cmd_env) = build_argv(&cmd_text);
+        // The server runs in its own cwd: a relative program path is taken from ours.
+        if argv[0].contains('/') && !argv[0].starts_with('/') {
+            argv[0] = path_str(&std::env::current_dir()?.join(&argv[0]));
+        }
         let log = std::fs::File::create(dirs.root.join("server.log"))?;
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
