@@ -10,7 +10,13 @@ use tracing_subscriber::EnvFilter;
 use agent_server::config::{Args, Config};
 use agent_server::server::{serve, AppState};
 
+/// glibc malloc arenas the server may use. The default (8 per core) lets every tokio worker keep
+/// its own arena of freed buffers: after a large transfer the resident set stays tens of MiB
+/// above the working set. Two arenas keep the peak bounded at no measurable cost.
+const MALLOC_ARENAS: i32 = 2;
+
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     if std::env::args_os().nth(1).is_some_and(|a| a == "launch") {
         std::process::exit(agent_server::client::launch::main(
             std::env::args_os().skip(2).collect(),
@@ -78,5 +84,19 @@ fn init_tracing(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Caps glibc's malloc arenas before any thread starts (no-op where the variable is already set).
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only changes allocator tunables; it is called once, before the runtime
+    // starts any thread, with a valid parameter and value.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
     }
 }
