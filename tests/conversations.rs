@@ -141,6 +141,22 @@ async fn agent_ready(srv: &TestServer, id: &str, need_tools: bool) -> bool {
     true
 }
 
+/// Waits (30 s at most) until the conversation has a `terminal` ActionEvent.
+async fn wait_terminal_action(srv: &TestServer, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !all_events(srv, id)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "terminal")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the terminal action never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn run_text(srv: &TestServer, id: &str) -> bool {
     say(srv, id, "[[mock:text]] hi", true).await;
     wait_status(srv, id, &["finished", "error"], 60).await;
@@ -582,15 +598,7 @@ async fn run_conflict_interrupt_pause_and_max_iterations() {
     }
     // Interrupt a long tool call.
     say(&srv, &id, "[[mock:slow secs=30]] tok-slow", true).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !all_events(&srv, &id)
-        .await
-        .iter()
-        .any(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "terminal")
-    {
-        assert!(Instant::now() < deadline, "slow action never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_terminal_action(&srv, &id).await;
     let (code, v) = post(&srv, &format!("/api/conversations/{id}/run"), json!({})).await;
     assert_eq!(code, 409, "{v}");
     let started = Instant::now();
@@ -757,15 +765,7 @@ async fn sigkill_mid_run_then_restart_recovers() {
         return;
     }
     say(&first, &id, "[[mock:slow secs=60]] tok-crash", true).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !all_events(&first, &id)
-        .await
-        .iter()
-        .any(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "terminal")
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_terminal_action(&first, &id).await;
     let before = all_events(&first, &id).await;
     let mut first = first;
     first.stop_with(nix::sys::signal::Signal::SIGKILL);
