@@ -10,12 +10,13 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::mock_llm::DIRECTIVE;
 use crate::report::Outcome;
 use crate::stats::pct;
 use crate::{http, Ctx};
 
-/// The API key the compat kit's mock LLM expects.
-const MOCK_API_KEY: &str = "sk-oh-compat-mock";
+/// The API key given to the mock LLM (it checks none).
+const MOCK_API_KEY: &str = "sk-bench-mock";
 
 /// Creates a conversation whose agent talks to `llm_base` (nothing is run).
 pub async fn create(c: &Ctx<'_>, llm_base: &str, max_iterations: usize) -> anyhow::Result<String> {
@@ -289,7 +290,7 @@ async fn prepare(c: &Ctx<'_>, llm: &str, steps: usize) -> anyhow::Result<(String
     let id = create(c, llm, steps).await?;
     let ws = subscribe(c, &id).await?;
     let tok = uuid::Uuid::new_v4().simple().to_string();
-    send_message(c, &id, &format!("[[mock:think_loop]] test-token {tok}")).await?;
+    send_message(c, &id, &format!("{DIRECTIVE} test-token {tok}")).await?;
     Ok((id, ws))
 }
 
@@ -317,8 +318,12 @@ pub async fn agent_steps(c: &Ctx<'_>, llm: &str) -> anyhow::Result<Outcome> {
     if iv.is_empty() {
         iv.push(tr.end.duration_since(t0).as_secs_f64() * 1e3);
     }
+    // the server's own cost per step: the interval minus one bare completion of the mock
+    let llm_ms = llm_floor(llm, 20).await?;
     o.value("step_p50_ms", pct(&iv, 50.0));
     o.value("step_p99_ms", pct(&iv, 99.0));
+    o.value("step_overhead_p50_ms", (pct(&iv, 50.0) - llm_ms).max(0.0));
+    o.value("step_overhead_p99_ms", (pct(&iv, 99.0) - llm_ms).max(0.0));
     o.detail("one_run_s", tr.end.duration_since(t0).as_secs_f64());
     // 2. many at once
     let mut prepared = Vec::new();
@@ -371,7 +376,7 @@ pub async fn llm_floor(llm: &str, n: usize) -> anyhow::Result<f64> {
     let client = http::client()?;
     let mut lat = Vec::new();
     let body = json!({"model": "mock", "messages": [
-        {"role": "user", "content": "[[mock:think_loop]] test-token floor"}]});
+        {"role": "user", "content": format!("{DIRECTIVE} test-token floor")}]});
     for i in 0..n + 3 {
         let t = Instant::now();
         let r = client
@@ -387,56 +392,4 @@ pub async fn llm_floor(llm: &str, n: usize) -> anyhow::Result<f64> {
         }
     }
     Ok(pct(&lat, 50.0))
-}
-
-/// The compat kit's mock LLM as a child process; killed on drop.
-pub struct MockLlm {
-    child: std::process::Child,
-    pub base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl MockLlm {
-    pub fn start(script: &str) -> anyhow::Result<MockLlm> {
-        let dir = tempfile::tempdir()?;
-        let pf = dir.path().join("port");
-        let mut cmd = std::process::Command::new("python3");
-        cmd.arg(script)
-            .args(["--port", "0", "--port-file"])
-            .arg(&pf)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().context("cannot start the mock LLM (python3)")?;
-        let mut m = MockLlm {
-            child,
-            base: String::new(),
-            _dir: dir,
-        };
-        let t0 = Instant::now();
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&pf) {
-                if let Ok(p) = s.trim().parse::<u16>() {
-                    m.base = format!("http://127.0.0.1:{p}/v1");
-                    return Ok(m);
-                }
-            }
-            ensure!(
-                t0.elapsed() < Duration::from_secs(20),
-                "mock LLM did not write its port"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for MockLlm {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = self.child.wait();
-    }
 }

@@ -7,6 +7,7 @@
 mod conv;
 mod floors;
 mod http;
+mod mock_llm;
 mod procfs;
 mod report;
 mod scale;
@@ -169,9 +170,6 @@ struct Args {
     /// Keep the servers' directories (logs).
     #[arg(long)]
     keep_tmp: bool,
-    /// The compat kit's mock LLM.
-    #[arg(long, default_value = "/work/shared/compat/mock_llm.py")]
-    mock_llm: PathBuf,
     /// A persisted conversation to clone for the scale scenario.
     #[arg(
         long,
@@ -295,7 +293,7 @@ impl Run {
     }
 
     /// One fresh server: idle RSS, every load scenario, RSS after, stop.
-    async fn session(&mut self, spec: &ServerSpec, data: &Data, mock: Option<&conv::MockLlm>) {
+    async fn session(&mut self, spec: &ServerSpec, data: &Data, mock: Option<&mock_llm::MockLlm>) {
         let mut out: Vec<(&str, Outcome)> = Vec::new();
         let load_keys = keys(&[
             "health",
@@ -642,7 +640,7 @@ async fn run_all(args: Args) -> anyhow::Result<bool> {
         run.results.insert(s.name.clone(), ServerResults::default());
     }
     let mock = if run.wants("agent") {
-        match conv::MockLlm::start(&run.args.mock_llm.to_string_lossy()) {
+        match mock_llm::MockLlm::start().await {
             Ok(m) => Some(m),
             Err(e) => {
                 log(&format!("mock LLM: {e:#}"));

@@ -235,6 +235,20 @@ pub const METRICS: &[Metric] = &[
         Some("floor_llm_ms"),
     ),
     m(
+        "step_overhead_p50_ms",
+        "agent step server overhead (step minus one mock completion) p50",
+        "ms",
+        Lower,
+        None,
+    ),
+    m(
+        "step_overhead_p99_ms",
+        "agent step server overhead (step minus one mock completion) p99",
+        "ms",
+        Lower,
+        None,
+    ),
+    m(
         "par_wall_s",
         "parallel conversations: wall time for all steps",
         "s",
