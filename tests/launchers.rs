@@ -15,6 +15,7 @@ use agent_server::client::{
 use serde_json::{json, Map, Value};
 
 use crate::fakes::Fake;
+use crate::support::sdk_python;
 
 const FAST: Duration = Duration::from_millis(10);
 
@@ -822,17 +823,9 @@ fn python_path_with_docker_shim() -> String {
 #[test]
 fn python_sdk_docker_workspace_drives_our_image() {
     let Some(image) = docker_image() else { return };
-    let Some(home) = std::env::var_os("HOME") else {
+    let Some(python) = sdk_python("python_sdk_docker_workspace_drives_our_image") else {
         return;
     };
-    let python = PathBuf::from(home).join(".cache/oh-compat/venv-1.58.2/bin/python");
-    if !python.exists() {
-        eprintln!(
-            "SKIP python_sdk_docker_workspace_drives_our_image: no SDK venv at {}",
-            python.display()
-        );
-        return;
-    }
     let script = r#"
 import sys
 from openhands.workspace import DockerWorkspace
@@ -1183,14 +1176,9 @@ async fn conversation_in_docker_with_the_mock_llm() {
 #[test]
 fn python_sdk_conversation_in_our_image() {
     let Some(image) = docker_image() else { return };
-    let Some(home) = std::env::var_os("HOME") else {
+    let Some(python) = sdk_python("python_sdk_conversation_in_our_image") else {
         return;
     };
-    let python = PathBuf::from(home).join(".cache/oh-compat/venv-1.58.2/bin/python");
-    if !python.exists() {
-        eprintln!("SKIP python_sdk_conversation_in_our_image: no SDK venv");
-        return;
-    }
     // The SDK's launcher always runs the server on container port 8000; with the host's network
     // (to reach the mock LLM on loopback) that is host port 8000.
     if std::net::TcpListener::bind(("0.0.0.0", 8000)).is_err() {

@@ -9,4 +9,5 @@ mod fakes;
 mod files;
 mod git;
 mod launchers;
+mod sdk_flows;
 mod server_details;

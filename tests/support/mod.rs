@@ -30,6 +30,23 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// The official Python SDK's interpreter (the compat kit's venv), when installed. Tests that
+/// need it print why and return without it, unless `AGENT_SERVER_REQUIRE_SDK` is set (CI).
+pub fn sdk_python(test: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let python = PathBuf::from(home).join(".cache/oh-compat/venv-1.58.2/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("AGENT_SERVER_REQUIRE_SDK").is_none(),
+        "{test}: no SDK venv at {} (run the compat kit's setup.sh)",
+        python.display()
+    );
+    eprintln!("SKIP {test}: no SDK venv at {}", python.display());
+    None
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
