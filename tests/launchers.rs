@@ -3,7 +3,7 @@
 //! the real grammar and runs our server; Docker against real containers (skipped with a message
 //! when no daemon or base image is available); the Python SDK's own DockerWorkspace on our image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
