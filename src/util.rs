@@ -27,3 +27,33 @@ pub fn local_naive_timestamp() -> String {
         now.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
     }
 }
+
+/// Asks the allocator to give free memory back to the system half a second from now (one
+/// trim for a burst of calls), on a blocking thread. Called after work that allocates a lot
+/// briefly (pages of conversations read from disk, large transfers): glibc otherwise keeps
+/// those pages in its arenas.
+pub fn trim_heap_soon() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    rt.spawn(async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        PENDING.store(false, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+#[allow(unsafe_code)]
+fn trim_heap() {
+    // SAFETY: malloc_trim only returns free pages to the kernel; it takes the allocator's own
+    // locks and touches no memory in use.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

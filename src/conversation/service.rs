@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -95,10 +96,19 @@ pub struct RunCtl {
 }
 
 struct Inner {
-    /// `ConversationState` with secrets in plaintext.
+    /// `ConversationState` with secrets in plaintext (empty while `docs_loaded` is false).
     state: Map<String, Value>,
-    /// `StoredConversation` with secrets in plaintext.
+    /// `StoredConversation` with secrets in plaintext (empty while `docs_loaded` is false).
     meta: Map<String, Value>,
+    /// Whether `state` and `meta` hold the documents. An idle conversation keeps only its
+    /// `summary` in memory; the documents are read from disk again when needed.
+    docs_loaded: bool,
+    /// Not loaded since start-up: the first load resets policy and analyzer like the reference.
+    first_load: bool,
+    /// `state` has changes not yet in `base_state.json` (stats between status changes).
+    dirty: bool,
+    /// What listing and counting need while the documents are not loaded.
+    summary: Summary,
     events: Option<Vec<Value>>,
     clock: Clock,
     subscribers: Vec<Subscriber>,
@@ -110,6 +120,87 @@ struct Inner {
     title_started: bool,
     /// Last time the event log was needed (idle conversations release it).
     last_used: std::time::Instant,
+}
+
+/// The fields of an unloaded conversation that search, count and sorting read.
+#[derive(Debug, Default, Clone)]
+struct Summary {
+    status: Box<str>,
+    created_at: Box<str>,
+    updated_at: Box<str>,
+}
+
+impl Summary {
+    fn of(state: &Map<String, Value>, meta: &Map<String, Value>) -> Summary {
+        let s = |m: &Map<String, Value>, k: &str| -> Box<str> {
+            m.get(k).and_then(Value::as_str).unwrap_or_default().into()
+        };
+        Summary {
+            status: s(state, "execution_status"),
+            created_at: s(meta, "created_at"),
+            updated_at: s(meta, "updated_at"),
+        }
+    }
+}
+
+/// `meta.json` fields read at start-up (the rest is skipped without being kept).
+#[derive(Deserialize)]
+struct MetaHead {
+    id: Option<Value>,
+    created_at: Option<Value>,
+    updated_at: Option<Value>,
+}
+
+/// `base_state.json` field read at start-up.
+#[derive(Deserialize)]
+struct StateHead {
+    execution_status: Option<Value>,
+}
+
+/// Reads a conversation's documents from disk, secrets decrypted and defaults filled. With
+/// `reset` (the first load after start-up) the confirmation policy and the security analyzer
+/// go back to their creation-time values, as the reference does when it loads a conversation;
+/// the flag returned says whether that changed the state. Blocking.
+fn load_docs(
+    dir: &Path,
+    id: Uuid,
+    cipher: Option<&Cipher>,
+    reset: bool,
+) -> std::io::Result<(Map<String, Value>, Map<String, Value>, bool)> {
+    let mut meta = match store::read_json(&dir.join("meta.json"))? {
+        Value::Object(m) => m,
+        _ => return Err(std::io::Error::other("meta.json is not an object")),
+    };
+    let mut state = match store::read_json(&dir.join("base_state.json")) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if let Some(agent) = state.get_mut("agent") {
+        crypto::map_secret_fields(agent, &|s| crypto::unseal(cipher, s));
+    }
+    if let Some(reg) = state.get_mut("secret_registry") {
+        crypto::map_registry(reg, &|s| crypto::unseal(cipher, s));
+    }
+    if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
+        for v in secrets.values_mut() {
+            if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+                v["value"] = crypto::unseal(cipher, s);
+            }
+        }
+    }
+    fill_state_defaults(&mut state, id, &meta);
+    let mut changed = false;
+    if reset {
+        for k in ["confirmation_policy", "security_analyzer"] {
+            if let Some(v) = meta.get(k) {
+                if (!v.is_null() || k == "security_analyzer") && state.get(k) != Some(v) {
+                    state.insert(k.into(), v.clone());
+                    changed = true;
+                }
+            }
+        }
+    }
+    Ok((state, meta, changed))
 }
 
 /// One conversation.
@@ -356,8 +447,12 @@ impl ConversationService {
             persistence_dir: persistence_dir_string(&self.root, &hex),
             cipher: self.cipher.clone(),
             inner: Mutex::new(Inner {
+                summary: Summary::of(&state, &meta),
                 state,
                 meta,
+                docs_loaded: true,
+                first_load: false,
+                dirty: false,
                 events: None,
                 clock: Clock::default(),
                 subscribers: Vec::new(),
@@ -378,48 +473,34 @@ impl ConversationService {
         }
     }
 
-    /// Loads one conversation directory (blocking; used at start-up).
+    /// Lists one conversation directory at start-up: only the summary is kept in memory; a
+    /// conversation that was running is loaded and recovered (blocking).
     fn load_dir(&self, dir: &Path) -> std::io::Result<Conversation> {
-        let cipher = self.cipher.as_deref();
-        let mut meta = match store::read_json(&dir.join("meta.json"))? {
-            Value::Object(m) => m,
-            _ => return Err(std::io::Error::other("meta.json is not an object")),
-        };
-        let hex = meta
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+        let meta: MetaHead = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_owned));
+        let hex = text(meta.id)
             .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default();
         let id = Uuid::parse_str(&hex).map_err(std::io::Error::other)?;
-        let mut state = match store::read_json(&dir.join("base_state.json")) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        if let Some(agent) = state.get_mut("agent") {
-            crypto::map_secret_fields(agent, &|s| crypto::unseal(cipher, s));
+        let state: Option<StateHead> = std::fs::read(dir.join("base_state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let conv = self.new_conversation(id, Map::new(), Map::new());
+        {
+            let mut inner = lock(&conv.inner);
+            inner.docs_loaded = false;
+            inner.first_load = true;
+            inner.summary = Summary {
+                status: text(state.and_then(|s| s.execution_status))
+                    .unwrap_or_else(|| status::IDLE.into())
+                    .into(),
+                created_at: text(meta.created_at).unwrap_or_default().into(),
+                updated_at: text(meta.updated_at).unwrap_or_default().into(),
+            };
         }
-        if let Some(reg) = state.get_mut("secret_registry") {
-            crypto::map_registry(reg, &|s| crypto::unseal(cipher, s));
-        }
-        if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
-            for v in secrets.values_mut() {
-                if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
-                    v["value"] = crypto::unseal(cipher, s);
-                }
-            }
-        }
-        fill_state_defaults(&mut state, id, &meta);
-        // The reference resets policy and analyzer to the creation-time values on load.
-        for k in ["confirmation_policy", "security_analyzer"] {
-            if let Some(v) = meta.get(k) {
-                if !v.is_null() || k == "security_analyzer" {
-                    state.insert(k.into(), v.clone());
-                }
-            }
-        }
-        let conv = self.new_conversation(id, state, meta);
         if conv.status() == status::RUNNING {
+            drop(conv.loaded());
             conv.recover_interrupted_run_blocking()?;
         }
         Ok(conv)
@@ -433,7 +514,7 @@ impl ConversationService {
     /// Every conversation, newest first.
     pub fn all(&self) -> Vec<Arc<Conversation>> {
         let mut v: Vec<_> = lock(&self.convs).values().cloned().collect();
-        v.sort_by_key(|c| std::cmp::Reverse(c.meta_str("created_at")));
+        v.sort_by_cached_key(|c| std::cmp::Reverse(c.sort_key("created_at")));
         v
     }
 
@@ -584,7 +665,7 @@ impl ConversationService {
             events.truncate(pos + 1);
         }
         let (mut state, mut meta) = {
-            let inner = lock(&source.inner);
+            let inner = source.loaded();
             (inner.state.clone(), inner.meta.clone())
         };
         let now = crate::util::utc_timestamp();
@@ -666,6 +747,9 @@ impl ConversationService {
                     return;
                 };
                 for conv in svc.all() {
+                    if conv.is_dirty() && conv.run_ctl().is_none() {
+                        let _ = conv.persist_state().await;
+                    }
                     if conv.release_if_idle(Duration::from_secs(ttl)) {
                         tracing::debug!(conversation = %conv.id, "released an idle conversation");
                     }
@@ -792,7 +876,11 @@ impl Conversation {
 
     /// `execution_status`.
     pub fn status(&self) -> String {
-        lock(&self.inner)
+        let inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            return inner.summary.status.to_string();
+        }
+        inner
             .state
             .get("execution_status")
             .and_then(Value::as_str)
@@ -800,25 +888,79 @@ impl Conversation {
             .to_string()
     }
 
+    /// `created_at` or `updated_at` (the keys search sorts by), without loading documents.
+    pub fn sort_key(&self, key: &str) -> String {
+        let inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            let v = if key == "created_at" {
+                &inner.summary.created_at
+            } else {
+                &inner.summary.updated_at
+            };
+            return v.to_string();
+        }
+        inner
+            .meta
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The inner state with the documents loaded (read from disk, blocking, when an idle
+    /// conversation is touched by a synchronous accessor; async paths load them first with
+    /// [`Self::ensure_docs`]). When they cannot be read the maps stay empty and unsaved.
+    fn loaded(&self) -> MutexGuard<'_, Inner> {
+        let mut inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            match load_docs(&self.dir, self.id, self.cipher.as_deref(), inner.first_load) {
+                Ok((state, meta, changed)) => install_docs(&mut inner, state, meta, changed),
+                Err(e) => {
+                    tracing::warn!(conversation = %self.id, error = %e, "cannot load the conversation")
+                }
+            }
+        }
+        inner
+    }
+
+    /// Loads the documents of an idle conversation from disk (off the runtime).
+    pub async fn ensure_docs(&self) -> std::io::Result<()> {
+        let reset = {
+            let inner = lock(&self.inner);
+            if inner.docs_loaded {
+                return Ok(());
+            }
+            inner.first_load
+        };
+        let _l = self.load_lock.lock().await;
+        if lock(&self.inner).docs_loaded {
+            return Ok(());
+        }
+        let (dir, id, cipher) = (self.dir.clone(), self.id, self.cipher.clone());
+        let (state, meta, changed) =
+            tokio::task::spawn_blocking(move || load_docs(&dir, id, cipher.as_deref(), reset))
+                .await
+                .map_err(std::io::Error::other)??;
+        let mut inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            install_docs(&mut inner, state, meta, changed);
+        }
+        Ok(())
+    }
+
     /// A state field.
     pub fn state_value(&self, key: &str) -> Option<Value> {
-        lock(&self.inner).state.get(key).cloned()
+        self.loaded().state.get(key).cloned()
     }
 
     /// A metadata field.
     pub fn meta_value(&self, key: &str) -> Option<Value> {
-        lock(&self.inner).meta.get(key).cloned()
-    }
-
-    fn meta_str(&self, key: &str) -> String {
-        self.meta_value(key)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        self.loaded().meta.get(key).cloned()
     }
 
     /// The working directory of the workspace.
     pub fn working_dir(&self) -> String {
-        lock(&self.inner)
+        self.loaded()
             .state
             .get("workspace")
             .and_then(|w| w.get("working_dir"))
@@ -839,7 +981,7 @@ impl Conversation {
 
     /// Secret name → plaintext value, for tools and masking.
     pub fn secret_values(&self) -> Vec<(String, String)> {
-        let inner = lock(&self.inner);
+        let inner = self.loaded();
         let mut out = Vec::new();
         if let Some(src) = inner
             .state
@@ -874,6 +1016,17 @@ impl Conversation {
         lock(&self.inner).run.clone()
     }
 
+    /// Whether the documents are in memory.
+    #[cfg(test)]
+    pub(crate) fn docs_loaded(&self) -> bool {
+        lock(&self.inner).docs_loaded
+    }
+
+    /// Whether the state has changes not yet written to `base_state.json`.
+    fn is_dirty(&self) -> bool {
+        lock(&self.inner).dirty
+    }
+
     /// True once deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
@@ -894,97 +1047,35 @@ impl Conversation {
     // ----- views -------------------------------------------------------------------------
 
     fn state_view(&self, secrets: SecretView, include_skills: bool) -> Map<String, Value> {
-        let mut state = lock(&self.inner).state.clone();
-        state.insert("persistence_dir".into(), json!(self.persistence_dir));
-        let f: &dyn Fn(&str) -> Value = match secrets {
-            SecretView::Null => &|_| Value::Null,
-            SecretView::Masked => &|_| Value::String(MASK.into()),
-        };
-        if let Some(agent) = state.get_mut("agent") {
-            crypto::map_secret_fields(agent, f);
-            if !include_skills {
-                if let Some(ctx) = agent
-                    .get_mut("agent_context")
-                    .and_then(Value::as_object_mut)
-                {
-                    if ctx.contains_key("skills") {
-                        ctx.insert("skills".into(), json!([]));
-                    }
-                }
-            }
-        }
-        if let Some(reg) = state.get_mut("secret_registry") {
-            crypto::map_registry(reg, f);
-        }
-        state
+        let state = self.loaded().state.clone();
+        view_state(state, &self.persistence_dir, secrets, include_skills)
     }
 
     /// `ConversationInfo` as REST returns it.
     pub fn info(&self, include_skills: bool, with_runtime: bool) -> Value {
-        let state = self.state_view(SecretView::Null, include_skills);
-        let meta = lock(&self.inner).meta.clone();
-        let s = |k: &str| state.get(k).cloned().unwrap_or(Value::Null);
-        let m = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
-        let mut out = Map::new();
-        for k in [
-            "id",
-            "workspace",
-            "persistence_dir",
-            "max_iterations",
-            "stuck_detection",
-            "execution_status",
-            "confirmation_policy",
-            "security_analyzer",
-            "activated_knowledge_skills",
-            "invoked_skills",
-            "blocked_actions",
-            "blocked_messages",
-            "last_user_message_id",
-            "leaf_event_id",
-            "stats",
-            "secret_registry",
-            "agent_state",
-            "hook_config",
-        ] {
-            out.insert(k.into(), s(k));
-        }
-        for k in [
-            "title",
-            "metrics",
-            "created_at",
-            "updated_at",
-            "forked_from_conversation_id",
-            "forked_from_event_id",
-            "parent_conversation_id",
-        ] {
-            out.insert(k.into(), m(k));
-        }
-        out.insert("sub_conversation_ids".into(), json!([]));
-        out.insert("tags".into(), s("tags"));
-        out.insert("current_model_id".into(), Value::Null);
-        out.insert("available_models".into(), json!([]));
-        out.insert("supports_runtime_model_switch".into(), json!(false));
-        out.insert("launched_agent_profile".into(), m("launched_agent_profile"));
-        out.insert("agent".into(), s("agent"));
-        out.insert(
-            "client_tools".into(),
-            meta.get("client_tools").cloned().unwrap_or(json!([])),
+        let (state, meta) = {
+            let inner = self.loaded();
+            (inner.state.clone(), inner.meta.clone())
+        };
+        let state = view_state(
+            state,
+            &self.persistence_dir,
+            SecretView::Null,
+            include_skills,
         );
-        out.insert(
-            "tool_module_qualnames".into(),
-            meta.get("tool_module_qualnames")
-                .cloned()
-                .unwrap_or(json!({})),
-        );
-        out.insert(
-            "runtime_info".into(),
-            if with_runtime {
-                json!({"runtime_status": "available", "can_resume": true, "runtime_error": null})
-            } else {
-                Value::Null
-            },
-        );
-        Value::Object(out)
+        info_of(state, meta, with_runtime)
+    }
+
+    /// [`Self::info`] without keeping an idle conversation's documents in memory: they are
+    /// read from disk for this answer only.
+    pub async fn info_view(
+        self: &Arc<Self>,
+        include_skills: bool,
+        with_runtime: bool,
+    ) -> std::io::Result<Value> {
+        let mut out = infos(std::slice::from_ref(self), include_skills, with_runtime).await?;
+        out.pop()
+            .ok_or_else(|| std::io::Error::other("no conversation info"))
     }
 
     /// The `full_state` value (WebSocket form: secrets masked, nulls omitted).
@@ -1003,12 +1094,16 @@ impl Conversation {
 
     async fn save_state(&self) -> std::io::Result<()> {
         let (mut state, cipher) = {
-            let inner = lock(&self.inner);
+            let mut inner = self.loaded();
+            if !inner.docs_loaded {
+                return Err(not_loaded());
+            }
+            inner.dirty = false;
             (inner.state.clone(), self.cipher.clone())
         };
         state.insert("persistence_dir".into(), json!(self.persistence_dir));
         let path = self.dir.join("base_state.json");
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let c = cipher.as_deref();
             if let Some(agent) = state.get_mut("agent") {
                 crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
@@ -1021,13 +1116,21 @@ impl Conversation {
             store::write_json(&path, &Value::Object(state))
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        if written.is_err() {
+            lock(&self.inner).dirty = true;
+        }
+        written
     }
 
     /// Writes `meta.json`.
     pub async fn save_meta(&self) -> std::io::Result<()> {
         let (mut meta, cipher) = {
-            let inner = lock(&self.inner);
+            let inner = self.loaded();
+            if !inner.docs_loaded {
+                return Err(not_loaded());
+            }
             (inner.meta.clone(), self.cipher.clone())
         };
         let path = self.dir.join("meta.json");
@@ -1048,6 +1151,7 @@ impl Conversation {
 
     /// Loads the event log from disk on first use.
     pub async fn ensure_events(&self) -> std::io::Result<()> {
+        self.ensure_docs().await?;
         {
             let mut inner = lock(&self.inner);
             inner.last_used = std::time::Instant::now();
@@ -1068,7 +1172,7 @@ impl Conversation {
     }
 
     fn install_events(&self, loaded: Vec<Value>) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.loaded();
         for e in &loaded {
             if let Some(ts) = events::str_field(e, "timestamp") {
                 inner.clock.observe(ts);
@@ -1101,8 +1205,8 @@ impl Conversation {
         Err(std::io::Error::other("the event log could not be loaded"))
     }
 
-    /// Releases the in-memory log and tools of a conversation idle for `ttl` (no run, no
-    /// subscriber). Returns true when released.
+    /// Releases the in-memory log, documents and tools of a conversation idle for `ttl` (no
+    /// run, no subscriber, nothing unsaved); only its summary stays. Returns true when released.
     pub fn release_if_idle(&self, ttl: Duration) -> bool {
         let Ok(_w) = self.write_lock.try_lock() else {
             return false;
@@ -1113,13 +1217,20 @@ impl Conversation {
         let mut inner = lock(&self.inner);
         if inner.run.is_some()
             || !inner.subscribers.is_empty()
-            || inner.events.is_none()
+            || (inner.events.is_none() && !inner.docs_loaded)
+            || inner.dirty
             || inner.last_used.elapsed() < ttl
         {
             return false;
         }
         inner.events = None;
         inner.llm_texts.clear();
+        if inner.docs_loaded {
+            inner.summary = Summary::of(&inner.state, &inner.meta);
+            inner.state = Map::new();
+            inner.meta = Map::new();
+            inner.docs_loaded = false;
+        }
         drop(inner);
         if let Some(rt) = rt.take() {
             tokio::spawn(async move {
@@ -1141,7 +1252,7 @@ impl Conversation {
     async fn append_locked(&self, body: Value) -> std::io::Result<Value> {
         self.ensure_events().await?;
         let (ev, index) = {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.loaded();
             let id = crate::util::dashed_id();
             let ts = inner.clock.tick();
             let n = inner.events.as_ref().map_or(0, Vec::len);
@@ -1168,7 +1279,7 @@ impl Conversation {
                 .map_err(std::io::Error::other)??;
         }
         let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
-        let mut inner = lock(&self.inner);
+        let mut inner = self.loaded();
         if events::moves_head(&ev) {
             inner
                 .state
@@ -1187,7 +1298,7 @@ impl Conversation {
         self.ensure_events().await?;
         let _w = self.write_lock.lock().await;
         {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.loaded();
             for (k, v) in &fields {
                 inner.state.insert((*k).to_string(), v.clone());
             }
@@ -1197,6 +1308,8 @@ impl Conversation {
         let only_stats = fields.iter().all(|(k, _)| *k == "stats");
         if !self.is_deleted() && !only_stats {
             self.save_state().await?;
+        } else {
+            lock(&self.inner).dirty = true;
         }
         if emit {
             for (k, v) in fields {
@@ -1236,7 +1349,8 @@ impl Conversation {
         latency: f64,
     ) -> std::io::Result<()> {
         let stats_now = {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.loaded();
+            inner.dirty = true;
             let s = inner
                 .state
                 .entry("stats")
@@ -1249,7 +1363,8 @@ impl Conversation {
 
     /// Registers LLM usage ids in the stats (without an event).
     pub fn register_usage(&self, usage_id: &str, model: &str) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.loaded();
+        inner.dirty = true;
         let s = inner
             .state
             .entry("stats")
@@ -1399,7 +1514,7 @@ impl Conversation {
 
     fn maybe_autotitle(self: &Arc<Self>, first: &Value) {
         let should = {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.loaded();
             let want = inner
                 .meta
                 .get("autotitle")
@@ -1426,7 +1541,7 @@ impl Conversation {
         tags: Option<Map<String, Value>>,
     ) -> std::io::Result<()> {
         {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.loaded();
             if let Some(t) = title {
                 inner.meta.insert("title".into(), json!(t));
             }
@@ -1573,7 +1688,7 @@ impl Conversation {
     /// Updates the secret registry (no event, like the reference).
     pub async fn update_secrets(&self, secrets: Map<String, Value>) -> std::io::Result<()> {
         let reg = {
-            let inner = lock(&self.inner);
+            let inner = self.loaded();
             let mut reg = inner
                 .state
                 .get("secret_registry")
@@ -1622,7 +1737,7 @@ impl Conversation {
             "execution_status",
             json!(status::ERROR),
         ));
-        let mut inner = lock(&self.inner);
+        let mut inner = self.loaded();
         inner
             .state
             .insert("execution_status".into(), json!(status::ERROR));
@@ -1664,6 +1779,168 @@ impl Conversation {
         let state: Map<String, Value> = state.into_iter().filter(|(_, v)| !v.is_null()).collect();
         store::write_json(&self.dir.join("base_state.json"), &Value::Object(state))
     }
+}
+
+/// The state as clients see it: `persistence_dir` set, secrets nulled or masked, skills
+/// emptied unless asked for.
+fn view_state(
+    mut state: Map<String, Value>,
+    persistence_dir: &str,
+    secrets: SecretView,
+    include_skills: bool,
+) -> Map<String, Value> {
+    state.insert("persistence_dir".into(), json!(persistence_dir));
+    let f: &dyn Fn(&str) -> Value = match secrets {
+        SecretView::Null => &|_| Value::Null,
+        SecretView::Masked => &|_| Value::String(MASK.into()),
+    };
+    if let Some(agent) = state.get_mut("agent") {
+        crypto::map_secret_fields(agent, f);
+        if !include_skills {
+            if let Some(ctx) = agent
+                .get_mut("agent_context")
+                .and_then(Value::as_object_mut)
+            {
+                if ctx.contains_key("skills") {
+                    ctx.insert("skills".into(), json!([]));
+                }
+            }
+        }
+    }
+    if let Some(reg) = state.get_mut("secret_registry") {
+        crypto::map_registry(reg, f);
+    }
+    state
+}
+
+/// `ConversationInfo` from a viewed state and the metadata.
+fn info_of(
+    mut state: Map<String, Value>,
+    mut meta: Map<String, Value>,
+    with_runtime: bool,
+) -> Value {
+    let mut s = |k: &str| state.remove(k).unwrap_or(Value::Null);
+    let mut out = Map::new();
+    for k in [
+        "id",
+        "workspace",
+        "persistence_dir",
+        "max_iterations",
+        "stuck_detection",
+        "execution_status",
+        "confirmation_policy",
+        "security_analyzer",
+        "activated_knowledge_skills",
+        "invoked_skills",
+        "blocked_actions",
+        "blocked_messages",
+        "last_user_message_id",
+        "leaf_event_id",
+        "stats",
+        "secret_registry",
+        "agent_state",
+        "hook_config",
+    ] {
+        out.insert(k.into(), s(k));
+    }
+    for k in [
+        "title",
+        "metrics",
+        "created_at",
+        "updated_at",
+        "forked_from_conversation_id",
+        "forked_from_event_id",
+        "parent_conversation_id",
+    ] {
+        out.insert(k.into(), meta.remove(k).unwrap_or(Value::Null));
+    }
+    out.insert("sub_conversation_ids".into(), json!([]));
+    out.insert("tags".into(), s("tags"));
+    out.insert("current_model_id".into(), Value::Null);
+    out.insert("available_models".into(), json!([]));
+    out.insert("supports_runtime_model_switch".into(), json!(false));
+    let mut m = |k: &str, default: Value| meta.remove(k).unwrap_or(default);
+    out.insert(
+        "launched_agent_profile".into(),
+        m("launched_agent_profile", Value::Null),
+    );
+    out.insert("agent".into(), s("agent"));
+    out.insert("client_tools".into(), m("client_tools", json!([])));
+    out.insert(
+        "tool_module_qualnames".into(),
+        m("tool_module_qualnames", json!({})),
+    );
+    out.insert(
+        "runtime_info".into(),
+        if with_runtime {
+            json!({"runtime_status": "available", "can_resume": true, "runtime_error": null})
+        } else {
+            Value::Null
+        },
+    );
+    Value::Object(out)
+}
+
+/// `ConversationInfo` of each conversation, in order. Idle conversations are read from disk
+/// (all in one blocking task) and stay unloaded.
+pub async fn infos(
+    convs: &[Arc<Conversation>],
+    include_skills: bool,
+    with_runtime: bool,
+) -> std::io::Result<Vec<Value>> {
+    let mut out: Vec<Option<Value>> = Vec::with_capacity(convs.len());
+    let mut cold = Vec::new();
+    for (i, c) in convs.iter().enumerate() {
+        let inner = lock(&c.inner);
+        if inner.docs_loaded {
+            drop(inner);
+            out.push(Some(c.info(include_skills, with_runtime)));
+        } else {
+            cold.push((i, c.clone(), inner.first_load));
+            out.push(None);
+        }
+    }
+    if !cold.is_empty() {
+        let read = tokio::task::spawn_blocking(move || {
+            cold.into_iter()
+                .map(|(i, c, reset)| {
+                    let (state, meta, _) = load_docs(&c.dir, c.id, c.cipher.as_deref(), reset)?;
+                    let state =
+                        view_state(state, &c.persistence_dir, SecretView::Null, include_skills);
+                    Ok((i, info_of(state, meta, with_runtime)))
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        for (i, v) in read {
+            out[i] = Some(v);
+        }
+        crate::util::trim_heap_soon();
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+fn not_loaded() -> std::io::Error {
+    std::io::Error::other("the conversation's files could not be read; they are left as they are")
+}
+
+/// Puts freshly read documents in place.
+fn install_docs(
+    inner: &mut Inner,
+    mut state: Map<String, Value>,
+    meta: Map<String, Value>,
+    changed: bool,
+) {
+    // HEAD is derived from the log when it is in memory (the log is written first).
+    if let Some(leaf) = inner.state.get("leaf_event_id").filter(|v| !v.is_null()) {
+        state.insert("leaf_event_id".into(), leaf.clone());
+    }
+    inner.state = state;
+    inner.meta = meta;
+    inner.docs_loaded = true;
+    inner.first_load = false;
+    inner.dirty |= changed;
 }
 
 /// Sends `text` to every subscriber; a full queue disconnects that subscriber.

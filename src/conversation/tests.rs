@@ -754,3 +754,61 @@ async fn idle_conversations_release_memory_and_reload_on_use() {
     );
     assert_eq!(ids(&evs[..before.len()]), ids(&before));
 }
+
+#[tokio::test]
+async fn listed_conversations_keep_a_summary_and_are_read_from_disk_on_demand() {
+    let fx = fixture();
+    let (id, other, created_at) = {
+        let svc = ConversationService::open(fx.root.clone(), Some("k1"), 4).expect("open");
+        let conv = create(
+            &svc,
+            &fx,
+            json!({"autotitle": false, "tags": {"team": "a"}}),
+        )
+        .await;
+        install(&conv, FakeLlm::new(vec![Reply::Text("hello")], None)).await;
+        conv.send_message(msg("hi"), false).await.expect("send");
+        run_to_end(&conv).await;
+        conv.set_title(Some("First".into()), None)
+            .await
+            .expect("title");
+        let other = create(&svc, &fx, json!({"autotitle": false})).await.id;
+        let created_at = conv.sort_key("created_at");
+        (conv.id, other, created_at)
+    };
+    // After a restart only a summary is in memory: status and sort keys come from it.
+    let svc = ConversationService::open(fx.root.clone(), Some("k1"), 4).expect("reopen");
+    let conv = svc.get(&id).expect("listed");
+    assert!(!conv.docs_loaded());
+    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.sort_key("created_at"), created_at);
+    // REST views read the files for the answer only.
+    let second = svc.get(&other).expect("listed");
+    let infos = super::service::infos(&[second.clone(), conv.clone()], false, true)
+        .await
+        .expect("infos");
+    assert_eq!(infos[0]["id"], json!(other.to_string()));
+    assert_eq!(infos[1]["title"], "First");
+    assert_eq!(infos[1]["tags"], json!({"team": "a"}));
+    assert_eq!(infos[1]["agent"]["llm"]["api_key"], Value::Null);
+    let cost = infos[1]["stats"]["usage_to_metrics"]["agent"]["accumulated_cost"].clone();
+    assert!(
+        cost.as_f64().is_some_and(|c| c > 0.0),
+        "stats on disk: {cost}"
+    );
+    assert!(!conv.docs_loaded() && !second.docs_loaded());
+    // Using it loads the documents (secrets decrypted) and keeps them.
+    assert_eq!(conv.agent_json()["llm"]["api_key"], "sk-secret");
+    assert!(conv.docs_loaded());
+    assert_eq!(conv.info(false, true), infos[1]);
+    // Unsaved stats keep it in memory until they are written.
+    conv.register_usage("extra", "openai/other");
+    assert!(!conv.release_if_idle(Duration::ZERO));
+    conv.persist_state().await.expect("persist");
+    assert!(conv.release_if_idle(Duration::ZERO));
+    assert!(!conv.docs_loaded());
+    assert_eq!(conv.status(), status::FINISHED);
+    let stats = conv.state_value("stats").expect("stats");
+    assert!(stats["usage_to_metrics"].get("extra").is_some(), "{stats}");
+    assert_eq!(conv.meta_value("title"), Some(json!("First")));
+}

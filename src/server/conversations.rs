@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::conversation::{agent, events, status, Conversation, ConversationError};
+use crate::conversation::{agent, events, service, status, Conversation, ConversationError};
 use crate::error::{ApiError, ValidJson, ValidPath, ValidQuery, ValidationIssue};
 
 /// Maps a domain error to the HTTP error of the conversation routes.
@@ -82,7 +82,9 @@ async fn get_conversation(
     ValidPath(id): ValidPath<Uuid>,
     ValidQuery(q): ValidQuery<SkillsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(find(&state, &id)?.info(q.include_skills, true)))
+    let conv = find(&state, &id)?;
+    let info = conv.info_view(q.include_skills, true).await;
+    Ok(Json(info.map_err(io_error)?))
 }
 
 /// Batch get: `?ids=..&ids=..` → `[ConversationInfo|null]` in request order.
@@ -116,7 +118,7 @@ async fn batch_get(
             "List should have at most 99 items",
         )]));
     }
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     for raw_id in ids {
         let id = Uuid::parse_str(&raw_id).map_err(|_| {
             ApiError::Validation(vec![ValidationIssue::new(
@@ -126,13 +128,17 @@ async fn batch_get(
             )
             .with_input(raw_id.clone())])
         })?;
-        out.push(
-            state
-                .conversations
-                .get(&id)
-                .map_or(Value::Null, |c| c.info(include_skills, true)),
-        );
+        found.push(state.conversations.get(&id));
     }
+    let convs: Vec<Arc<Conversation>> = found.iter().flatten().cloned().collect();
+    let mut infos = service::infos(&convs, include_skills, true)
+        .await
+        .map_err(io_error)?
+        .into_iter();
+    let out = found
+        .iter()
+        .map(|c| c.as_ref().and(infos.next()).unwrap_or(Value::Null))
+        .collect();
     Ok(Json(Value::Array(out)))
 }
 
@@ -250,14 +256,7 @@ async fn search(
     };
     let mut items: Vec<(String, Arc<Conversation>)> = filtered(&state, &q.status)
         .into_iter()
-        .map(|c| {
-            (
-                c.meta_value(key)
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                c,
-            )
-        })
+        .map(|c| (c.sort_key(key), c))
         .collect();
     items.sort_by(|a, b| a.0.cmp(&b.0));
     if order.ends_with("_DESC") {
@@ -272,12 +271,15 @@ async fn search(
                 .position(|(_, c)| c.id.simple().to_string() == p)
         })
         .unwrap_or(0);
-    let page: Vec<Value> = items
+    let page: Vec<Arc<Conversation>> = items
         .iter()
         .skip(start)
         .take(limit)
-        .map(|(_, c)| c.info(q.include_skills, true))
+        .map(|(_, c)| c.clone())
         .collect();
+    let page = service::infos(&page, q.include_skills, true)
+        .await
+        .map_err(io_error)?;
     let next = items
         .get(start + limit)
         .map(|(_, c)| json!(c.id.simple().to_string()))
