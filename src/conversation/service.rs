@@ -161,12 +161,7 @@ struct StateHead {
 /// `reset` (the first load after start-up) the confirmation policy and the security analyzer
 /// go back to their creation-time values, as the reference does when it loads a conversation;
 /// the flag returned says whether that changed the state. Blocking.
-fn load_docs(
-    dir: &Path,
-    id: Uuid,
-    cipher: Option<&Cipher>,
-    reset: bool,
-) -> std::io::Result<(Map<String, Value>, Map<String, Value>, bool)> {
+fn load_docs(dir: &Path, id: Uuid, cipher: Option<&Cipher>, reset: bool) -> std::io::Result<Docs> {
     let mut meta = match store::read_json(&dir.join("meta.json"))? {
         Value::Object(m) => m,
         _ => return Err(std::io::Error::other("meta.json is not an object")),
@@ -200,7 +195,19 @@ fn load_docs(
             }
         }
     }
-    Ok((state, meta, changed))
+    Ok(Docs {
+        state,
+        meta,
+        changed,
+    })
+}
+
+/// A conversation's documents as read from disk.
+struct Docs {
+    state: Map<String, Value>,
+    meta: Map<String, Value>,
+    /// The first-load reset changed the state (it must be written before it is dropped).
+    changed: bool,
 }
 
 /// One conversation.
@@ -914,7 +921,7 @@ impl Conversation {
         let mut inner = lock(&self.inner);
         if !inner.docs_loaded {
             match load_docs(&self.dir, self.id, self.cipher.as_deref(), inner.first_load) {
-                Ok((state, meta, changed)) => install_docs(&mut inner, state, meta, changed),
+                Ok(docs) => install_docs(&mut inner, docs),
                 Err(e) => {
                     tracing::warn!(conversation = %self.id, error = %e, "cannot load the conversation")
                 }
@@ -937,13 +944,13 @@ impl Conversation {
             return Ok(());
         }
         let (dir, id, cipher) = (self.dir.clone(), self.id, self.cipher.clone());
-        let (state, meta, changed) =
+        let docs =
             tokio::task::spawn_blocking(move || load_docs(&dir, id, cipher.as_deref(), reset))
                 .await
                 .map_err(std::io::Error::other)??;
         let mut inner = lock(&self.inner);
         if !inner.docs_loaded {
-            install_docs(&mut inner, state, meta, changed);
+            install_docs(&mut inner, docs);
         }
         Ok(())
     }
@@ -1904,10 +1911,14 @@ pub async fn infos(
         let read = tokio::task::spawn_blocking(move || {
             cold.into_iter()
                 .map(|(i, c, reset)| {
-                    let (state, meta, _) = load_docs(&c.dir, c.id, c.cipher.as_deref(), reset)?;
-                    let state =
-                        view_state(state, &c.persistence_dir, SecretView::Null, include_skills);
-                    Ok((i, info_of(state, meta, with_runtime)))
+                    let d = load_docs(&c.dir, c.id, c.cipher.as_deref(), reset)?;
+                    let state = view_state(
+                        d.state,
+                        &c.persistence_dir,
+                        SecretView::Null,
+                        include_skills,
+                    );
+                    Ok((i, info_of(state, d.meta, with_runtime)))
                 })
                 .collect::<std::io::Result<Vec<_>>>()
         })
@@ -1926,12 +1937,12 @@ fn not_loaded() -> std::io::Error {
 }
 
 /// Puts freshly read documents in place.
-fn install_docs(
-    inner: &mut Inner,
-    mut state: Map<String, Value>,
-    meta: Map<String, Value>,
-    changed: bool,
-) {
+fn install_docs(inner: &mut Inner, docs: Docs) {
+    let Docs {
+        mut state,
+        meta,
+        changed,
+    } = docs;
     // HEAD is derived from the log when it is in memory (the log is written first).
     if let Some(leaf) = inner.state.get("leaf_event_id").filter(|v| !v.is_null()) {
         state.insert("leaf_event_id".into(), leaf.clone());
