@@ -14,9 +14,11 @@ use agent_server::server::{serve, AppState};
 /// its own arena of freed buffers: after a large transfer the resident set stays tens of MiB
 /// above the working set. Two arenas keep the peak bounded at no measurable cost.
 const MALLOC_ARENAS: i32 = 2;
+/// Allocations from this size on get their own mapping (see `tune_malloc`).
+const MMAP_THRESHOLD: i32 = 256 * 1024;
 
 fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    tune_malloc();
     if std::env::args_os().nth(1).is_some_and(|a| a == "launch") {
         std::process::exit(agent_server::client::launch::main(
             std::env::args_os().skip(2).collect(),
@@ -87,16 +89,22 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// Caps glibc's malloc arenas before any thread starts (no-op where the variable is already set).
+/// Tunes glibc's malloc before any thread starts: at most `MALLOC_ARENAS` arenas, and blocks of
+/// `MMAP_THRESHOLD` bytes or more always mapped on their own, so that the 1 MiB output chunks and
+/// transfer buffers go back to the system when freed instead of staying in an arena (glibc
+/// otherwise raises that threshold after the first such free). A tunable already set in the
+/// environment is left alone.
 #[allow(unsafe_code)]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
+fn tune_malloc() {
     // SAFETY: mallopt only changes allocator tunables; it is called once, before the runtime
-    // starts any thread, with a valid parameter and value.
+    // starts any thread, with valid parameters and values.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        }
     }
 }

@@ -310,13 +310,27 @@ enum Piece {
 }
 
 const CHUNK: usize = 64 * 1024;
+/// Transfers from this size on give their allocator pages back when they end.
+const TRIM_AFTER: u64 = 1 << 20;
 
 /// Streams `pieces` from `file` in 64 KiB chunks (memory stays bounded whatever the size).
 fn body_from(file: tokio::fs::File, pieces: Vec<Piece>) -> Body {
+    let total: u64 = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::Copy { start, end, .. } => end.saturating_sub(*start),
+        })
+        .sum();
     let stream = futures::stream::unfold(
         (file, VecDeque::from(pieces)),
-        |(mut file, mut pieces)| async move {
-            let piece = pieces.pop_front()?;
+        move |(mut file, mut pieces)| async move {
+            let Some(piece) = pieces.pop_front() else {
+                if total >= TRIM_AFTER {
+                    crate::util::trim_heap_soon();
+                }
+                return None;
+            };
             match piece {
                 Piece::Bytes(b) => Some((Ok(b), (file, pieces))),
                 Piece::Copy { start, end, seek } => {
@@ -534,7 +548,12 @@ async fn upload_file(
                     return e.into_response();
                 }
                 return match files::upload(&path, field).await {
-                    Ok(r) => Json(r).into_response(),
+                    Ok(r) => {
+                        if r.file_size >= TRIM_AFTER {
+                            crate::util::trim_heap_soon();
+                        }
+                        Json(r).into_response()
+                    }
                     Err(e) => file_error(e),
                 };
             }
