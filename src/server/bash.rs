@@ -606,7 +606,8 @@ async fn bash_events_socket(
     if auth == SocketAuth::Refused {
         return StatusCode::FORBIDDEN.into_response();
     }
-    ws.on_upgrade(move |socket| serve_socket(socket, state, auth, params.resend_all))
+    super::small_socket(ws)
+        .on_upgrade(move |socket| serve_socket(socket, state, auth, params.resend_all))
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -661,6 +662,11 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
         close(&mut socket, 1013, "Too many bash event connections").await;
         return;
     };
+    // Commands from frames start on their own tasks (at most STARTS_IN_FLIGHT at once), so a
+    // client with many commands in flight is not served one spawn at a time; failures to start
+    // come back here to be reported on the socket.
+    let starts = std::sync::Arc::new(tokio::sync::Semaphore::new(STARTS_IN_FLIGHT));
+    let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<String>(STARTS_IN_FLIGHT);
     if resend {
         let mut replay = state.bash.replay();
         while let Some(json) = replay.next().await {
@@ -687,11 +693,34 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
                     return;
                 }
             },
+            Some(error) = failed.recv() => {
+                if !send_error(&mut socket, "RuntimeError", error).await {
+                    return;
+                }
+            }
             frame = socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if !handle_frame(&mut socket, &state, text.as_str()).await {
+                    let request = match parse_frame(text.as_str()) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => continue,
+                        Err((kind, detail)) => {
+                            if !send_error(&mut socket, kind, detail).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    state.activity.touch();
+                    let Ok(permit) = starts.clone().acquire_owned().await else {
                         return;
-                    }
+                    };
+                    let (bash, failed_tx) = (state.bash.clone(), failed_tx.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = bash.start(request).await {
+                            let _ = failed_tx.send(e.to_string()).await;
+                        }
+                        drop(permit);
+                    });
                 }
                 Some(Ok(Message::Binary(_))) => {
                     if !send_error(&mut socket, "KeyError", "'text'".into()).await {
@@ -705,26 +734,20 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
     }
 }
 
-/// Handles one inbound text frame; false when the socket is gone.
-async fn handle_frame(socket: &mut WebSocket, state: &AppState, text: &str) -> bool {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return send_error(socket, "JSONDecodeError", e.to_string()).await,
-    };
+/// Most commands one socket may be starting at once.
+const STARTS_IN_FLIGHT: usize = 32;
+
+/// Parses one inbound text frame: a command to start, `None` for an auth frame, or the error
+/// (kind, detail) to send back.
+fn parse_frame(text: &str) -> Result<Option<ExecuteBashRequest>, (&'static str, String)> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ("JSONDecodeError", e.to_string()))?;
     if super::is_auth_frame(&value) {
-        return true;
+        return Ok(None);
     }
-    let request = match parse_execute_request(value) {
-        Ok(r) => r,
-        Err(issues) => {
-            return send_error(socket, "ValidationError", validation_text(&issues)).await;
-        }
-    };
-    state.activity.touch();
-    match state.bash.start(request).await {
-        Ok(_) => true,
-        Err(e) => send_error(socket, "RuntimeError", e.to_string()).await,
-    }
+    parse_execute_request(value)
+        .map(Some)
+        .map_err(|issues| ("ValidationError", validation_text(&issues)))
 }
 
 #[cfg(test)]

@@ -437,7 +437,7 @@ async fn socket(
     if auth == SocketAuth::Refused {
         return StatusCode::FORBIDDEN.into_response();
     }
-    ws.on_upgrade(move |socket| serve_socket(socket, state, id, q, auth))
+    super::small_socket(ws).on_upgrade(move |socket| serve_socket(socket, state, id, q, auth))
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {

@@ -127,6 +127,12 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(events::router())
 }
 
+/// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in
+/// kilobytes each (larger messages still go through; the buffers grow for them).
+fn small_socket(ws: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
+    ws.read_buffer_size(8 * 1024).write_buffer_size(8 * 1024)
+}
+
 /// The OpenAPI document generated from the routes.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
