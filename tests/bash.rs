@@ -316,7 +316,7 @@ async fn execute_joins_everything_and_honours_cwd() {
     );
     assert_eq!(out["exit_code"], 0);
     // Invalid UTF-8 is replaced; multi-byte characters survive chunking (3 MB of them).
-    let out = execute(&srv, json!({"command": "printf 'a\\xffb'"})).await;
+    let out = execute(&srv, json!({"command": "printf 'a\\377b'"})).await;
     assert_eq!(out["stdout"], "a\u{fffd}b");
     let out = execute(&srv, json!({"command": "yes 'é€😀' | head -n 300000"})).await;
     let stdout = out["stdout"].as_str().unwrap();
@@ -511,14 +511,14 @@ async fn events_survive_a_restart() {
         200,
         "a finished command from before the restart is known"
     );
-    // New events sort after the old ones.
-    let newer = start(&srv, json!({"command": "true"})).await;
+    // New events sort after the old ones (run to its end: no write is left in flight).
+    let newer = execute(&srv, json!({"command": "true"})).await;
     let (_, last) = search(
         &srv,
         "kind__eq=BashCommand&sort_order=TIMESTAMP_DESC&limit=1",
     )
     .await;
-    assert_eq!(last["items"][0]["id"], newer["id"]);
+    assert_eq!(last["items"][0]["id"], newer["command_id"]);
     assert!(!has_temp_files(events.path()));
 }
 

@@ -9,7 +9,7 @@ pub const DEFAULT_TIMEOUT_SECS: i64 = 300;
 /// A request to run one command (`POST /api/bash/start_bash_command`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecuteBashRequest {
-    /// The shell command, run with `bash -c`.
+    /// The shell command, run with `/bin/sh -c` (as the reference does).
     pub command: String,
     /// Working directory; `null` means the service's default.
     #[serde(default)]
