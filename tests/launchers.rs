@@ -1270,7 +1270,18 @@ fn launch_apptainer_prints_url_and_stops_on_sigterm() {
     )
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(143));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // The server is gone: its port stops answering (allowing the kernel a moment to close it).
+    let closed = (0..50).any(|_| {
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).is_err();
+        if !refused {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        refused
+    });
+    assert!(
+        closed,
+        "port {port} still answers 5 s after the launcher exited"
+    );
     let calls = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
     assert!(
         calls.contains("run --compat --no-mount hostfs --no-mount bind-paths --no-mount tmp"),
