@@ -96,9 +96,13 @@ pub(crate) struct Store {
     last_micros: Mutex<i64>,
     /// Resolves the orders of outputs found at start-up, once, on the first search needing them.
     orders_ready: tokio::sync::OnceCell<()>,
-    /// Serialises appends (stamp, write, index, announce), so events become visible in name
-    /// order: a reader paging by cursor never misses an event that lands behind it.
-    commit: tokio::sync::Mutex<()>,
+    /// Sequence number of the last append started (taken with its stamp, so sequence order is
+    /// name order).
+    next_seq: Mutex<u64>,
+    /// Sequence number of the last append made visible. Files are written concurrently, but an
+    /// event is indexed and announced only after every earlier one, so events become visible in
+    /// name order: a reader paging by cursor never misses an event that lands behind it.
+    published: tokio::sync::watch::Sender<u64>,
     /// Names of newly stored events, in name order, for live subscribers.
     announce: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Commands found at start-up with the name of their last output, checked once by
@@ -126,6 +130,32 @@ pub(crate) fn name_prefix(t: &DateTime<Utc>) -> String {
 }
 
 /// Locks a mutex, recovering from poisoning (the index stays usable after a panic elsewhere).
+/// One append's place in the publication order; dropping it (also on a panic) lets the next
+/// append publish.
+struct Turn<'a> {
+    published: &'a tokio::sync::watch::Sender<u64>,
+    seq: u64,
+}
+
+impl Turn<'_> {
+    /// Waits until every earlier append has been published.
+    async fn wait(&self) {
+        let mut rx = self.published.subscribe();
+        while *rx.borrow_and_update() + 1 < self.seq {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let seq = self.seq;
+        self.published.send_modify(|p| *p = (*p).max(seq));
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -184,7 +214,8 @@ impl Store {
             index: Mutex::new(index),
             last_micros: Mutex::new(0),
             orders_ready: tokio::sync::OnceCell::new(),
-            commit: tokio::sync::Mutex::new(()),
+            next_seq: Mutex::new(0),
+            published: tokio::sync::watch::Sender::new(0),
             announce,
         })
     }
@@ -196,13 +227,35 @@ impl Store {
     /// Stores the event `build` makes for a fresh stamp (written atomically, indexed, announced)
     /// and returns its file name and stamp.
     pub async fn append(
-        &self,
+        self: &Arc<Self>,
         build: impl FnOnce(&Stamp) -> BashEvent,
     ) -> std::io::Result<(Arc<str>, Stamp)> {
-        let _turn = self.commit.lock().await;
-        let stamp = self.stamp();
-        let name = self.save(&stamp, build(&stamp)).await?;
-        let _ = self.announce.send(name.clone());
+        let (seq, stamp) = {
+            let mut next = lock(&self.next_seq);
+            *next += 1;
+            (*next, self.stamp())
+        };
+        let event = build(&stamp);
+        let store = self.clone();
+        let task_stamp = stamp.clone();
+        // On its own task: once it has a sequence number it must publish it, even if the caller
+        // stops waiting, or every later append would wait forever.
+        let task = tokio::spawn(async move {
+            let turn = Turn {
+                published: &store.published,
+                seq,
+            };
+            let written = store.write(&task_stamp, event).await;
+            turn.wait().await;
+            let visible = written.map(|(name, meta)| {
+                lock(&store.index).insert(name.clone(), meta);
+                let _ = store.announce.send(name.clone());
+                name
+            });
+            drop(turn);
+            visible
+        });
+        let name = task.await.map_err(std::io::Error::other)??;
         Ok((name, stamp))
     }
 
@@ -227,8 +280,8 @@ impl Store {
         }
     }
 
-    /// Writes `event` atomically under the name built from `stamp`, then indexes it.
-    async fn save(&self, stamp: &Stamp, event: BashEvent) -> std::io::Result<Arc<str>> {
+    /// Writes `event` atomically under the name built from `stamp`; returns its index entry.
+    async fn write(&self, stamp: &Stamp, event: BashEvent) -> std::io::Result<(Arc<str>, Meta)> {
         let (name, meta) = match &event {
             BashEvent::Command(c) => (
                 format!("{}_BashCommand_{}", stamp.name_prefix, c.id),
@@ -255,9 +308,7 @@ impl Store {
         tokio::task::spawn_blocking(move || write_atomic(&dir, &file_name, &event))
             .await
             .map_err(std::io::Error::other)??;
-        let name: Arc<str> = Arc::from(name);
-        lock(&self.index).insert(name.clone(), meta);
-        Ok(name)
+        Ok((Arc::from(name), meta))
     }
 
     /// Reads one event file; `None` (and the name leaves the index) when it is gone or invalid.
@@ -588,5 +639,44 @@ mod tests {
             assert!(s.timestamp.ends_with('Z'));
             last = s.name_prefix;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_become_visible_in_name_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = tokio::sync::broadcast::channel(1024);
+        let store = Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append(|stamp| {
+                        BashEvent::Command(super::super::model::BashCommand {
+                            // every size of file, so writes finish out of order
+                            command: "x".repeat((i * 7919) % 200_000),
+                            cwd: None,
+                            timeout: 1,
+                            id: format!("{i:032x}"),
+                            timestamp: stamp.timestamp.clone(),
+                            kind: "BashCommand".into(),
+                        })
+                    })
+                    .await
+                    .expect("append")
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut announced = Vec::new();
+        while let Ok(name) = rx.try_recv() {
+            announced.push(name.to_string());
+        }
+        assert_eq!(announced.len(), 200);
+        let mut sorted = announced.clone();
+        sorted.sort();
+        assert_eq!(announced, sorted, "announced out of name order");
+        assert_eq!(lock(&store.index).by_name.len(), 200);
     }
 }
