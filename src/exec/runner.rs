@@ -29,8 +29,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(1);
 /// After SIGKILL, how long to wait for the pipes to close (a process that left the group may
 /// hold them) before finishing anyway.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
-/// Bytes read from a pipe at once.
+/// Bytes read from a pipe at once, once a stream has filled the first, small buffer.
 const READ_BYTES: usize = 64 * 1024;
+/// The first read buffer of each stream: most commands print little, and hundreds may run.
+const FIRST_READ_BYTES: usize = 4 * 1024;
 /// Environment variables never passed to commands (credentials of the server).
 const SENSITIVE_ENV: &[&str] = &[
     "SESSION_API_KEY",
@@ -209,6 +211,13 @@ async fn emit(
     head
 }
 
+/// A read that filled `buf` means a stream is busy: read [`READ_BYTES`] at a time from now on.
+fn grow_if_filled(buf: &mut Vec<u8>, read: usize) {
+    if read == buf.len() && buf.len() < READ_BYTES {
+        buf.resize(READ_BYTES, 0);
+    }
+}
+
 /// Sends `signal` to the process group `pgid` (already gone is fine).
 fn signal_group(pgid: Option<u32>, signal: Signal) {
     if let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) {
@@ -309,8 +318,8 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
         let _ = child.wait().await;
         return;
     };
-    let mut out_buf = vec![0u8; READ_BYTES];
-    let mut err_buf = vec![0u8; READ_BYTES];
+    let mut out_buf = vec![0u8; FIRST_READ_BYTES];
+    let mut err_buf = vec![0u8; FIRST_READ_BYTES];
     let (mut out_open, mut err_open) = (true, true);
     let mut status: Option<std::process::ExitStatus> = None;
     let timeout_at = deadline(command.timeout);
@@ -326,6 +335,7 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
             r = out.read(&mut out_buf), if out_open => match r {
                 Ok(n) if n > 0 => {
                     chunker.stdout.extend_from_slice(&out_buf[..n]);
+                    grow_if_filled(&mut out_buf, n);
                     flush_at.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
                 }
                 _ => out_open = false,
@@ -333,6 +343,7 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
             r = err.read(&mut err_buf), if err_open => match r {
                 Ok(n) if n > 0 => {
                     chunker.stderr.extend_from_slice(&err_buf[..n]);
+                    grow_if_filled(&mut err_buf, n);
                     flush_at.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
                 }
                 _ => err_open = false,

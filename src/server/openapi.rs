@@ -1,8 +1,10 @@
 //! `GET /openapi.json` (generated from the routes by utoipa) and a small `/docs` page.
 
+use axum::http::header::CONTENT_TYPE;
 use axum::response::Html;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+use bytes::Bytes;
 use utoipa::openapi::OpenApi;
 
 use super::AppState;
@@ -22,20 +24,36 @@ pub(super) fn base() -> OpenApi {
         .build()
 }
 
-/// `/openapi.json`, `/docs` and `/redoc` for `doc`.
+/// `/openapi.json`, `/docs` and `/redoc` for `doc`. The bodies are rendered once and shared
+/// (`Bytes`): handlers are cloned per request, and a captured document would be deep-copied.
 pub(super) fn router(doc: OpenApi) -> Router<AppState> {
-    let page = docs_page(&doc);
-    let json = serde_json::to_value(&doc).unwrap_or_default();
+    let page = Bytes::from(docs_page(&doc));
+    let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
     Router::new()
-        .route("/openapi.json", get(move || async move { Json(json) }))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], json) }
+            }),
+        )
         .route(
             "/docs",
             get({
                 let page = page.clone();
-                move || async move { Html(page) }
+                move || {
+                    let page = page.clone();
+                    async move { Html(page) }
+                }
             }),
         )
-        .route("/redoc", get(move || async move { Html(page) }))
+        .route(
+            "/redoc",
+            get(move || {
+                let page = page.clone();
+                async move { Html(page) }
+            }),
+        )
 }
 
 /// A self-contained HTML index of the operations (no CDN: sandboxes are often offline).
