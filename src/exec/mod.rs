@@ -27,7 +27,7 @@ pub use model::{
 pub use runner::{CHUNK_BYTES, FLUSH_AFTER, KILL_GRACE};
 
 use runner::Control;
-use store::{Stamp, Store};
+use store::{Announced, Stamp, Store};
 
 /// Most live subscribers (bash-events WebSockets) at once, as the reference.
 pub const MAX_SUBSCRIBERS: usize = 50;
@@ -66,8 +66,8 @@ pub(crate) struct Inner {
     default_cwd: Option<String>,
     /// Commands still running, by hex id. Short critical sections only, never across `.await`.
     running: Mutex<HashMap<String, Arc<Control>>>,
-    /// File names of newly stored events, for live subscribers (sent by the store).
-    events: broadcast::Sender<Arc<str>>,
+    /// Newly stored events, for live subscribers (sent by the store).
+    events: broadcast::Sender<Announced>,
     subscribers: Arc<AtomicUsize>,
     closed: AtomicBool,
     tasks: TaskTracker,
@@ -93,7 +93,7 @@ impl Inner {
 /// A live feed of newly stored events (see [`BashService::subscribe`]).
 #[derive(Debug)]
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<str>>,
+    rx: broadcast::Receiver<Announced>,
     /// An event received but not yet read from disk (keeps [`Subscription::next`] cancel-safe).
     pending: Option<Arc<str>>,
     store: Arc<Store>,
@@ -130,7 +130,10 @@ impl Subscription {
                 }
             }
             match self.rx.recv().await {
-                Ok(name) => self.pending = Some(name),
+                Ok(Announced {
+                    json: Some(json), ..
+                }) => return Received::Event(json.to_string()),
+                Ok(Announced { name, json: None }) => self.pending = Some(name),
                 Err(broadcast::error::RecvError::Lagged(n)) => return Received::Lagged(n),
                 Err(broadcast::error::RecvError::Closed) => return Received::Closed,
             }

@@ -18,6 +18,20 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// How much of an output file is read to find its `order` after a restart.
 const ORDER_PROBE_BYTES: usize = 4096;
 
+/// Events whose JSON is at most this long are announced with their text, so live subscribers
+/// send them without reading the file back (the announcement backlog then holds at most
+/// `backlog × INLINE_JSON_BYTES`).
+const INLINE_JSON_BYTES: usize = 2048;
+
+/// A newly stored event, as told to live subscribers.
+#[derive(Debug, Clone)]
+pub(crate) struct Announced {
+    /// The event's file name.
+    pub name: Arc<str>,
+    /// Its JSON as stored, when it is small (see [`INLINE_JSON_BYTES`]).
+    pub json: Option<Arc<str>>,
+}
+
 /// A time for a new event: its file-name prefix and its `timestamp` field.
 #[derive(Debug, Clone)]
 pub(crate) struct Stamp {
@@ -104,7 +118,7 @@ pub(crate) struct Store {
     /// name order: a reader paging by cursor never misses an event that lands behind it.
     published: tokio::sync::watch::Sender<u64>,
     /// Names of newly stored events, in name order, for live subscribers.
-    announce: tokio::sync::broadcast::Sender<Arc<str>>,
+    announce: tokio::sync::broadcast::Sender<Announced>,
     /// Commands found at start-up with the name of their last output, checked once by
     /// [`Store::take_interrupted`].
     found_commands: Mutex<Vec<FoundCommand>>,
@@ -165,7 +179,7 @@ impl Store {
     /// announced on `announce`.
     pub fn open(
         dir: PathBuf,
-        announce: tokio::sync::broadcast::Sender<Arc<str>>,
+        announce: tokio::sync::broadcast::Sender<Announced>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = Index::default();
@@ -247,9 +261,12 @@ impl Store {
             };
             let written = store.write(&task_stamp, event).await;
             turn.wait().await;
-            let visible = written.map(|(name, meta)| {
+            let visible = written.map(|(name, meta, json)| {
                 lock(&store.index).insert(name.clone(), meta);
-                let _ = store.announce.send(name.clone());
+                let _ = store.announce.send(Announced {
+                    name: name.clone(),
+                    json,
+                });
                 name
             });
             drop(turn);
@@ -280,8 +297,13 @@ impl Store {
         }
     }
 
-    /// Writes `event` atomically under the name built from `stamp`; returns its index entry.
-    async fn write(&self, stamp: &Stamp, event: BashEvent) -> std::io::Result<(Arc<str>, Meta)> {
+    /// Writes `event` atomically under the name built from `stamp`; returns its index entry and,
+    /// when it is small, its JSON.
+    async fn write(
+        &self,
+        stamp: &Stamp,
+        event: BashEvent,
+    ) -> std::io::Result<(Arc<str>, Meta, Option<Arc<str>>)> {
         let (name, meta) = match &event {
             BashEvent::Command(c) => (
                 format!("{}_BashCommand_{}", stamp.name_prefix, c.id),
@@ -305,10 +327,17 @@ impl Store {
         let dir = self.dir.clone();
         let file_name = name.clone();
         // Serialising a 1 MiB chunk and writing it is blocking work.
-        tokio::task::spawn_blocking(move || write_atomic(&dir, &file_name, &event))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok((Arc::from(name), meta))
+        let json = tokio::task::spawn_blocking(move || {
+            let bytes = write_atomic(&dir, &file_name, &event)?;
+            Ok::<_, std::io::Error>(if bytes.len() <= INLINE_JSON_BYTES {
+                String::from_utf8(bytes).ok().map(Arc::from)
+            } else {
+                None
+            })
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok((Arc::from(name), meta, json))
     }
 
     /// Reads one event file; `None` (and the name leaves the index) when it is gone or invalid.
@@ -561,7 +590,7 @@ impl Store {
 
 /// Writes `event` to `dir/.tmp-<name>` then renames it to `dir/<name>`, so a reader (or a
 /// restart after a crash) sees either the whole event or nothing.
-fn write_atomic(dir: &Path, name: &str, event: &BashEvent) -> std::io::Result<()> {
+fn write_atomic(dir: &Path, name: &str, event: &BashEvent) -> std::io::Result<Vec<u8>> {
     let bytes = serde_json::to_vec(event).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
     let result = (|| {
@@ -573,7 +602,7 @@ fn write_atomic(dir: &Path, name: &str, event: &BashEvent) -> std::io::Result<()
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| bytes)
 }
 
 /// The raw JSON token after `"key":` in the first bytes of a stored event (outputs put `order`
@@ -670,8 +699,14 @@ mod tests {
             t.await.expect("task");
         }
         let mut announced = Vec::new();
-        while let Ok(name) = rx.try_recv() {
-            announced.push(name.to_string());
+        while let Ok(a) = rx.try_recv() {
+            let a: Announced = a;
+            // Small events come with their JSON, exactly the file's content.
+            if let Some(json) = &a.json {
+                let on_disk = std::fs::read_to_string(dir.path().join(&*a.name)).expect("read");
+                assert_eq!(**json, on_disk);
+            }
+            announced.push(a.name.to_string());
         }
         assert_eq!(announced.len(), 200);
         let mut sorted = announced.clone();
