@@ -110,13 +110,10 @@ pub(crate) struct Store {
     last_micros: Mutex<i64>,
     /// Resolves the orders of outputs found at start-up, once, on the first search needing them.
     orders_ready: tokio::sync::OnceCell<()>,
-    /// Sequence number of the last append started (taken with its stamp, so sequence order is
-    /// name order).
-    next_seq: Mutex<u64>,
-    /// Sequence number of the last append made visible. Files are written concurrently, but an
-    /// event is indexed and announced only after every earlier one, so events become visible in
-    /// name order: a reader paging by cursor never misses an event that lands behind it.
-    published: tokio::sync::watch::Sender<u64>,
+    /// Appends waiting to be written, in stamp (= name) order. One drainer at a time writes,
+    /// indexes and announces them in that order, so events become visible in name order: a
+    /// reader paging by cursor never misses an event that lands behind it.
+    queue: Mutex<Queue>,
     /// Names of newly stored events, in name order, for live subscribers.
     announce: tokio::sync::broadcast::Sender<Announced>,
     /// Commands found at start-up with the name of their last output, checked once by
@@ -143,33 +140,56 @@ pub(crate) fn name_prefix(t: &DateTime<Utc>) -> String {
     t.format("%Y%m%d%H%M%S%6f").to_string()
 }
 
-/// Locks a mutex, recovering from poisoning (the index stays usable after a panic elsewhere).
-/// One append's place in the publication order; dropping it (also on a panic) lets the next
-/// append publish.
-struct Turn<'a> {
-    published: &'a tokio::sync::watch::Sender<u64>,
-    seq: u64,
+/// An event waiting to be written, and who waits for its file name.
+struct Job {
+    stamp: Stamp,
+    event: BashEvent,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<Arc<str>>>,
 }
 
-impl Turn<'_> {
-    /// Waits until every earlier append has been published.
-    async fn wait(&self) {
-        let mut rx = self.published.subscribe();
-        while *rx.borrow_and_update() + 1 < self.seq {
-            if rx.changed().await.is_err() {
-                return;
+/// The append queue. Its length is bounded by the appenders: each waits for its own event.
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<Job>,
+    /// A drainer is at work (on the blocking pool); it stops when the queue is empty.
+    draining: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("jobs", &self.jobs.len())
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+/// Hands the queue on if a drainer stops early (a panic): the next drainer takes the rest.
+struct DrainGuard<'a> {
+    store: &'a Arc<Store>,
+    finished: bool,
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let restart = {
+            let mut q = lock(&self.store.queue);
+            q.draining = !q.jobs.is_empty();
+            q.draining
+        };
+        if restart {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let store = self.store.clone();
+                rt.spawn_blocking(move || store.drain());
             }
         }
     }
 }
 
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let seq = self.seq;
-        self.published.send_modify(|p| *p = (*p).max(seq));
-    }
-}
-
+/// Locks a mutex, recovering from poisoning (the index stays usable after a panic elsewhere).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -228,8 +248,7 @@ impl Store {
             index: Mutex::new(index),
             last_micros: Mutex::new(0),
             orders_ready: tokio::sync::OnceCell::new(),
-            next_seq: Mutex::new(0),
-            published: tokio::sync::watch::Sender::new(0),
+            queue: Mutex::new(Queue::default()),
             announce,
         })
     }
@@ -239,41 +258,66 @@ impl Store {
     }
 
     /// Stores the event `build` makes for a fresh stamp (written atomically, indexed, announced)
-    /// and returns its file name and stamp.
+    /// and returns its file name and stamp. Cancel-safe: once queued, the event is stored even
+    /// if the caller stops waiting.
     pub async fn append(
         self: &Arc<Self>,
         build: impl FnOnce(&Stamp) -> BashEvent,
     ) -> std::io::Result<(Arc<str>, Stamp)> {
-        let (seq, stamp) = {
-            let mut next = lock(&self.next_seq);
-            *next += 1;
-            (*next, self.stamp())
+        let (reply, written) = tokio::sync::oneshot::channel();
+        let (stamp, start_drainer) = {
+            let mut q = lock(&self.queue);
+            // Stamped and queued under one lock: queue order is name order.
+            let stamp = self.stamp();
+            let event = build(&stamp);
+            q.jobs.push_back(Job {
+                stamp: stamp.clone(),
+                event,
+                reply,
+            });
+            let start = !q.draining;
+            q.draining = true;
+            (stamp, start)
         };
-        let event = build(&stamp);
-        let store = self.clone();
-        let task_stamp = stamp.clone();
-        // On its own task: once it has a sequence number it must publish it, even if the caller
-        // stops waiting, or every later append would wait forever.
-        let task = tokio::spawn(async move {
-            let turn = Turn {
-                published: &store.published,
-                seq,
+        if start_drainer {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.drain());
+        }
+        let name = written
+            .await
+            .map_err(|_| std::io::Error::other("bash event writer stopped"))??;
+        Ok((name, stamp))
+    }
+
+    /// Writes queued events until none is left (blocking). A busy store keeps one drainer
+    /// going, with no hand-off between events.
+    fn drain(self: Arc<Self>) {
+        let mut guard = DrainGuard {
+            store: &self,
+            finished: false,
+        };
+        loop {
+            let job = {
+                let mut q = lock(&self.queue);
+                match q.jobs.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        q.draining = false;
+                        guard.finished = true;
+                        return;
+                    }
+                }
             };
-            let written = store.write(&task_stamp, event).await;
-            turn.wait().await;
-            let visible = written.map(|(name, meta, json)| {
-                lock(&store.index).insert(name.clone(), meta);
-                let _ = store.announce.send(Announced {
+            let result = self.write(&job.stamp, job.event).map(|(name, meta, json)| {
+                lock(&self.index).insert(name.clone(), meta);
+                let _ = self.announce.send(Announced {
                     name: name.clone(),
                     json,
                 });
                 name
             });
-            drop(turn);
-            visible
-        });
-        let name = task.await.map_err(std::io::Error::other)??;
-        Ok((name, stamp))
+            let _ = job.reply.send(result);
+        }
     }
 
     /// A fresh time, strictly later than every earlier stamp of this store.
@@ -298,8 +342,8 @@ impl Store {
     }
 
     /// Writes `event` atomically under the name built from `stamp`; returns its index entry and,
-    /// when it is small, its JSON.
-    async fn write(
+    /// when it is small, its JSON. Blocking.
+    fn write(
         &self,
         stamp: &Stamp,
         event: BashEvent,
@@ -324,19 +368,12 @@ impl Store {
                 },
             ),
         };
-        let dir = self.dir.clone();
-        let file_name = name.clone();
-        // Serialising a 1 MiB chunk and writing it is blocking work.
-        let json = tokio::task::spawn_blocking(move || {
-            let bytes = write_atomic(&dir, &file_name, &event)?;
-            Ok::<_, std::io::Error>(if bytes.len() <= INLINE_JSON_BYTES {
-                String::from_utf8(bytes).ok().map(Arc::from)
-            } else {
-                None
-            })
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        let bytes = write_atomic(&self.dir, &name, &event)?;
+        let json = if bytes.len() <= INLINE_JSON_BYTES {
+            String::from_utf8(bytes).ok().map(Arc::from)
+        } else {
+            None
+        };
         Ok((Arc::from(name), meta, json))
     }
 
