@@ -312,6 +312,13 @@ impl BashService {
                 })));
             }
         };
+        if let (Some(whole), [_]) = (&outcome.whole, names.as_slice()) {
+            // One small chunk, still stored: the answer is that chunk.
+            let json = serde_json::to_vec(whole).map_err(std::io::Error::other)?;
+            return Ok(Box::pin(futures::stream::once(async move {
+                Ok(Bytes::from(json))
+            })));
+        }
         Ok(spawn_body(move |sink| async move {
             let last = &outcome.last;
             let head = format!(

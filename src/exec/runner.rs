@@ -45,11 +45,17 @@ const SENSITIVE_ENV: &[&str] = &[
 ];
 const SENSITIVE_ENV_PREFIXES: &[&str] = &["OH_SESSION_API_KEYS_"];
 
+/// Output up to this size, published as one chunk, is also kept with the outcome, so
+/// `execute_bash_command` answers without reading it back from disk.
+const KEEP_WHOLE_BYTES: usize = 64 * 1024;
+
 /// How a finished command ended, for `execute_bash_command`'s merged answer.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
     /// The last chunk, with its text removed.
     pub last: BashOutput,
+    /// The whole output with its text, when it was one small chunk (see [`KEEP_WHOLE_BYTES`]).
+    pub whole: Option<BashOutput>,
     pub any_stdout: bool,
     pub any_stderr: bool,
 }
@@ -168,7 +174,8 @@ impl Chunker {
     }
 }
 
-/// Publishes one chunk; storage errors are logged (the command keeps running).
+/// Publishes one chunk; storage errors are logged (the command keeps running). Returns the
+/// chunk as stored, without its text unless `keep_text`.
 async fn emit(
     inner: &Inner,
     command: &BashCommand,
@@ -176,6 +183,7 @@ async fn emit(
     stdout: Option<String>,
     stderr: Option<String>,
     exit_code: Option<i64>,
+    keep_text: bool,
 ) -> BashOutput {
     let mut output = BashOutput {
         id: crate::util::hex_id(),
@@ -188,15 +196,16 @@ async fn emit(
         kind: "BashOutput".into(),
     };
     chunker.order += 1;
-    // The text is not copied: the outcome keeps only the chunk's metadata.
+    // The text is copied only when asked (small outputs): otherwise the outcome keeps only the
+    // chunk's metadata.
     let mut head = BashOutput {
         id: output.id.clone(),
         timestamp: String::new(),
         command_id: output.command_id.clone(),
         order: output.order,
         exit_code,
-        stdout: None,
-        stderr: None,
+        stdout: keep_text.then(|| output.stdout.clone()).flatten(),
+        stderr: keep_text.then(|| output.stderr.clone()).flatten(),
         kind: output.kind.clone(),
     };
     if let Some(stamp) = inner
@@ -303,9 +312,19 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
                 spawn_error_text(&e, cwd.as_deref())
             );
             tracing::warn!(command_id = %command.id, error = %e, "cannot start bash command");
-            let last = emit(&inner, &command, &mut chunker, None, Some(text), Some(-1)).await;
+            let last = emit(
+                &inner,
+                &command,
+                &mut chunker,
+                None,
+                Some(text),
+                Some(-1),
+                false,
+            )
+            .await;
             let _ = control.done.send(Some(Arc::new(Outcome {
                 last,
+                whole: None,
                 any_stdout: false,
                 any_stderr: true,
             })));
@@ -360,7 +379,7 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
                 let stdout = chunker.take(Stream::Stdout, usize::MAX, false);
                 let stderr = chunker.take(Stream::Stderr, usize::MAX, false);
                 if stdout.is_some() || stderr.is_some() {
-                    emit(&inner, &command, &mut chunker, stdout, stderr, None).await;
+                    emit(&inner, &command, &mut chunker, stdout, stderr, None, false).await;
                 }
                 if chunker.pending() {
                     flush_at = Some(Instant::now() + FLUSH_AFTER);
@@ -405,7 +424,7 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
                     Stream::Stdout => (Some(text), None),
                     Stream::Stderr => (None, Some(text)),
                 };
-                emit(&inner, &command, &mut chunker, o, e, None).await;
+                emit(&inner, &command, &mut chunker, o, e, None, false).await;
             }
         }
         if !chunker.pending() {
@@ -436,17 +455,26 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
     }
     let stdout = chunker.take(Stream::Stdout, usize::MAX, true);
     let stderr = chunker.take(Stream::Stderr, usize::MAX, true);
-    let last = emit(
+    let only_chunk = chunker.order == 0;
+    let small = stdout.as_ref().map_or(0, String::len) + stderr.as_ref().map_or(0, String::len)
+        <= KEEP_WHOLE_BYTES;
+    let keep = only_chunk && small;
+    let mut last = emit(
         &inner,
         &command,
         &mut chunker,
         stdout,
         stderr,
         Some(exit_code),
+        keep,
     )
     .await;
+    let whole = keep.then(|| last.clone());
+    last.stdout = None;
+    last.stderr = None;
     let _ = control.done.send(Some(Arc::new(Outcome {
         last,
+        whole,
         any_stdout: chunker.any_stdout,
         any_stderr: chunker.any_stderr,
     })));
