@@ -2,6 +2,11 @@
 //! `<YYYYMMDDHHMMSSffffff>_<Kind>[_<command hex>]_<event hex>` (as the reference), written
 //! atomically (temp file + rename), plus an in-memory index of names and metadata (never output
 //! text) that answers searches without scanning or reading the directory.
+//!
+//! Cleared event files are kept as empty hidden spares (`.spare-<n>`) and written into again
+//! (then renamed) by later events: reusing an inode costs nothing, while allocating one on ext4
+//! after many deletions scans past every recently freed inode (milliseconds per file on a busy
+//! directory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -15,6 +20,10 @@ use super::model::{BashEvent, BashEventKind, BashEventSortOrder, SearchQuery};
 
 /// Prefix of temporary files (hidden, so never indexed or counted).
 const TEMP_PREFIX: &str = ".tmp-";
+/// Prefix of spare files: cleared events, emptied, waiting to be reused (hidden, never indexed).
+const SPARE_PREFIX: &str = ".spare-";
+/// Most spare files kept; a clear beyond this deletes.
+const MAX_SPARES: usize = 4096;
 /// How much of an output file is read to find its `order` after a restart.
 const ORDER_PROBE_BYTES: usize = 4096;
 
@@ -114,6 +123,10 @@ pub(crate) struct Store {
     /// indexes and announces them in that order, so events become visible in name order: a
     /// reader paging by cursor never misses an event that lands behind it.
     queue: Mutex<Queue>,
+    /// Numbers of the spare files ready for reuse.
+    spares: Mutex<Vec<u64>>,
+    /// Number of the next spare file.
+    next_spare: std::sync::atomic::AtomicU64,
     /// Names of newly stored events, in name order, for live subscribers.
     announce: tokio::sync::broadcast::Sender<Announced>,
     /// Commands found at start-up with the name of their last output, checked once by
@@ -203,6 +216,8 @@ impl Store {
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = Index::default();
+        let mut spares = Vec::new();
+        let mut next_spare = 0;
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -211,6 +226,18 @@ impl Store {
             if name.starts_with(TEMP_PREFIX) {
                 // A write interrupted by a crash: never renamed, so never visible.
                 let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(n) = name.strip_prefix(SPARE_PREFIX) {
+                match n.parse::<u64>() {
+                    Ok(n) if spares.len() < MAX_SPARES => {
+                        next_spare = next_spare.max(n + 1);
+                        spares.push(n);
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
                 continue;
             }
             if let Some((kind, cmd, id)) = parse_name(&name) {
@@ -249,6 +276,8 @@ impl Store {
             last_micros: Mutex::new(0),
             orders_ready: tokio::sync::OnceCell::new(),
             queue: Mutex::new(Queue::default()),
+            spares: Mutex::new(spares),
+            next_spare: std::sync::atomic::AtomicU64::new(next_spare),
             announce,
         })
     }
@@ -368,7 +397,8 @@ impl Store {
                 },
             ),
         };
-        let bytes = write_atomic(&self.dir, &name, &event)?;
+        let spare = lock(&self.spares).pop();
+        let bytes = write_atomic(&self.dir, &name, &event, spare)?;
         let json = if bytes.len() <= INLINE_JSON_BYTES {
             String::from_utf8(bytes).ok().map(Arc::from)
         } else {
@@ -595,9 +625,31 @@ impl Store {
         (page, next)
     }
 
+    /// Turns a cleared event file into an empty spare (blocking); false when the pool is full
+    /// or the file cannot be moved (the caller deletes it).
+    fn keep_as_spare(&self, path: &Path) -> bool {
+        if lock(&self.spares).len() >= MAX_SPARES {
+            return false;
+        }
+        let n = self
+            .next_spare
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let spare = self.dir.join(format!("{SPARE_PREFIX}{n}"));
+        if std::fs::rename(path, &spare).is_err() {
+            return false;
+        }
+        if nix::unistd::truncate(&spare, 0).is_err() {
+            let _ = std::fs::remove_file(&spare);
+            return true;
+        }
+        lock(&self.spares).push(n);
+        true
+    }
+
     /// Deletes every event file (not temp files) and forgets them; returns how many.
-    pub async fn clear(&self) -> std::io::Result<usize> {
+    pub async fn clear(self: &Arc<Self>) -> std::io::Result<usize> {
         let dir = self.dir.clone();
+        let store = self.clone();
         let removed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
             let mut names = Vec::new();
             for entry in std::fs::read_dir(&dir)? {
@@ -608,8 +660,10 @@ impl Store {
                 if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
                     continue;
                 }
-                if let Err(e) = std::fs::remove_file(entry.path()) {
-                    tracing::warn!(name, error = %e, "cannot delete bash event file");
+                if !store.keep_as_spare(&entry.path()) {
+                    if let Err(e) = std::fs::remove_file(entry.path()) {
+                        tracing::warn!(name, error = %e, "cannot delete bash event file");
+                    }
                 }
                 names.push(name);
             }
@@ -625,13 +679,35 @@ impl Store {
     }
 }
 
-/// Writes `event` to `dir/.tmp-<name>` then renames it to `dir/<name>`, so a reader (or a
-/// restart after a crash) sees either the whole event or nothing.
-fn write_atomic(dir: &Path, name: &str, event: &BashEvent) -> std::io::Result<Vec<u8>> {
+/// Writes `event` to a hidden file (the spare `spare`, else `dir/.tmp-<name>`) then renames it
+/// to `dir/<name>`, so a reader (or a restart after a crash) sees either the whole event or
+/// nothing. Returns the JSON written.
+fn write_atomic(
+    dir: &Path,
+    name: &str,
+    event: &BashEvent,
+    spare: Option<u64>,
+) -> std::io::Result<Vec<u8>> {
     let bytes = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!("{TEMP_PREFIX}{name}"));
+    // A spare is an existing (empty) file: opening it allocates no inode.
+    let reused = spare.and_then(|n| {
+        let path = dir.join(format!("{SPARE_PREFIX}{n}"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .ok()?;
+        Some((path, file))
+    });
+    let (tmp, file) = match reused {
+        Some((path, file)) => (path, Some(file)),
+        None => (dir.join(format!("{TEMP_PREFIX}{name}")), None),
+    };
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = match file {
+            Some(f) => f,
+            None => std::fs::File::create(&tmp)?,
+        };
         f.write_all(&bytes)?;
         drop(f);
         std::fs::rename(&tmp, dir.join(name))
@@ -750,5 +826,62 @@ mod tests {
         sorted.sort();
         assert_eq!(announced, sorted, "announced out of name order");
         assert_eq!(lock(&store.index).by_name.len(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cleared_files_are_reused_for_new_events() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let (tx, _) = tokio::sync::broadcast::channel(16);
+            Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"))
+        };
+        let command = |i: usize, stamp: &Stamp| {
+            BashEvent::Command(super::super::model::BashCommand {
+                command: format!("echo {i}"),
+                cwd: None,
+                timeout: 1,
+                id: format!("{i:032x}"),
+                timestamp: stamp.timestamp.clone(),
+                kind: "BashCommand".into(),
+            })
+        };
+        let inodes = |prefix: &str| -> BTreeSet<u64> {
+            std::fs::read_dir(dir.path())
+                .expect("read_dir")
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.metadata().expect("metadata").ino())
+                .collect()
+        };
+        let store = open();
+        for i in 0..20 {
+            store.append(|s| command(i, s)).await.expect("append");
+        }
+        assert_eq!(store.clear().await.expect("clear"), 20);
+        let spares = inodes(SPARE_PREFIX);
+        assert_eq!(spares.len(), 20, "cleared files kept as spares");
+        assert!(lock(&store.index).by_name.is_empty());
+        // A restart finds the spares; new events are written into them, whole and readable.
+        drop(store);
+        let store = open();
+        for i in 100..130 {
+            store.append(|s| command(i, s)).await.expect("append");
+        }
+        let events = inodes("2");
+        assert_eq!(events.len(), 30);
+        assert_eq!(events.intersection(&spares).count(), 20, "spares reused");
+        assert!(inodes(SPARE_PREFIX).is_empty());
+        let (names, _) = store.select(&SearchQuery {
+            limit: 100,
+            ..SearchQuery::default()
+        });
+        assert_eq!(names.len(), 30);
+        for (i, name) in names.iter().enumerate() {
+            match store.load(name).await {
+                Some(BashEvent::Command(c)) => assert_eq!(c.command, format!("echo {}", 100 + i)),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 }
