@@ -4,12 +4,18 @@ use chrono::{Local, SecondsFormat, Utc};
 
 /// A new random id as 32 lowercase hex digits (the reference's `OpenHandsUUID` wire form).
 pub fn hex_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    random_uuid().simple().to_string()
 }
 
 /// A new random id in the dashed uuid4 form used for conversations and events.
 pub fn dashed_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    random_uuid().to_string()
+}
+
+/// A version-4 uuid from the thread's random generator (seeded from the OS, reseeded
+/// periodically), rather than a system call for every id.
+fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 /// Aware UTC time with microseconds and a `Z` suffix: `2026-11-25T11:21:09.170846Z`.

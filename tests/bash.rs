@@ -761,3 +761,23 @@ async fn many_clients_at_once_cost_little_memory() {
         "server RSS grew by {grown_mib} MiB for 64 concurrent clients"
     );
 }
+
+#[tokio::test]
+async fn commands_do_not_see_the_servers_credentials() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("k-secret-1".into()),
+        env: vec![
+            ("OH_SESSION_API_KEYS_0".into(), "k-secret-1".into()),
+            ("OH_SECRET_KEY".into(), "k-secret-3".into()),
+            ("AGENT_SERVER_TEST_VISIBLE".into(), "shown".into()),
+        ],
+        ..ServerOptions::default()
+    });
+    for _ in 0..2 {
+        let out = execute(&srv, json!({"command": "env"})).await;
+        let env = out["stdout"].as_str().unwrap();
+        assert!(!env.contains("k-secret"), "{env}");
+        assert!(env.contains("AGENT_SERVER_TEST_VISIBLE=shown\n"), "{env}");
+        assert!(env.contains("AI_AGENT=openhands\n"), "{env}");
+    }
+}

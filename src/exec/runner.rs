@@ -49,6 +49,31 @@ const SENSITIVE_ENV_PREFIXES: &[&str] = &["OH_SESSION_API_KEYS_"];
 /// `execute_bash_command` answers without reading it back from disk.
 const KEEP_WHOLE_BYTES: usize = 64 * 1024;
 
+/// The environment of commands: the server's, without its credentials, with `AI_AGENT` set.
+/// Computed once (the server does not change its own environment).
+fn child_env() -> &'static [(std::ffi::OsString, std::ffi::OsString)] {
+    static ENV: std::sync::OnceLock<Vec<(std::ffi::OsString, std::ffi::OsString)>> =
+        std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env: Vec<_> = std::env::vars_os()
+            .filter(|(key, _)| {
+                let k = key.to_string_lossy();
+                !SENSITIVE_ENV.contains(&k.as_ref())
+                    && !SENSITIVE_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+            })
+            .collect();
+        let agent_unset = env
+            .iter()
+            .find(|(k, _)| k == "AI_AGENT")
+            .is_none_or(|(_, v)| v.to_string_lossy().trim().is_empty());
+        if agent_unset {
+            env.retain(|(k, _)| k != "AI_AGENT");
+            env.push(("AI_AGENT".into(), "openhands".into()));
+        }
+        env
+    })
+}
+
 /// How a finished command ended, for `execute_bash_command`'s merged answer.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
@@ -282,19 +307,8 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
     if let Some(c) = &cwd {
         cmd.current_dir(c);
     }
-    for key in SENSITIVE_ENV {
-        cmd.env_remove(key);
-    }
-    for (key, _) in std::env::vars_os() {
-        if let Some(k) = key.to_str() {
-            if SENSITIVE_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-                cmd.env_remove(&key);
-            }
-        }
-    }
-    if std::env::var("AI_AGENT").map_or(true, |v| v.trim().is_empty()) {
-        cmd.env("AI_AGENT", "openhands");
-    }
+    cmd.env_clear()
+        .envs(child_env().iter().map(|(k, v)| (k, v)));
     let spawned = match cwd.as_deref() {
         // Checked first so the error names the directory, as the reference's does.
         Some(c) => match tokio::fs::metadata(c).await {
