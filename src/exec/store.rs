@@ -194,9 +194,13 @@ impl Drop for DrainGuard<'_> {
             q.draining
         };
         if restart {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let store = self.store.clone();
-                rt.spawn_blocking(move || store.drain());
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let store = self.store.clone();
+                    rt.spawn_blocking(move || store.drain());
+                }
+                // No runtime to hand on to: the next append starts a drainer.
+                Err(_) => lock(&self.store.queue).draining = false,
             }
         }
     }
