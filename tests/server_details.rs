@@ -110,13 +110,21 @@ async fn openapi_document_is_served() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
     let v: Value = r.json().await.unwrap();
     assert!(v["openapi"].as_str().unwrap().starts_with("3."));
-    let docs = srv
-        .client()
-        .get(format!("{}/docs", srv.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(docs.status(), 200);
+    for page in ["/docs", "/redoc"] {
+        let docs = srv
+            .client()
+            .get(format!("{}{page}", srv.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(docs.status(), 200);
+        assert!(docs.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(docs.text().await.unwrap().contains("execute_bash_command"));
+    }
 }

@@ -483,9 +483,12 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
         keep,
     )
     .await;
-    let whole = keep.then(|| last.clone());
-    last.stdout = None;
-    last.stderr = None;
+    // The text moves to `whole`; `last` keeps the metadata only.
+    let whole = keep.then(|| BashOutput {
+        stdout: last.stdout.take(),
+        stderr: last.stderr.take(),
+        ..last.clone()
+    });
     let _ = control.done.send(Some(Arc::new(Outcome {
         last,
         whole,

@@ -703,19 +703,17 @@ fn write_atomic(
             .ok()?;
         Some((path, file))
     });
-    let (tmp, file) = match reused {
-        Some((path, file)) => (path, Some(file)),
-        None => (dir.join(format!("{TEMP_PREFIX}{name}")), None),
+    let (tmp, mut file) = match reused {
+        Some(reused) => reused,
+        None => {
+            let path = dir.join(format!("{TEMP_PREFIX}{name}"));
+            let file = std::fs::File::create(&path)?;
+            (path, file)
+        }
     };
-    let result = (|| {
-        let mut f = match file {
-            Some(f) => f,
-            None => std::fs::File::create(&tmp)?,
-        };
-        f.write_all(&bytes)?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(name))
-    })();
+    let written = file.write_all(&bytes);
+    drop(file);
+    let result = written.and_then(|()| std::fs::rename(&tmp, dir.join(name)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

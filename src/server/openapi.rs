@@ -27,7 +27,11 @@ pub(super) fn base() -> OpenApi {
 /// `/openapi.json`, `/docs` and `/redoc` for `doc`. The bodies are rendered once and shared
 /// (`Bytes`): handlers are cloned per request, and a captured document would be deep-copied.
 pub(super) fn router(doc: OpenApi) -> Router<AppState> {
-    let page = Bytes::from(docs_page(&doc));
+    let html = Bytes::from(docs_page(&doc));
+    let page = get(move || {
+        let html = html.clone();
+        async move { Html(html) }
+    });
     let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
     Router::new()
         .route(
@@ -37,23 +41,8 @@ pub(super) fn router(doc: OpenApi) -> Router<AppState> {
                 async move { ([(CONTENT_TYPE, "application/json")], json) }
             }),
         )
-        .route(
-            "/docs",
-            get({
-                let page = page.clone();
-                move || {
-                    let page = page.clone();
-                    async move { Html(page) }
-                }
-            }),
-        )
-        .route(
-            "/redoc",
-            get(move || {
-                let page = page.clone();
-                async move { Html(page) }
-            }),
-        )
+        .route("/docs", page.clone())
+        .route("/redoc", page)
 }
 
 /// A self-contained HTML index of the operations (no CDN: sandboxes are often offline).
