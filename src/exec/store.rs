@@ -642,7 +642,13 @@ impl Store {
         if std::fs::rename(path, &spare).is_err() {
             return false;
         }
-        if nix::unistd::truncate(&spare, 0).is_err() {
+        // Emptied through an open file: ext4 flushes a file truncated to zero at its next
+        // close, and that close is here rather than after the spare's next write.
+        let emptied = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&spare);
+        if emptied.is_err() {
             let _ = std::fs::remove_file(&spare);
             return true;
         }
@@ -693,14 +699,14 @@ fn write_atomic(
     spare: Option<u64>,
 ) -> std::io::Result<Vec<u8>> {
     let bytes = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-    // A spare is an existing (empty) file: opening it allocates no inode.
+    // A spare is an existing empty file: opening it allocates no inode. Not opened with
+    // O_TRUNC, which would make ext4 flush the file to disk when it is closed.
     let reused = spare.and_then(|n| {
         let path = dir.join(format!("{SPARE_PREFIX}{n}"));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .ok()?;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).ok()?;
+        if file.metadata().ok()?.len() != 0 {
+            file.set_len(0).ok()?;
+        }
         Some((path, file))
     });
     let (tmp, mut file) = match reused {
@@ -864,8 +870,15 @@ mod tests {
         let spares = inodes(SPARE_PREFIX);
         assert_eq!(spares.len(), 20, "cleared files kept as spares");
         assert!(lock(&store.index).by_name.is_empty());
-        // A restart finds the spares; new events are written into them, whole and readable.
+        // A restart finds the spares; new events are written into them, whole and readable,
+        // even into a spare still holding a longer write that a crash left there.
         drop(store);
+        let stale = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with(SPARE_PREFIX))
+            .expect("a spare");
+        std::fs::write(stale.path(), vec![b'x'; 10_000]).expect("stale spare");
         let store = open();
         for i in 100..130 {
             store.append(|s| command(i, s)).await.expect("append");
