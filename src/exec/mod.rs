@@ -9,7 +9,7 @@ mod model;
 mod runner;
 mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,8 +31,11 @@ use store::{Announced, Stamp, Store};
 
 /// Most live subscribers (bash-events WebSockets) at once, as the reference.
 pub const MAX_SUBSCRIBERS: usize = 50;
-/// Events a subscriber may fall behind before it is told it lagged (names only, not text).
+/// Announcements a subscriber may fall behind before it reads the store instead (names, and the
+/// text of small events).
 const SUBSCRIBER_BACKLOG: usize = 1024;
+/// Names a catching-up subscriber takes from the index at a time.
+const CATCH_UP_BATCH: usize = 64;
 /// How long shutdown waits for commands to end after stopping them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Byte chunks buffered ahead of a streamed response body.
@@ -90,12 +93,20 @@ impl Inner {
     }
 }
 
-/// A live feed of newly stored events (see [`BashService::subscribe`]).
+/// A live feed of newly stored events (see [`BashService::subscribe`]). A subscriber that falls
+/// more than the announcement backlog behind catches up from the store, so it misses nothing.
 #[derive(Debug)]
 pub struct Subscription {
     rx: broadcast::Receiver<Announced>,
-    /// An event received but not yet read from disk (keeps [`Subscription::next`] cancel-safe).
+    /// An event to yield, not yet read from disk (keeps [`Subscription::next`] cancel-safe).
     pending: Option<Arc<str>>,
+    /// Name of the last event yielded or skipped. Events are stored in name order, so an
+    /// announcement at or before it was already read from the store.
+    last: Option<Arc<str>>,
+    /// Reading the stored events after `last` before returning to the live feed.
+    catching_up: bool,
+    /// Names read from the index while catching up, to yield in order.
+    backlog: VecDeque<Arc<str>>,
     store: Arc<Store>,
     count: Arc<AtomicUsize>,
 }
@@ -111,13 +122,19 @@ impl Drop for Subscription {
 pub enum Received {
     /// One event as compact JSON.
     Event(String),
-    /// The subscriber fell this many events behind; they are not replayed.
-    Lagged(u64),
     /// The service is gone.
     Closed,
 }
 
 impl Subscription {
+    /// Yields every stored event first (oldest first), then the live ones, with none twice.
+    pub fn replay_stored(&mut self) {
+        self.last = None;
+        self.pending = None;
+        self.backlog.clear();
+        self.catching_up = true;
+    }
+
     /// The next stored event. Cancel-safe: an event being read when the future is dropped is
     /// returned by the next call.
     pub async fn next(&mut self) -> Received {
@@ -125,16 +142,41 @@ impl Subscription {
             if let Some(name) = self.pending.clone() {
                 let json = self.store.load_json(&name).await;
                 self.pending = None;
-                if let Some(json) = json {
-                    return Received::Event(json);
+                self.last = Some(name);
+                match json {
+                    Some(json) => return Received::Event(json),
+                    None => continue,
                 }
             }
+            if let Some(name) = self.backlog.pop_front() {
+                self.pending = Some(name);
+                continue;
+            }
+            if self.catching_up {
+                let names = self.store.names_after(self.last.as_deref(), CATCH_UP_BATCH);
+                if names.is_empty() {
+                    self.catching_up = false;
+                }
+                self.backlog.extend(names);
+                continue;
+            }
             match self.rx.recv().await {
-                Ok(Announced {
-                    json: Some(json), ..
-                }) => return Received::Event(json.to_string()),
-                Ok(Announced { name, json: None }) => self.pending = Some(name),
-                Err(broadcast::error::RecvError::Lagged(n)) => return Received::Lagged(n),
+                Ok(Announced { name, json }) => {
+                    if self.last.as_ref().is_some_and(|last| name <= *last) {
+                        continue;
+                    }
+                    match json {
+                        Some(json) => {
+                            self.last = Some(name);
+                            return Received::Event(json.to_string());
+                        }
+                        None => self.pending = Some(name),
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "bash events subscriber behind; reading the store");
+                    self.catching_up = true;
+                }
                 Err(broadcast::error::RecvError::Closed) => return Received::Closed,
             }
         }
@@ -426,35 +468,6 @@ impl BashService {
         }
     }
 
-    /// Every stored event, oldest first, as compact JSON, read one at a time.
-    pub fn replay(&self) -> BoxStream<'static, String> {
-        let service = self.clone();
-        let (tx, rx) = mpsc::channel::<String>(BODY_BACKLOG);
-        tokio::spawn(async move {
-            let mut query = SearchQuery {
-                limit: 100,
-                ..SearchQuery::default()
-            };
-            loop {
-                let (names, next) = service.select(&query).await;
-                for name in names {
-                    if let Some(json) = service.inner.store.load_json(&name).await {
-                        if tx.send(json).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                match next {
-                    Some(n) => query.page_id = Some(n),
-                    None => return,
-                }
-            }
-        });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|s| (s, rx))
-        }))
-    }
-
     /// One event by hex id, as compact JSON.
     pub async fn get(&self, event_id: &str) -> Option<String> {
         let name = self.inner.store.name_of(event_id)?;
@@ -510,11 +523,19 @@ impl BashService {
                 (n < MAX_SUBSCRIBERS).then_some(n + 1)
             })
             .is_ok();
-        taken.then(|| Subscription {
-            rx: self.inner.events.subscribe(),
-            pending: None,
-            store: self.inner.store.clone(),
-            count,
+        taken.then(|| {
+            // Subscribed before the newest name is read: whatever is announced later is either
+            // after that name (sent) or already stored before the subscription (skipped).
+            let rx = self.inner.events.subscribe();
+            Subscription {
+                rx,
+                pending: None,
+                last: self.inner.store.last_name(),
+                catching_up: false,
+                backlog: VecDeque::new(),
+                store: self.inner.store.clone(),
+                count,
+            }
         })
     }
 
@@ -538,5 +559,86 @@ impl BashService {
         {
             tracing::warn!("bash commands still running at shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stores a `BashCommand` event whose command is `echo <i>`.
+    async fn store_command(service: &BashService, i: usize) {
+        let stored = service
+            .inner
+            .append(|stamp| {
+                BashEvent::Command(BashCommand {
+                    command: format!("echo {i}"),
+                    cwd: None,
+                    timeout: 1,
+                    id: crate::util::hex_id(),
+                    timestamp: stamp.timestamp.clone(),
+                    kind: "BashCommand".into(),
+                })
+            })
+            .await;
+        assert!(stored.is_some(), "event {i} stored");
+    }
+
+    /// The `i` of the next event's `echo <i>`; panics if none comes within 5 s.
+    async fn next_echo(sub: &mut Subscription) -> usize {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Received::Event(json)) => {
+                let v: serde_json::Value = serde_json::from_str(&json).expect("JSON event");
+                let command = v["command"].as_str().expect("a BashCommand");
+                command["echo ".len()..].parse().expect("echo <i>")
+            }
+            Ok(Received::Closed) => panic!("subscription closed"),
+            Err(_) => panic!("no event within 5 s"),
+        }
+    }
+
+    /// True when the subscription has nothing to yield for 200 ms.
+    async fn quiet(sub: &mut Subscription) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_far_behind_gets_every_event_once_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = BashService::new(dir.path().join("events")).expect("service");
+        store_command(&service, 999_999).await;
+        let mut sub = service.subscribe().expect("subscription");
+        // Far more than the announcement backlog, while the subscriber reads nothing.
+        let n = 2 * SUBSCRIBER_BACKLOG + 10;
+        for i in 0..n {
+            store_command(&service, i).await;
+        }
+        for i in 0..n {
+            assert_eq!(next_echo(&mut sub).await, i);
+        }
+        assert!(quiet(&mut sub).await, "no event twice, none from before");
+        store_command(&service, n).await;
+        assert_eq!(next_echo(&mut sub).await, n, "live again after catching up");
+    }
+
+    #[tokio::test]
+    async fn a_replay_yields_stored_then_live_events_once_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = BashService::new(dir.path().join("events")).expect("service");
+        for i in 0..5 {
+            store_command(&service, i).await;
+        }
+        let mut sub = service.subscribe().expect("subscription");
+        // Announced to the subscription and also in the store when the replay reads it.
+        for i in 5..8 {
+            store_command(&service, i).await;
+        }
+        sub.replay_stored();
+        for i in 0..8 {
+            assert_eq!(next_echo(&mut sub).await, i);
+        }
+        assert!(quiet(&mut sub).await, "no event twice");
     }
 }

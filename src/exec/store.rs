@@ -465,6 +465,24 @@ impl Store {
         lock(&self.index).by_id.get(event_id).cloned()
     }
 
+    /// Up to `limit` event names after `after` (all from the first when `None`), in name order:
+    /// new events only ever join the end of that order.
+    pub fn names_after(&self, after: Option<&str>, limit: usize) -> Vec<Arc<str>> {
+        let idx = lock(&self.index);
+        let range = match after {
+            Some(a) => idx
+                .by_name
+                .range::<str, _>((Bound::Excluded(a), Bound::Unbounded)),
+            None => idx.by_name.range::<str, _>(..),
+        };
+        range.take(limit).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The name of the newest stored event.
+    pub fn last_name(&self) -> Option<Arc<str>> {
+        lock(&self.index).by_name.keys().next_back().cloned()
+    }
+
     /// Names of a command's outputs, in file-name (= time) order.
     pub fn outputs_of(&self, command_id: &str) -> Vec<Arc<str>> {
         lock(&self.index)

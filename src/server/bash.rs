@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -668,12 +667,7 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
     let starts = std::sync::Arc::new(tokio::sync::Semaphore::new(STARTS_IN_FLIGHT));
     let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<String>(STARTS_IN_FLIGHT);
     if resend {
-        let mut replay = state.bash.replay();
-        while let Some(json) = replay.next().await {
-            if socket.send(Message::Text(json.into())).await.is_err() {
-                return;
-            }
-        }
+        subscription.replay_stored();
     }
     loop {
         tokio::select! {
@@ -682,11 +676,6 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
                     if socket.send(Message::Text(json.into())).await.is_err() {
                         return;
                     }
-                }
-                Received::Lagged(n) => {
-                    tracing::warn!(missed = n, "bash events subscriber too slow; closing");
-                    close(&mut socket, 1013, "Too slow: bash events were dropped").await;
-                    return;
                 }
                 Received::Closed => {
                     close(&mut socket, 1001, "Server shutting down").await;
