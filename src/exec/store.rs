@@ -273,11 +273,20 @@ impl Store {
                 (m.event_id.clone(), last)
             })
             .collect();
+        // New names sort after every stored one even if the clock went back since they were
+        // written: subscribers and page cursors rely on names growing in storing order.
+        let last_micros = index
+            .by_name
+            .keys()
+            .next_back()
+            .and_then(|name| name.get(..20))
+            .and_then(|ts| chrono::NaiveDateTime::parse_from_str(ts, "%Y%m%d%H%M%S%6f").ok())
+            .map_or(0, |t| t.and_utc().timestamp_micros());
         Ok(Store {
             dir,
             found_commands: Mutex::new(found_commands),
             index: Mutex::new(index),
-            last_micros: Mutex::new(0),
+            last_micros: Mutex::new(last_micros),
             orders_ready: tokio::sync::OnceCell::new(),
             queue: Mutex::new(Queue::default()),
             spares: Mutex::new(spares),
@@ -807,6 +816,24 @@ mod tests {
             assert!(s.timestamp.ends_with('Z'));
             last = s.name_prefix;
         }
+    }
+
+    #[test]
+    fn stamps_follow_stored_events_written_under_a_later_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Written before a restart by a clock 70 years ahead of this one.
+        let future = "20960102030405123456_BashCommand_0123456789abcdef0123456789abcdef";
+        std::fs::write(dir.path().join(future), "{}").expect("event file");
+        let store =
+            Store::open(dir.path().to_owned(), tokio::sync::broadcast::channel(1).0).expect("open");
+        let first = store.stamp();
+        assert!(
+            first.name_prefix.as_str() > &future[..20],
+            "{}",
+            first.name_prefix
+        );
+        assert_eq!(first.name_prefix, "20960102030405123457");
+        assert_eq!(first.timestamp, "2096-01-02T03:04:05.123457Z");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
