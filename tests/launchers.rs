@@ -1192,7 +1192,13 @@ from pydantic import SecretStr
 from openhands.sdk import LLM, Conversation
 from openhands.tools.preset.default import get_default_agent
 from openhands.workspace import DockerWorkspace
-import httpx
+import httpx, time
+from openhands.workspace.docker.workspace import check_port_available
+# The SDK binds without SO_REUSEADDR, so connections a previous server on port 8000 closed
+# (TIME_WAIT, up to 60 s) make it refuse the port: wait for them to expire.
+deadline = time.monotonic() + 90
+while not check_port_available(8000) and time.monotonic() < deadline:
+    time.sleep(1)
 with DockerWorkspace(server_image=sys.argv[1], network="host", host_port=8000,
                      detach_logs=False, health_check_timeout=60) as ws:
     if httpx.get(ws.host + "/api/conversations/search", headers={"X-Session-API-Key": ws.api_key}).status_code == 404:
