@@ -103,23 +103,14 @@ async fn api_routes_need_the_key_health_does_not() {
 #[tokio::test]
 async fn openapi_document_is_served() {
     let srv = TestServer::start();
-    let r = srv
-        .client()
-        .get(format!("{}/openapi.json", srv.url))
-        .send()
-        .await
-        .unwrap();
+    let get = |path: &str| srv.client().get(format!("{}{path}", srv.url)).send();
+    let r = get("/openapi.json").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     let v: Value = r.json().await.unwrap();
     assert!(v["openapi"].as_str().unwrap().starts_with("3."));
     for page in ["/docs", "/redoc"] {
-        let docs = srv
-            .client()
-            .get(format!("{}{page}", srv.url))
-            .send()
-            .await
-            .unwrap();
+        let docs = get(page).await.unwrap();
         assert_eq!(docs.status(), 200);
         assert!(docs.headers()["content-type"]
             .to_str()

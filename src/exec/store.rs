@@ -148,9 +148,12 @@ fn parse_name(name: &str) -> Option<(BashEventKind, Option<&str>, &str)> {
     }
 }
 
+/// The time at the start of an event file's name: `YYYYMMDDHHMMSSffffff` (UTC).
+const NAME_TIME_FORMAT: &str = "%Y%m%d%H%M%S%6f";
+
 /// `YYYYMMDDHHMMSSffffff` of a UTC time, the file-name prefix and search-bound form.
 pub(crate) fn name_prefix(t: &DateTime<Utc>) -> String {
-    t.format("%Y%m%d%H%M%S%6f").to_string()
+    t.format(NAME_TIME_FORMAT).to_string()
 }
 
 /// An event waiting to be written, and who waits for its file name.
@@ -280,7 +283,7 @@ impl Store {
             .keys()
             .next_back()
             .and_then(|name| name.get(..20))
-            .and_then(|ts| chrono::NaiveDateTime::parse_from_str(ts, "%Y%m%d%H%M%S%6f").ok())
+            .and_then(|ts| chrono::NaiveDateTime::parse_from_str(ts, NAME_TIME_FORMAT).ok())
             .map_or(0, |t| t.and_utc().timestamp_micros());
         Ok(Store {
             dir,
