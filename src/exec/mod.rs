@@ -135,6 +135,39 @@ impl Subscription {
         self.catching_up = true;
     }
 
+    /// The next event if it is already announced and needs no disk read; `None` otherwise
+    /// ([`Subscription::next`] then waits or reads). Lets a sender batch ready events.
+    pub fn try_next(&mut self) -> Option<String> {
+        if self.pending.is_some() || self.catching_up || !self.backlog.is_empty() {
+            return None;
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(Announced { name, json }) => {
+                    if self.last.as_ref().is_some_and(|last| name <= *last) {
+                        continue;
+                    }
+                    match json {
+                        Some(json) => {
+                            self.last = Some(name);
+                            return Some(json.to_string());
+                        }
+                        None => {
+                            self.pending = Some(name);
+                            return None;
+                        }
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "bash events subscriber behind; reading the store");
+                    self.catching_up = true;
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next stored event. Cancel-safe: an event being read when the future is dropped is
     /// returned by the next call.
     pub async fn next(&mut self) -> Received {
@@ -584,14 +617,17 @@ mod tests {
         assert!(stored.is_some(), "event {i} stored");
     }
 
+    /// The `i` of a `BashCommand` event's `echo <i>`.
+    fn echo_of(json: &str) -> usize {
+        let v: serde_json::Value = serde_json::from_str(json).expect("JSON event");
+        let command = v["command"].as_str().expect("a BashCommand");
+        command["echo ".len()..].parse().expect("echo <i>")
+    }
+
     /// The `i` of the next event's `echo <i>`; panics if none comes within 5 s.
     async fn next_echo(sub: &mut Subscription) -> usize {
         match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-            Ok(Received::Event(json)) => {
-                let v: serde_json::Value = serde_json::from_str(&json).expect("JSON event");
-                let command = v["command"].as_str().expect("a BashCommand");
-                command["echo ".len()..].parse().expect("echo <i>")
-            }
+            Ok(Received::Event(json)) => echo_of(&json),
             Ok(Received::Closed) => panic!("subscription closed"),
             Err(_) => panic!("no event within 5 s"),
         }
@@ -621,6 +657,36 @@ mod tests {
         assert!(quiet(&mut sub).await, "no event twice, none from before");
         store_command(&service, n).await;
         assert_eq!(next_echo(&mut sub).await, n, "live again after catching up");
+    }
+
+    #[tokio::test]
+    async fn ready_events_are_taken_without_waiting_and_none_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = BashService::new(dir.path().join("events")).expect("service");
+        let mut sub = service.subscribe().expect("subscription");
+        for i in 0..3 {
+            store_command(&service, i).await;
+        }
+        let ready: Vec<usize> = std::iter::from_fn(|| sub.try_next())
+            .map(|json| echo_of(&json))
+            .collect();
+        assert_eq!(ready, [0, 1, 2]);
+        // Far behind: `try_next` stops at the gap and `next` reads the missed events from the
+        // store; taking events both ways yields each once, in order.
+        let n = 3 + 2 * SUBSCRIBER_BACKLOG + 10;
+        for i in 3..n {
+            store_command(&service, i).await;
+        }
+        let mut got = Vec::new();
+        while got.len() < n - 3 {
+            match sub.try_next() {
+                Some(json) => got.push(echo_of(&json)),
+                None => got.push(next_echo(&mut sub).await),
+            }
+        }
+        assert_eq!(got, (3..n).collect::<Vec<_>>());
+        assert!(sub.try_next().is_none());
+        assert!(quiet(&mut sub).await, "no event twice");
     }
 
     #[tokio::test]
