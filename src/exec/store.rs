@@ -6,9 +6,10 @@
 //! Cleared event files are kept as empty hidden spares (`.spare-<n>`) and written into again
 //! (then renamed) by later events: reusing an inode costs nothing, while allocating one on ext4
 //! after many deletions scans past every recently freed inode (milliseconds per file on a busy
-//! directory).
+//! directory). When few spares are left, a blocking task makes new empty ones beside the single
+//! writer, so the writer does not wait for inode allocation.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ const TEMP_PREFIX: &str = ".tmp-";
 const SPARE_PREFIX: &str = ".spare-";
 /// Most spare files kept; a clear beyond this deletes.
 const MAX_SPARES: usize = 4096;
+/// When fewer spares than this are left, new empty ones are made beside the writer...
+const SPARES_LOW_WATER: usize = 16;
+/// ... up to this many.
+const SPARES_AHEAD: usize = 48;
 /// How much of an output file is read to find its `order` after a restart.
 const ORDER_PROBE_BYTES: usize = 4096;
 
@@ -123,10 +128,13 @@ pub(crate) struct Store {
     /// indexes and announces them in that order, so events become visible in name order: a
     /// reader paging by cursor never misses an event that lands behind it.
     queue: Mutex<Queue>,
-    /// Numbers of the spare files ready for reuse.
-    spares: Mutex<Vec<u64>>,
+    /// Numbers of the spare files ready for reuse, taken from the back; files made ahead join
+    /// at the front, so cleared files are reused first.
+    spares: Mutex<VecDeque<u64>>,
     /// Number of the next spare file.
     next_spare: std::sync::atomic::AtomicU64,
+    /// A blocking task is making new empty spares (see [`Store::keep_spares_ahead`]).
+    making_spares: std::sync::atomic::AtomicBool,
     /// Names of newly stored events, in name order, for live subscribers.
     announce: tokio::sync::broadcast::Sender<Announced>,
     /// Commands found at start-up with the name of their last output, checked once by
@@ -166,7 +174,7 @@ struct Job {
 /// The append queue. Its length is bounded by the appenders: each waits for its own event.
 #[derive(Default)]
 struct Queue {
-    jobs: std::collections::VecDeque<Job>,
+    jobs: VecDeque<Job>,
     /// A drainer is at work (on the blocking pool); it stops when the queue is empty.
     draining: bool,
 }
@@ -223,7 +231,7 @@ impl Store {
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = Index::default();
-        let mut spares = Vec::new();
+        let mut spares = VecDeque::new();
         let mut next_spare = 0;
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
@@ -239,7 +247,7 @@ impl Store {
                 match n.parse::<u64>() {
                     Ok(n) if spares.len() < MAX_SPARES => {
                         next_spare = next_spare.max(n + 1);
-                        spares.push(n);
+                        spares.push_back(n);
                     }
                     _ => {
                         let _ = std::fs::remove_file(entry.path());
@@ -294,6 +302,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             spares: Mutex::new(spares),
             next_spare: std::sync::atomic::AtomicU64::new(next_spare),
+            making_spares: std::sync::atomic::AtomicBool::new(false),
             announce,
         })
     }
@@ -353,6 +362,7 @@ impl Store {
                     }
                 }
             };
+            self.keep_spares_ahead();
             let result = self.write(&job.stamp, job.event).map(|(name, meta, json)| {
                 lock(&self.index).insert(name.clone(), meta);
                 let _ = self.announce.send(Announced {
@@ -413,7 +423,7 @@ impl Store {
                 },
             ),
         };
-        let spare = lock(&self.spares).pop();
+        let spare = lock(&self.spares).pop_back();
         let bytes = write_atomic(&self.dir, &name, &event, spare)?;
         let json = if bytes.len() <= INLINE_JSON_BYTES {
             String::from_utf8(bytes).ok().map(Arc::from)
@@ -659,6 +669,44 @@ impl Store {
         (page, next)
     }
 
+    /// Starts making new empty spares on another blocking thread when few are left: allocating
+    /// an inode can be slow (see the module comment), and this way a busy store does it beside
+    /// its single writer instead of in it. Same files, made a little earlier.
+    fn keep_spares_ahead(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if lock(&self.spares).len() >= SPARES_LOW_WATER
+            || self.making_spares.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let store = self.clone();
+                rt.spawn_blocking(move || store.make_spares());
+            }
+            Err(_) => self.making_spares.store(false, Ordering::Release),
+        }
+    }
+
+    /// Creates empty spares until [`SPARES_AHEAD`] are ready (blocking); stops at an error.
+    fn make_spares(&self) {
+        use std::sync::atomic::Ordering;
+        while lock(&self.spares).len() < SPARES_AHEAD {
+            let n = self.next_spare.fetch_add(1, Ordering::Relaxed);
+            let path = self.dir.join(format!("{SPARE_PREFIX}{n}"));
+            let made = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            if let Err(e) = made {
+                tracing::debug!(error = %e, "cannot make a spare bash event file");
+                break;
+            }
+            lock(&self.spares).push_front(n);
+        }
+        self.making_spares.store(false, Ordering::Release);
+    }
+
     /// Turns a cleared event file into an empty spare (blocking); false when the pool is full
     /// or the file cannot be moved (the caller deletes it).
     fn keep_as_spare(&self, path: &Path) -> bool {
@@ -682,7 +730,7 @@ impl Store {
             let _ = std::fs::remove_file(&spare);
             return true;
         }
-        lock(&self.spares).push(n);
+        lock(&self.spares).push_back(n);
         true
     }
 
@@ -885,6 +933,54 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spares_are_made_ahead_of_the_writer() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, _) = tokio::sync::broadcast::channel(16);
+        let store = Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"));
+        let inodes = |prefix: &str| -> BTreeSet<u64> {
+            std::fs::read_dir(dir.path())
+                .expect("read_dir")
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.metadata().expect("metadata").ino())
+                .collect()
+        };
+        let command = |i: usize, stamp: &Stamp| {
+            BashEvent::Command(super::super::model::BashCommand {
+                command: format!("echo {i}"),
+                cwd: None,
+                timeout: 1,
+                id: format!("{i:032x}"),
+                timestamp: stamp.timestamp.clone(),
+                kind: "BashCommand".into(),
+            })
+        };
+        store.append(|s| command(0, s)).await.expect("append");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while inodes(SPARE_PREFIX).len() < SPARES_AHEAD {
+            assert!(std::time::Instant::now() < deadline, "spares made ahead");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let ahead = inodes(SPARE_PREFIX);
+        for i in 1..=20 {
+            store.append(|s| command(i, s)).await.expect("append");
+        }
+        let events = inodes("2");
+        assert_eq!(events.len(), 21);
+        assert_eq!(
+            events.intersection(&ahead).count(),
+            20,
+            "written into spares"
+        );
+        let names: Vec<Arc<str>> = lock(&store.index).by_name.keys().cloned().collect();
+        for (i, name) in names.iter().enumerate() {
+            let text = std::fs::read_to_string(dir.path().join(name.as_ref())).expect("read");
+            assert!(text.contains(&format!("\"echo {i}\"")), "{name}: {text}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cleared_files_are_reused_for_new_events() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -914,27 +1010,36 @@ mod tests {
         for i in 0..20 {
             store.append(|s| command(i, s)).await.expect("append");
         }
+        let written = inodes("2");
         assert_eq!(store.clear().await.expect("clear"), 20);
+        while store
+            .making_spares
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let spares = inodes(SPARE_PREFIX);
-        assert_eq!(spares.len(), 20, "cleared files kept as spares");
+        assert!(written.is_subset(&spares), "cleared files kept as spares");
+        assert!(inodes("2").is_empty());
         assert!(lock(&store.index).by_name.is_empty());
         // A restart finds the spares; new events are written into them, whole and readable,
-        // even into a spare still holding a longer write that a crash left there.
+        // even into spares still holding a longer write that a crash left there.
         drop(store);
-        let stale = std::fs::read_dir(dir.path())
-            .expect("read_dir")
-            .filter_map(Result::ok)
-            .find(|e| e.file_name().to_string_lossy().starts_with(SPARE_PREFIX))
-            .expect("a spare");
-        std::fs::write(stale.path(), vec![b'x'; 10_000]).expect("stale spare");
+        for entry in std::fs::read_dir(dir.path()).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            std::fs::write(path, vec![b'x'; 10_000]).expect("stale spare");
+        }
         let store = open();
         for i in 100..130 {
             store.append(|s| command(i, s)).await.expect("append");
         }
         let events = inodes("2");
         assert_eq!(events.len(), 30);
-        assert_eq!(events.intersection(&spares).count(), 20, "spares reused");
-        assert!(inodes(SPARE_PREFIX).is_empty());
+        assert_eq!(
+            events.intersection(&spares).count(),
+            spares.len().min(30),
+            "spares reused"
+        );
         let (names, _) = store.select(&SearchQuery {
             limit: 100,
             ..SearchQuery::default()
