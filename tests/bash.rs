@@ -119,11 +119,12 @@ async fn start_search_get_batch_and_clear() {
     assert!(is_hex_id(&output["id"]));
     assert_eq!(page["next_page_id"], Value::Null);
 
-    // Files named as the reference names them (besides hidden empty spares for later events).
+    // Files named as the reference names them (and the `.spares` directory of empty files for
+    // later events).
     let mut names: Vec<String> = std::fs::read_dir(srv.root_path().join("bash_events"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with(".spare-"))
+        .filter(|n| n != ".spares")
         .collect();
     names.sort();
     assert_eq!(names.len(), 2);
@@ -598,12 +599,11 @@ async fn a_command_cut_off_by_a_crash_ends_after_the_restart() {
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
 }
 
-/// True when a hidden file other than a spare (an empty file kept for a later event) is left.
+/// True when a hidden file (a temporary one) is left in the events directory.
 fn has_temp_files(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().any(|e| {
         let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        name.starts_with('.') && !(name.starts_with(".spare-") && e.metadata().unwrap().len() == 0)
+        e.file_name().to_string_lossy().starts_with('.') && e.file_type().unwrap().is_file()
     })
 }
 

@@ -3,8 +3,9 @@
 //! atomically (temp file + rename), plus an in-memory index of names and metadata (never output
 //! text) that answers searches without scanning or reading the directory.
 //!
-//! Cleared event files are kept as empty hidden spares (`.spare-<n>`) and written into again
-//! (then renamed) by later events: reusing an inode costs nothing, while allocating one on ext4
+//! Cleared event files are kept as empty spares (`.spares/<n>`, so the directory itself holds
+//! only event files, as the reference's does) and written into again (then renamed) by later
+//! events: reusing an inode costs nothing, while allocating one on ext4
 //! after many deletions scans past every recently freed inode (milliseconds per file on a busy
 //! directory). When few spares are left, a blocking task makes new empty ones beside the single
 //! writer, so the writer does not wait for inode allocation.
@@ -22,13 +23,15 @@ use super::model::{BashEvent, BashEventKind, BashEventSortOrder, SearchQuery};
 /// Prefix of temporary files (hidden, so never indexed or counted).
 const TEMP_PREFIX: &str = ".tmp-";
 /// Prefix of spare files: cleared events, emptied, waiting to be reused (hidden, never indexed).
-const SPARE_PREFIX: &str = ".spare-";
+const SPARES_DIR: &str = ".spares";
+/// Prefix of the spare files of earlier versions, kept in the events directory itself.
+const OLD_SPARE_PREFIX: &str = ".spare-";
 /// Most spare files kept; a clear beyond this deletes.
 const MAX_SPARES: usize = 4096;
 /// When fewer spares than this are left, new empty ones are made beside the writer...
-const SPARES_LOW_WATER: usize = 16;
-/// ... up to this many.
-const SPARES_AHEAD: usize = 48;
+const SPARES_LOW_WATER: usize = 64;
+/// ... up to this many: a burst of 128 commands (two events each) finds its files ready.
+const SPARES_AHEAD: usize = 256;
 /// How much of an output file is read to find its `order` after a restart.
 const ORDER_PROBE_BYTES: usize = 4096;
 
@@ -118,6 +121,8 @@ type FoundCommand = (Arc<str>, Option<Arc<str>>);
 #[derive(Debug)]
 pub(crate) struct Store {
     dir: PathBuf,
+    /// `dir/.spares`: empty files waiting to become events (see the module comment).
+    spares_dir: PathBuf,
     /// Guards the index; held only for in-memory work, never across I/O or `.await`.
     index: Mutex<Index>,
     /// Microseconds since the epoch of the last stamp, so names strictly increase.
@@ -230,29 +235,35 @@ impl Store {
         announce: tokio::sync::broadcast::Sender<Announced>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let mut index = Index::default();
+        let spares_dir = dir.join(SPARES_DIR);
+        if let Err(e) = std::fs::create_dir_all(&spares_dir) {
+            // Events are then written through temporary files only.
+            tracing::warn!(dir = %spares_dir.display(), error = %e, "cannot make the spares directory");
+        }
         let mut spares = VecDeque::new();
         let mut next_spare = 0;
+        for entry in std::fs::read_dir(&spares_dir).into_iter().flatten() {
+            let Ok(entry) = entry else { continue };
+            match entry.file_name().to_str().map(str::parse::<u64>) {
+                Some(Ok(n)) if spares.len() < MAX_SPARES => {
+                    next_spare = next_spare.max(n + 1);
+                    spares.push_back(n);
+                }
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let mut index = Index::default();
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if name.starts_with(TEMP_PREFIX) {
-                // A write interrupted by a crash: never renamed, so never visible.
+            if name.starts_with(TEMP_PREFIX) || name.starts_with(OLD_SPARE_PREFIX) {
+                // A write interrupted by a crash (never renamed, so never visible), or an empty
+                // spare of an earlier version.
                 let _ = std::fs::remove_file(entry.path());
-                continue;
-            }
-            if let Some(n) = name.strip_prefix(SPARE_PREFIX) {
-                match n.parse::<u64>() {
-                    Ok(n) if spares.len() < MAX_SPARES => {
-                        next_spare = next_spare.max(n + 1);
-                        spares.push_back(n);
-                    }
-                    _ => {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
-                }
                 continue;
             }
             if let Some((kind, cmd, id)) = parse_name(&name) {
@@ -295,6 +306,7 @@ impl Store {
             .map_or(0, |t| t.and_utc().timestamp_micros());
         Ok(Store {
             dir,
+            spares_dir,
             found_commands: Mutex::new(found_commands),
             index: Mutex::new(index),
             last_micros: Mutex::new(last_micros),
@@ -423,7 +435,9 @@ impl Store {
                 },
             ),
         };
-        let spare = lock(&self.spares).pop_back();
+        let spare = lock(&self.spares)
+            .pop_back()
+            .map(|n| self.spares_dir.join(n.to_string()));
         let bytes = write_atomic(&self.dir, &name, &event, spare)?;
         let json = if bytes.len() <= INLINE_JSON_BYTES {
             String::from_utf8(bytes).ok().map(Arc::from)
@@ -693,7 +707,7 @@ impl Store {
         use std::sync::atomic::Ordering;
         while lock(&self.spares).len() < SPARES_AHEAD {
             let n = self.next_spare.fetch_add(1, Ordering::Relaxed);
-            let path = self.dir.join(format!("{SPARE_PREFIX}{n}"));
+            let path = self.spares_dir.join(n.to_string());
             let made = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -716,7 +730,7 @@ impl Store {
         let n = self
             .next_spare
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let spare = self.dir.join(format!("{SPARE_PREFIX}{n}"));
+        let spare = self.spares_dir.join(n.to_string());
         if std::fs::rename(path, &spare).is_err() {
             return false;
         }
@@ -767,20 +781,19 @@ impl Store {
     }
 }
 
-/// Writes `event` to a hidden file (the spare `spare`, else `dir/.tmp-<name>`) then renames it
-/// to `dir/<name>`, so a reader (or a restart after a crash) sees either the whole event or
-/// nothing. Returns the JSON written.
+/// Writes `event` to a file not yet visible as an event (the spare file `spare`, else
+/// `dir/.tmp-<name>`) then renames it to `dir/<name>`, so a reader (or a restart after a crash)
+/// sees either the whole event or nothing. Returns the JSON written.
 fn write_atomic(
     dir: &Path,
     name: &str,
     event: &BashEvent,
-    spare: Option<u64>,
+    spare: Option<PathBuf>,
 ) -> std::io::Result<Vec<u8>> {
     let bytes = serde_json::to_vec(event).map_err(std::io::Error::other)?;
     // A spare is an existing empty file: opening it allocates no inode. Not opened with
     // O_TRUNC, which would make ext4 flush the file to disk when it is closed.
-    let reused = spare.and_then(|n| {
-        let path = dir.join(format!("{SPARE_PREFIX}{n}"));
+    let reused = spare.and_then(|path| {
         let file = std::fs::OpenOptions::new().write(true).open(&path).ok()?;
         if file.metadata().ok()?.len() != 0 {
             file.set_len(0).ok()?;
@@ -938,8 +951,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, _) = tokio::sync::broadcast::channel(16);
         let store = Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"));
+        // Inodes of the event files (`2...`) or of the spares (`.spares/...`).
         let inodes = |prefix: &str| -> BTreeSet<u64> {
-            std::fs::read_dir(dir.path())
+            let (sub, prefix) = match prefix {
+                SPARES_DIR => (SPARES_DIR, ""),
+                _ => ("", prefix),
+            };
+            std::fs::read_dir(dir.path().join(sub))
                 .expect("read_dir")
                 .filter_map(Result::ok)
                 .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
@@ -958,11 +976,11 @@ mod tests {
         };
         store.append(|s| command(0, s)).await.expect("append");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while inodes(SPARE_PREFIX).len() < SPARES_AHEAD {
+        while inodes(SPARES_DIR).len() < SPARES_AHEAD {
             assert!(std::time::Instant::now() < deadline, "spares made ahead");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let ahead = inodes(SPARE_PREFIX);
+        let ahead = inodes(SPARES_DIR);
         for i in 1..=20 {
             store.append(|s| command(i, s)).await.expect("append");
         }
@@ -998,8 +1016,13 @@ mod tests {
                 kind: "BashCommand".into(),
             })
         };
+        // Inodes of the event files (`2...`) or of the spares (`.spares/...`).
         let inodes = |prefix: &str| -> BTreeSet<u64> {
-            std::fs::read_dir(dir.path())
+            let (sub, prefix) = match prefix {
+                SPARES_DIR => (SPARES_DIR, ""),
+                _ => ("", prefix),
+            };
+            std::fs::read_dir(dir.path().join(sub))
                 .expect("read_dir")
                 .filter_map(Result::ok)
                 .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
@@ -1018,18 +1041,25 @@ mod tests {
         {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let spares = inodes(SPARE_PREFIX);
+        let spares = inodes(SPARES_DIR);
         assert!(written.is_subset(&spares), "cleared files kept as spares");
         assert!(inodes("2").is_empty());
         assert!(lock(&store.index).by_name.is_empty());
         // A restart finds the spares; new events are written into them, whole and readable,
         // even into spares still holding a longer write that a crash left there.
         drop(store);
-        for entry in std::fs::read_dir(dir.path()).expect("read_dir") {
+        for entry in std::fs::read_dir(dir.path().join(SPARES_DIR)).expect("read_dir") {
             let path = entry.expect("entry").path();
             std::fs::write(path, vec![b'x'; 10_000]).expect("stale spare");
         }
+        // Leftovers of a crash and of earlier versions in the events directory go.
+        for leftover in [".tmp-20261127_BashCommand_1", ".spare-7"] {
+            std::fs::write(dir.path().join(leftover), "{").expect("leftover");
+        }
         let store = open();
+        for leftover in [".tmp-20261127_BashCommand_1", ".spare-7"] {
+            assert!(!dir.path().join(leftover).exists(), "{leftover} removed");
+        }
         for i in 100..130 {
             store.append(|s| command(i, s)).await.expect("append");
         }
