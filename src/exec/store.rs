@@ -5,10 +5,10 @@
 //!
 //! Cleared event files are kept as empty spares (`.spares/<n>`, so the directory itself holds
 //! only event files, as the reference's does) and written into again (then renamed) by later
-//! events: reusing an inode costs nothing, while allocating one on ext4
-//! after many deletions scans past every recently freed inode (milliseconds per file on a busy
-//! directory). When few spares are left, a blocking task makes new empty ones beside the single
-//! writer, so the writer does not wait for inode allocation.
+//! events: reusing an inode costs nothing, while allocating one on ext4 after many deletions
+//! scans past every recently freed inode (milliseconds per file on a busy directory). When few
+//! spares are left, a blocking task makes new empty ones beside the single writer, so the
+//! writer does not wait for inode allocation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -22,7 +22,8 @@ use super::model::{BashEvent, BashEventKind, BashEventSortOrder, SearchQuery};
 
 /// Prefix of temporary files (hidden, so never indexed or counted).
 const TEMP_PREFIX: &str = ".tmp-";
-/// Prefix of spare files: cleared events, emptied, waiting to be reused (hidden, never indexed).
+/// Subdirectory of spare files: cleared events, emptied, and files made ahead, named by number,
+/// waiting to be reused (hidden, never indexed).
 const SPARES_DIR: &str = ".spares";
 /// Prefix of the spare files of earlier versions, kept in the events directory itself.
 const OLD_SPARE_PREFIX: &str = ".spare-";
@@ -238,7 +239,8 @@ impl Store {
         let spares_dir = dir.join(SPARES_DIR);
         if let Err(e) = std::fs::create_dir_all(&spares_dir) {
             // Events are then written through temporary files only.
-            tracing::warn!(dir = %spares_dir.display(), error = %e, "cannot make the spares directory");
+            let dir = spares_dir.display();
+            tracing::warn!(%dir, error = %e, "cannot make the spares directory");
         }
         let mut spares = VecDeque::new();
         let mut next_spare = 0;
@@ -857,6 +859,34 @@ fn read_order(path: &Path) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// Inodes of the event files in `dir` whose names start with `prefix`, or with
+    /// [`SPARES_DIR`] of the spare files.
+    fn inodes(dir: &Path, prefix: &str) -> BTreeSet<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let (sub, prefix) = match prefix {
+            SPARES_DIR => (SPARES_DIR, ""),
+            _ => ("", prefix),
+        };
+        std::fs::read_dir(dir.join(sub))
+            .expect("read_dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| e.metadata().expect("metadata").ino())
+            .collect()
+    }
+
+    /// A `BashCommand` event running `echo <i>`.
+    fn command(i: usize, stamp: &Stamp) -> BashEvent {
+        BashEvent::Command(super::super::model::BashCommand {
+            command: format!("echo {i}"),
+            cwd: None,
+            timeout: 1,
+            id: format!("{i:032x}"),
+            timestamp: stamp.timestamp.clone(),
+            kind: "BashCommand".into(),
+        })
+    }
+
     #[test]
     fn names_parse_like_the_reference() {
         let (k, c, id) = parse_name("20261125112109177871_BashOutput_abc_def").expect("output");
@@ -947,33 +977,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn spares_are_made_ahead_of_the_writer() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, _) = tokio::sync::broadcast::channel(16);
         let store = Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"));
-        // Inodes of the event files (`2...`) or of the spares (`.spares/...`).
-        let inodes = |prefix: &str| -> BTreeSet<u64> {
-            let (sub, prefix) = match prefix {
-                SPARES_DIR => (SPARES_DIR, ""),
-                _ => ("", prefix),
-            };
-            std::fs::read_dir(dir.path().join(sub))
-                .expect("read_dir")
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-                .map(|e| e.metadata().expect("metadata").ino())
-                .collect()
-        };
-        let command = |i: usize, stamp: &Stamp| {
-            BashEvent::Command(super::super::model::BashCommand {
-                command: format!("echo {i}"),
-                cwd: None,
-                timeout: 1,
-                id: format!("{i:032x}"),
-                timestamp: stamp.timestamp.clone(),
-                kind: "BashCommand".into(),
-            })
-        };
+        let inodes = |prefix: &str| inodes(dir.path(), prefix);
         store.append(|s| command(0, s)).await.expect("append");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while inodes(SPARES_DIR).len() < SPARES_AHEAD {
@@ -1000,35 +1007,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cleared_files_are_reused_for_new_events() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let open = || {
             let (tx, _) = tokio::sync::broadcast::channel(16);
             Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"))
         };
-        let command = |i: usize, stamp: &Stamp| {
-            BashEvent::Command(super::super::model::BashCommand {
-                command: format!("echo {i}"),
-                cwd: None,
-                timeout: 1,
-                id: format!("{i:032x}"),
-                timestamp: stamp.timestamp.clone(),
-                kind: "BashCommand".into(),
-            })
-        };
-        // Inodes of the event files (`2...`) or of the spares (`.spares/...`).
-        let inodes = |prefix: &str| -> BTreeSet<u64> {
-            let (sub, prefix) = match prefix {
-                SPARES_DIR => (SPARES_DIR, ""),
-                _ => ("", prefix),
-            };
-            std::fs::read_dir(dir.path().join(sub))
-                .expect("read_dir")
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-                .map(|e| e.metadata().expect("metadata").ino())
-                .collect()
-        };
+        let inodes = |prefix: &str| inodes(dir.path(), prefix);
         let store = open();
         for i in 0..20 {
             store.append(|s| command(i, s)).await.expect("append");
