@@ -143,29 +143,42 @@ impl Subscription {
         }
         loop {
             match self.rx.try_recv() {
-                Ok(Announced { name, json }) => {
-                    if self.last.as_ref().is_some_and(|last| name <= *last) {
-                        continue;
-                    }
-                    match json {
-                        Some(json) => {
-                            self.last = Some(name);
-                            return Some(json.to_string());
-                        }
-                        None => {
-                            self.pending = Some(name);
-                            return None;
-                        }
-                    }
-                }
+                Ok(announced) => match self.take(announced) {
+                    Some(json) => return Some(json),
+                    None if self.pending.is_some() => return None,
+                    None => {}
+                },
                 Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "bash events subscriber behind; reading the store");
-                    self.catching_up = true;
+                    self.fell_behind(missed);
                     return None;
                 }
                 Err(_) => return None,
             }
         }
+    }
+
+    /// An announcement's JSON to yield; `None` when it was already yielded, or when it must be
+    /// read from the store (then left in `pending`).
+    fn take(&mut self, Announced { name, json }: Announced) -> Option<String> {
+        if self.last.as_ref().is_some_and(|last| name <= *last) {
+            return None;
+        }
+        match json {
+            Some(json) => {
+                self.last = Some(name);
+                Some(json.to_string())
+            }
+            None => {
+                self.pending = Some(name);
+                None
+            }
+        }
+    }
+
+    /// Missed announcements: catch up from the store.
+    fn fell_behind(&mut self, missed: u64) {
+        tracing::debug!(missed, "bash events subscriber behind; reading the store");
+        self.catching_up = true;
     }
 
     /// The next stored event. Cancel-safe: an event being read when the future is dropped is
@@ -194,22 +207,12 @@ impl Subscription {
                 continue;
             }
             match self.rx.recv().await {
-                Ok(Announced { name, json }) => {
-                    if self.last.as_ref().is_some_and(|last| name <= *last) {
-                        continue;
-                    }
-                    match json {
-                        Some(json) => {
-                            self.last = Some(name);
-                            return Received::Event(json.to_string());
-                        }
-                        None => self.pending = Some(name),
+                Ok(announced) => {
+                    if let Some(json) = self.take(announced) {
+                        return Received::Event(json);
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "bash events subscriber behind; reading the store");
-                    self.catching_up = true;
-                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => self.fell_behind(missed),
                 Err(broadcast::error::RecvError::Closed) => return Received::Closed,
             }
         }
