@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use futures::SinkExt;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,7 +17,7 @@ use super::{await_auth_frame, check_handshake, AppState, SocketAuth};
 use crate::error::{ApiError, ValidationIssue};
 use crate::exec::{
     BashCommand, BashError, BashEventKind, BashEventPage, BashEventSortOrder, BashOutput,
-    ExecuteBashRequest, JsonStream, Received, SearchQuery, Subscription, DEFAULT_TIMEOUT_SECS,
+    ExecuteBashRequest, JsonStream, Received, SearchQuery, DEFAULT_TIMEOUT_SECS,
 };
 
 /// Default and largest `limit` of a search page.
@@ -674,7 +673,9 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
         tokio::select! {
             received = subscription.next() => match received {
                 Received::Event(json) => {
-                    if send_ready(&mut socket, json, &mut subscription).await.is_err() {
+                    let first = Message::Text(json.into());
+                    let ready = || subscription.try_next().map(|j| Message::Text(j.into()));
+                    if super::send_ready(&mut socket, first, ready).await.is_err() {
                         return;
                     }
                 }
@@ -723,26 +724,6 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
         }
     }
 }
-
-/// Sends `first` and the events already waiting after it (at most [`SEND_BATCH`]) with one
-/// flush: under load, fewer writes for us and fewer wake-ups for the client.
-async fn send_ready(
-    socket: &mut WebSocket,
-    first: String,
-    subscription: &mut Subscription,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first.into())).await?;
-    for _ in 1..SEND_BATCH {
-        let Some(json) = subscription.try_next() else {
-            break;
-        };
-        socket.feed(Message::Text(json.into())).await?;
-    }
-    socket.flush().await
-}
-
-/// Most events sent with one flush.
-const SEND_BATCH: usize = 64;
 
 /// Most commands one socket may be starting at once.
 const STARTS_IN_FLIGHT: usize = 32;

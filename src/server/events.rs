@@ -527,7 +527,10 @@ async fn serve_socket(
         tokio::select! {
             out = sub.rx.recv() => match out {
                 Some(text) => {
-                    if socket.send(WsMessage::Text(text.as_ref().into())).await.is_err() {
+                    let first = WsMessage::Text(text.as_ref().into());
+                    let text_of = |t: Arc<str>| WsMessage::Text(t.as_ref().into());
+                    let ready = || sub.rx.try_recv().ok().map(text_of);
+                    if super::send_ready(&mut socket, first, ready).await.is_err() {
                         return;
                     }
                 }

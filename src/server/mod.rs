@@ -133,6 +133,25 @@ fn small_socket(ws: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::W
     ws.read_buffer_size(8 * 1024).write_buffer_size(8 * 1024)
 }
 
+/// Most messages a socket writes with one flush.
+const SEND_BATCH: usize = 64;
+
+/// Sends `first` and the messages `ready` hands out without waiting (at most [`SEND_BATCH`] in
+/// all) with one flush: under load, fewer writes for us and fewer wake-ups for the client.
+async fn send_ready(
+    socket: &mut axum::extract::ws::WebSocket,
+    first: axum::extract::ws::Message,
+    mut ready: impl FnMut() -> Option<axum::extract::ws::Message>,
+) -> Result<(), axum::Error> {
+    use futures::SinkExt;
+    socket.feed(first).await?;
+    for _ in 1..SEND_BATCH {
+        let Some(message) = ready() else { break };
+        socket.feed(message).await?;
+    }
+    socket.flush().await
+}
+
 /// The OpenAPI document generated from the routes.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
