@@ -606,16 +606,7 @@ mod tests {
     async fn store_command(service: &BashService, i: usize) {
         let stored = service
             .inner
-            .append(|stamp| {
-                BashEvent::Command(BashCommand {
-                    command: format!("echo {i}"),
-                    cwd: None,
-                    timeout: 1,
-                    id: crate::util::hex_id(),
-                    timestamp: stamp.timestamp.clone(),
-                    kind: "BashCommand".into(),
-                })
-            })
+            .append(|stamp| store::tests::command(i, stamp))
             .await;
         assert!(stored.is_some(), "event {i} stored");
     }

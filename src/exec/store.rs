@@ -139,7 +139,7 @@ pub(crate) struct Store {
     spares: Mutex<VecDeque<u64>>,
     /// Number of the next spare file.
     next_spare: std::sync::atomic::AtomicU64,
-    /// A blocking task is making new empty spares (see [`Store::keep_spares_ahead`]).
+    /// A blocking task is making new empty spares (see [`Store::make_spares_ahead`]).
     making_spares: std::sync::atomic::AtomicBool,
     /// Names of newly stored events, in name order, for live subscribers.
     announce: tokio::sync::broadcast::Sender<Announced>,
@@ -376,7 +376,6 @@ impl Store {
                     }
                 }
             };
-            self.keep_spares_ahead();
             let result = self.write(&job.stamp, job.event).map(|(name, meta, json)| {
                 lock(&self.index).insert(name.clone(), meta);
                 let _ = self.announce.send(Announced {
@@ -413,7 +412,7 @@ impl Store {
     /// Writes `event` atomically under the name built from `stamp`; returns its index entry and,
     /// when it is small, its JSON. Blocking.
     fn write(
-        &self,
+        self: &Arc<Self>,
         stamp: &Stamp,
         event: BashEvent,
     ) -> std::io::Result<(Arc<str>, Meta, Option<Arc<str>>)> {
@@ -437,9 +436,14 @@ impl Store {
                 },
             ),
         };
-        let spare = lock(&self.spares)
-            .pop_back()
-            .map(|n| self.spares_dir.join(n.to_string()));
+        let (spare, few_left) = {
+            let mut spares = lock(&self.spares);
+            (spares.pop_back(), spares.len() < SPARES_LOW_WATER)
+        };
+        if few_left {
+            self.make_spares_ahead();
+        }
+        let spare = spare.map(|n| self.spares_dir.join(n.to_string()));
         let bytes = write_atomic(&self.dir, &name, &event, spare)?;
         let json = if bytes.len() <= INLINE_JSON_BYTES {
             String::from_utf8(bytes).ok().map(Arc::from)
@@ -685,14 +689,13 @@ impl Store {
         (page, next)
     }
 
-    /// Starts making new empty spares on another blocking thread when few are left: allocating
-    /// an inode can be slow (see the module comment), and this way a busy store does it beside
-    /// its single writer instead of in it. Same files, made a little earlier.
-    fn keep_spares_ahead(self: &Arc<Self>) {
+    /// Starts making new empty spares on another blocking thread (unless one is at it), called
+    /// when few are left: allocating an inode can be slow (see the module comment), and this way
+    /// a busy store does it beside its single writer instead of in it. Same files, made a little
+    /// earlier.
+    fn make_spares_ahead(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
-        if lock(&self.spares).len() >= SPARES_LOW_WATER
-            || self.making_spares.swap(true, Ordering::AcqRel)
-        {
+        if self.making_spares.swap(true, Ordering::AcqRel) {
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -856,18 +859,13 @@ fn read_order(path: &Path) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Inodes of the event files in `dir` whose names start with `prefix`, or with
-    /// [`SPARES_DIR`] of the spare files.
+    /// Inodes of the files in `dir` whose names start with `prefix`.
     fn inodes(dir: &Path, prefix: &str) -> BTreeSet<u64> {
         use std::os::unix::fs::MetadataExt;
-        let (sub, prefix) = match prefix {
-            SPARES_DIR => (SPARES_DIR, ""),
-            _ => ("", prefix),
-        };
-        std::fs::read_dir(dir.join(sub))
+        std::fs::read_dir(dir)
             .expect("read_dir")
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
@@ -876,7 +874,7 @@ mod tests {
     }
 
     /// A `BashCommand` event running `echo <i>`.
-    fn command(i: usize, stamp: &Stamp) -> BashEvent {
+    pub(crate) fn command(i: usize, stamp: &Stamp) -> BashEvent {
         BashEvent::Command(super::super::model::BashCommand {
             command: format!("echo {i}"),
             cwd: None,
@@ -980,18 +978,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, _) = tokio::sync::broadcast::channel(16);
         let store = Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"));
-        let inodes = |prefix: &str| inodes(dir.path(), prefix);
+        let event_inodes = || inodes(dir.path(), "2");
+        let spare_inodes = || inodes(&dir.path().join(SPARES_DIR), "");
         store.append(|s| command(0, s)).await.expect("append");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while inodes(SPARES_DIR).len() < SPARES_AHEAD {
+        while spare_inodes().len() < SPARES_AHEAD {
             assert!(std::time::Instant::now() < deadline, "spares made ahead");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let ahead = inodes(SPARES_DIR);
+        let ahead = spare_inodes();
         for i in 1..=20 {
             store.append(|s| command(i, s)).await.expect("append");
         }
-        let events = inodes("2");
+        let events = event_inodes();
         assert_eq!(events.len(), 21);
         assert_eq!(
             events.intersection(&ahead).count(),
@@ -1012,12 +1011,13 @@ mod tests {
             let (tx, _) = tokio::sync::broadcast::channel(16);
             Arc::new(Store::open(dir.path().to_owned(), tx).expect("open"))
         };
-        let inodes = |prefix: &str| inodes(dir.path(), prefix);
+        let event_inodes = || inodes(dir.path(), "2");
+        let spare_inodes = || inodes(&dir.path().join(SPARES_DIR), "");
         let store = open();
         for i in 0..20 {
             store.append(|s| command(i, s)).await.expect("append");
         }
-        let written = inodes("2");
+        let written = event_inodes();
         assert_eq!(store.clear().await.expect("clear"), 20);
         while store
             .making_spares
@@ -1025,9 +1025,9 @@ mod tests {
         {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let spares = inodes(SPARES_DIR);
+        let spares = spare_inodes();
         assert!(written.is_subset(&spares), "cleared files kept as spares");
-        assert!(inodes("2").is_empty());
+        assert!(event_inodes().is_empty());
         assert!(lock(&store.index).by_name.is_empty());
         // A restart finds the spares; new events are written into them, whole and readable,
         // even into spares still holding a longer write that a crash left there.
@@ -1047,7 +1047,7 @@ mod tests {
         for i in 100..130 {
             store.append(|s| command(i, s)).await.expect("append");
         }
-        let events = inodes("2");
+        let events = event_inodes();
         assert_eq!(events.len(), 30);
         assert_eq!(
             events.intersection(&spares).count(),
