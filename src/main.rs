@@ -77,10 +77,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// Logs go to stderr: colours only when it is a terminal (and `NO_COLOR` is unset), so a log
+/// redirected to a file or collected by a container runtime is plain text.
 fn init_tracing(json: bool) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -34,6 +34,22 @@ async fn health_alive_ready_and_server_info() {
             "server_info lacks {field}: {info}"
         );
     }
+    // The version fields name the reference release we are wire-compatible with; our own
+    // version is reported beside them.
+    for field in [
+        "version",
+        "sdk_version",
+        "tools_version",
+        "workspace_version",
+    ] {
+        assert_eq!(info[field], "1.58.2", "{field}: {info}");
+    }
+    assert_eq!(info["implementation"]["name"], "agent-server");
+    assert_eq!(
+        info["implementation"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{info}"
+    );
 }
 
 #[tokio::test]
@@ -116,6 +132,36 @@ async fn openapi_document_is_served() {
             .to_str()
             .unwrap()
             .starts_with("text/html"));
-        assert!(docs.text().await.unwrap().contains("execute_bash_command"));
+        let html = docs.text().await.unwrap();
+        // The page embeds the whole document for its forms: every operation can be tried.
+        let start = html
+            .find(r#"<script id="spec" type="application/json">"#)
+            .unwrap();
+        let rest = &html[start..];
+        let json = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
+        let embedded: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(embedded["paths"], v["paths"], "{page}");
+        assert!(
+            html.contains("addEventListener(\"submit\""),
+            "{page}: no request form"
+        );
     }
+}
+
+#[tokio::test]
+async fn log_written_to_a_file_is_plain_text() {
+    let srv = TestServer::start();
+    let r = srv
+        .client()
+        .get(format!("{}/health", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log = srv.log();
+    assert!(log.contains("listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log written to a file: {log:?}"
+    );
 }

@@ -40,8 +40,14 @@ const CAPABILITIES: &[&str] = &[
     "conversation_runtime_routes_v1",
 ];
 
+/// The reference release whose wire contract this server implements. The version fields of
+/// `/server_info` report it (clients compare them with their own SDK version); our own version
+/// is in `implementation`.
+pub const COMPATIBLE_REFERENCE_VERSION: &str = "1.58.2";
+
 async fn server_info(State(state): State<AppState>) -> Json<Value> {
-    let version = env!("CARGO_PKG_VERSION");
+    let ours = env!("CARGO_PKG_VERSION");
+    let version = COMPATIBLE_REFERENCE_VERSION;
     let cfg = &state.config;
     Json(json!({
         "uptime": state.activity.uptime_secs(),
@@ -53,7 +59,13 @@ async fn server_info(State(state): State<AppState>) -> Json<Value> {
         "workspace_version": version,
         "build_git_sha": cfg.build_git_sha,
         "build_git_ref": cfg.build_git_ref,
-        "python_version": format!("none (agent-server {version}, Rust)"),
+        "python_version": format!("none (agent-server {ours}, Rust)"),
+        "implementation": {
+            "name": "agent-server",
+            "language": "rust",
+            "version": ours,
+            "compatible_with": format!("openhands-agent-server {version}"),
+        },
         "usable_tools": state.usable_tools(),
         "runtime_idle_timeout_seconds": null,
         "conversation_runtime": "local",

@@ -1,4 +1,4 @@
-//! `GET /openapi.json` (generated from the routes by utoipa) and a small `/docs` page.
+//! `GET /openapi.json` (generated from the routes by utoipa) and the interactive `/docs` page.
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::Html;
@@ -45,39 +45,18 @@ pub(super) fn router(doc: OpenApi) -> Router<AppState> {
         .route("/redoc", page)
 }
 
-/// A self-contained HTML index of the operations (no CDN: sandboxes are often offline).
+/// The interactive API page (`docs.html`): operations by tag, a form per operation that sends
+/// the request from the browser, the session key kept in local storage. The document is embedded
+/// in the page, so it needs no second fetch and nothing from outside (sandboxes are often offline).
 fn docs_page(doc: &OpenApi) -> String {
-    let mut rows = String::new();
-    for (path, item) in &doc.paths.paths {
-        let ops = [
-            ("GET", &item.get),
-            ("POST", &item.post),
-            ("PUT", &item.put),
-            ("PATCH", &item.patch),
-            ("DELETE", &item.delete),
-        ];
-        for (method, op) in ops {
-            if let Some(op) = op {
-                let summary = op
-                    .summary
-                    .clone()
-                    .or_else(|| op.description.clone())
-                    .unwrap_or_default();
-                rows.push_str(&format!(
-                    "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
-                    html_escape(path),
-                    html_escape(&summary)
-                ));
-            }
-        }
-    }
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>\
-<h1>{title} {version}</h1><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a></p>\
-<table border=\"1\" cellpadding=\"4\"><tr><th>method</th><th>path</th><th>summary</th></tr>\n{rows}</table></body></html>",
-        title = html_escape(&doc.info.title),
-        version = html_escape(&doc.info.version),
-    )
+    // `</` would end the embedding <script> element early; `<\/` is the same JSON string.
+    let spec = serde_json::to_string(doc)
+        .unwrap_or_else(|_| "{}".into())
+        .replace("</", "<\\/");
+    include_str!("docs.html")
+        .replace("__TITLE__", &html_escape(&doc.info.title))
+        .replace("__VERSION__", &html_escape(&doc.info.version))
+        .replace("__SPEC__", &spec)
 }
 
 fn html_escape(s: &str) -> String {
