@@ -13,7 +13,9 @@
 #
 # Contract with the launchers (same as the Python image): ENTRYPOINT is the server under tini (PID 1
 # reaps zombies), arguments are appended (`--host 0.0.0.0 --port 8000`), user `openhands` uid/gid
-# 10001, WORKDIR / (state under /workspace), port 8000, also reachable as
+# 10001 by default; any other uid works too (`docker run --user "$(id -u):$(id -g)"`, which makes a
+# mounted host directory writable): /workspace is writable by all with the sticky bit, like /tmp.
+# WORKDIR / (state under /workspace), port 8000, also reachable as
 # /usr/local/bin/openhands-agent-server (the Runtime API launcher's command).
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
@@ -42,6 +44,7 @@ RUN set -eu; \
     fi; \
     mkdir -p /workspace/project; \
     chown -R 10001:10001 /workspace; \
+    chmod 1777 /workspace; \
     ln -sf "$(command -v tini || echo /sbin/tini)" /usr/local/bin/agent-server-init
 ENV LANG=C.UTF-8 LC_ALL=C.UTF-8
 USER 10001:10001

@@ -1,37 +1,48 @@
 #!/usr/bin/env bash
-# Builds the agent-server image.
-#   images/build.sh [--prebuilt [--binary PATH]] [--base IMAGE] [--variant minimal|python-node]
-#                   [--tag TAG] [--platform P]
-# --prebuilt  layer a host-built binary (default target/release/agent-server, kept up to date) onto the
-#             base, from a tiny build context (no registry needed when the base image is local);
-#             without it the server is compiled inside the build (needs the Rust image).
+# Builds the agent-server image, offline by default.
+#   images/build.sh [--binary PATH] [--base IMAGE] [--variant minimal|python-node] [--tag TAG]
+#                   [--from-source] [--platform P]
+# Default: layers the host's release binary (target/release/agent-server, built or brought up to
+#             date first) onto the local base image agent-server-base:bookworm, which images/base.sh
+#             makes with debootstrap when it is missing; tagged agent-server:latest, the image
+#             `agent-server launch docker` runs. No registry is needed.
+# --base      another base image (any apt/apk/dnf distribution; pulled if not local).
+# --from-source  compile inside the build (Dockerfile target `runtime`, needs the rust:1-bookworm
+#             image from a registry) instead of layering the host binary.
 # --variant   minimal (default): the base as given; python-node: first builds images/python-node.Dockerfile
-#             on the base (python3, pip, venv, nodejs, npm from the base's package manager) and layers the
-#             server on that.
+#             on the base (python3, pip, venv, nodejs, npm from the base's package manager).
+# --prebuilt  accepted for older scripts; it is the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-BASE="debian:bookworm-slim"
+BASE=""
+LOCAL_BASE="${AGENT_SERVER_BASE_TAG:-agent-server-base:bookworm}"
 TAG=""
 VARIANT="minimal"
-PREBUILT=0
+PREBUILT=1
 BINARY="$ROOT/target/release/agent-server"
 PLATFORM=()
 while (($#)); do
   case "$1" in
     --prebuilt) PREBUILT=1 ;;
+    --from-source) PREBUILT=0 ;;
     --binary) BINARY="$2"; shift ;;
     --base) BASE="$2"; shift ;;
     --tag) TAG="$2"; shift ;;
     --variant) VARIANT="$2"; shift ;;
     --platform) PLATFORM=(--platform "$2"); shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 [[ -n "$TAG" ]] || TAG="agent-server:latest$([[ $VARIANT == minimal ]] || echo "-$VARIANT")"
 log() { printf '[build] %s\n' "$*" >&2; }
+
+if [[ -z "$BASE" ]]; then
+  BASE="$LOCAL_BASE"
+  "$ROOT/images/base.sh" "$BASE"
+fi
 
 case "$VARIANT" in
   minimal) ;;

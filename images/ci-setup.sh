@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Makes Docker usable for the launcher tests on a fresh Debian machine with no container registry:
-# installs docker.io + debootstrap, starts dockerd if no daemon answers, builds a Debian base image
-# with debootstrap + `docker import`, then builds our image on it from the host's release binary.
+# installs docker.io + debootstrap, starts dockerd if no daemon answers, then runs images/build.sh
+# (a Debian base made with debootstrap + `docker import`, and agent-server:latest on it).
 # Idempotent: every step is skipped when its result already exists. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-BASE_TAG="${AGENT_SERVER_BASE_TAG:-agent-server-base:bookworm}"
-IMAGE_TAG="${AGENT_SERVER_IMAGE:-agent-server:ci}"
+export AGENT_SERVER_BASE_TAG="${AGENT_SERVER_BASE_TAG:-agent-server-base:bookworm}"
+BASE_TAG="$AGENT_SERVER_BASE_TAG"
 log() { printf '[ci-setup] %s\n' "$*"; }
 
 need=()
@@ -43,21 +43,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 log "docker: $(docker info --format '{{.ServerVersion}} {{.Driver}}')"
 
-if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
-  MIRROR="$( (cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true) \
-    | awk '/^(URIs:|deb) +https?:\/\// && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }')"
-  [[ -n "$MIRROR" ]] || { log "no Debian mirror found in apt sources"; exit 1; }
-  ROOTFS="$(mktemp -d /tmp/agent-server-rootfs.XXXXXX)"
-  log "debootstrap bookworm from the configured mirror into $ROOTFS"
-  # git/tini/ca-certificates are included so that building our image needs no network at all.
-  debootstrap --variant=minbase --include=git,tini,ca-certificates bookworm "$ROOTFS" "$MIRROR" >/tmp/debootstrap.log 2>&1 \
-    || { tail -30 /tmp/debootstrap.log; exit 1; }
-  rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-  tar -C "$ROOTFS" -c . | docker import -c 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
-  rm -rf "$ROOTFS"
-fi
-log "base image: $BASE_TAG"
-
-if [[ "${SKIP_IMAGE_BUILD:-0}" != 1 ]]; then
-  "$ROOT/images/build.sh" --prebuilt --base "$BASE_TAG" --tag "$IMAGE_TAG"
+if [[ "${SKIP_IMAGE_BUILD:-0}" == 1 ]]; then
+  "$ROOT/images/base.sh" "$BASE_TAG"
+else
+  # The README's command: the offline base if missing, then agent-server:latest on it.
+  "$ROOT/images/build.sh"
 fi

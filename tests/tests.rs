@@ -9,5 +9,6 @@ mod fakes;
 mod files;
 mod git;
 mod launchers;
+mod readme;
 mod sdk_flows;
 mod server_details;

@@ -76,6 +76,13 @@ pub struct DockerOptions {
     pub ulimit_nofile: Option<u64>,
     /// The docker executable.
     pub docker: String,
+    /// `--user UID[:GID]` for the server. `None`: the image's user (10001), unless
+    /// `map_mount_owner` picks the owner of a mounted directory.
+    pub user: Option<String>,
+    /// With no `user`, run the server as the owner of the first writable bind-mounted host
+    /// directory when that owner is not root, so the server can write the mounted workspace
+    /// (`HOME` is then `/tmp`, as such a uid has no home in the image).
+    pub map_mount_owner: bool,
 }
 
 impl Default for DockerOptions {
@@ -98,6 +105,8 @@ impl Default for DockerOptions {
             health_check_timeout: Duration::from_secs(120),
             working_dir: "/workspace".into(),
             host: None,
+            user: None,
+            map_mount_owner: true,
             detach_logs: true,
             keep_alive: false,
             cleanup_image: false,
@@ -428,6 +437,18 @@ fn run_command(
     for v in &opts.volumes {
         cmd.arg("-v").arg(v);
     }
+    let user = opts.user.clone().or_else(|| {
+        opts.map_mount_owner
+            .then(|| mount_owner(&opts.volumes))
+            .flatten()
+            .map(|(uid, gid)| format!("{uid}:{gid}"))
+    });
+    if let Some(user) = user {
+        cmd.args(["--user", &user]);
+        if opts.user.is_none() && !opts.env.iter().any(|(k, _)| k == "HOME") {
+            cmd.args(["-e", "HOME=/tmp"]);
+        }
+    }
     // With the host's network there is nothing to publish: the server binds the host port on
     // loopback itself (the reference passes -p and 8000 anyway, which then collide).
     let host_net = opts.network.as_deref() == Some("host");
@@ -453,6 +474,25 @@ fn run_command(
     }
     cmd.stdin(Stdio::null());
     cmd
+}
+
+/// Owner (uid, gid) of the first writable bind mount `SRC:DST[:OPTS]` whose source is an
+/// existing host directory not owned by root.
+fn mount_owner(volumes: &[String]) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    volumes.iter().find_map(|v| {
+        let mut parts = v.split(':');
+        let src = parts.next()?;
+        let _dst = parts.next()?;
+        let read_only = parts
+            .next()
+            .is_some_and(|o| o.split(',').any(|o| o == "ro"));
+        if read_only || !src.starts_with('/') {
+            return None;
+        }
+        let meta = std::fs::metadata(src).ok().filter(|m| m.is_dir())?;
+        (meta.uid() != 0).then(|| (meta.uid(), meta.gid()))
+    })
 }
 
 /// `docker rm -f <id>` (blocking), waiting until the container is gone.
@@ -619,4 +659,48 @@ async fn build_image(docker: &str, b: &DockerBuild) -> Result<String, ClientErro
         )));
     }
     Ok(b.tag.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::chown;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_server_runs_as_the_owner_of_a_writable_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        chown(dir.path(), Some(4321), Some(4322)).unwrap();
+        let root_owned = tempfile::tempdir().unwrap();
+        chown(root_owned.path(), Some(0), Some(0)).unwrap();
+        let mut o = DockerOptions::image("img");
+        o.volumes = vec![
+            format!("{}:/mnt/ro:ro", dir.path().display()),
+            format!("{}:/mnt/root", root_owned.path().display()),
+            format!("{}:/workspace/project", dir.path().display()),
+        ];
+        let a = args(&run_command(&o, "img", "n", 30000, false));
+        let at = a.iter().position(|x| x == "--user").unwrap();
+        assert_eq!(a[at + 1], "4321:4322");
+        assert!(a.contains(&"HOME=/tmp".to_string()));
+
+        // Read-only or root-owned mounts alone change nothing; an explicit user wins.
+        o.volumes.remove(2);
+        assert!(!args(&run_command(&o, "img", "n", 30000, false)).contains(&"--user".into()));
+        o.user = Some("1:1".into());
+        let a = args(&run_command(&o, "img", "n", 30000, false));
+        assert!(a.windows(2).any(|w| w == ["--user", "1:1"]));
+        assert!(!a.contains(&"HOME=/tmp".to_string()));
+        o.user = None;
+        o.volumes = vec![format!("{}:/w", dir.path().display())];
+        o.map_mount_owner = false;
+        assert!(!args(&run_command(&o, "img", "n", 30000, false)).contains(&"--user".into()));
+    }
 }

@@ -21,8 +21,8 @@ use super::{
     name = "agent-server launch",
     about = "Start an agent server in a sandbox and print its URL and session key.",
     long_about = "Start an agent server in a sandbox and print its URL and session key as\n\
-AGENT_SERVER_URL=… and SESSION_API_KEY=… lines on stdout (so `eval \"$(agent-server launch docker -d)\"`\n\
-works). In the foreground the server's log follows on stderr and Ctrl-C stops and removes the sandbox;\n\
+`export AGENT_SERVER_URL=…` and `export AGENT_SERVER_API_KEY=…` lines on stdout (so\n\
+`eval \"$(agent-server launch docker -d)\"` sets them in your shell), or one JSON object with --json. In the foreground the server's log follows on stderr and Ctrl-C stops and removes the sandbox;\n\
 with --detach it keeps running and the command exits."
 )]
 pub struct LaunchCli {
@@ -60,7 +60,7 @@ pub struct Common {
     /// Leave the sandbox running and exit once it is healthy.
     #[arg(short = 'd', long)]
     pub detach: bool,
-    /// Print {"url","api_key",…} as one JSON line instead of NAME=VALUE lines.
+    /// Print {"url","api_key",…} as one JSON line instead of `export` lines.
     #[arg(long)]
     pub json: bool,
     /// Do not copy the server's log to stderr.
@@ -94,6 +94,10 @@ pub struct DockerArgs {
     /// Also publish VS Code (container 8001) on PORT+1.
     #[arg(long)]
     pub extra_ports: bool,
+    /// Run the server as UID[:GID] (default: the owner of the first writable `-v` host
+    /// directory when it is not root, so the server can write it; else the image's user 10001).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
     /// Build the image from this context's Dockerfile first (tagged IMAGE).
     #[arg(long, value_name = "CONTEXT")]
     pub build: Option<PathBuf>,
@@ -139,6 +143,18 @@ pub struct ApptainerArgs {
     pub no_compat: bool,
 }
 
+impl Common {
+    /// `--timeout` as a duration: at least 0.1 s, at most a day (NaN and infinities included).
+    fn health_timeout(&self) -> Duration {
+        let secs = if self.timeout.is_finite() {
+            self.timeout.clamp(0.1, 86_400.0)
+        } else {
+            86_400.0
+        };
+        Duration::from_secs_f64(secs)
+    }
+}
+
 fn split_env(specs: &[String]) -> (Vec<String>, Vec<(String, String)>) {
     let mut forward = Vec::new();
     let mut set = Vec::new();
@@ -161,24 +177,44 @@ fn api_key(c: &Common) -> Option<String> {
     }))
 }
 
+/// Prints where the server is: one JSON object with `--json`, otherwise `export` lines for a
+/// POSIX shell (`eval "$(agent-server launch docker -d)"`). Every variable is prefixed with
+/// `AGENT_SERVER_` so that common names (`CONTAINER_NAME`, ...) are left alone, and every value
+/// is single-quoted.
 fn print_ready(c: &Common, url: &str, key: Option<&str>, extra: &[(&str, String)]) {
     let mut out = std::io::stdout();
-    if c.json {
+    let _ = out.write_all(ready_text(c.json, url, key, extra).as_bytes());
+    let _ = out.flush();
+}
+
+fn ready_text(json: bool, url: &str, key: Option<&str>, extra: &[(&str, String)]) -> String {
+    if json {
         let mut m = serde_json::Map::new();
         m.insert("url".into(), url.into());
         m.insert("api_key".into(), key.into());
         for (k, v) in extra {
             m.insert((*k).into(), v.clone().into());
         }
-        let _ = writeln!(out, "{}", serde_json::Value::Object(m));
-    } else {
-        let _ = writeln!(out, "AGENT_SERVER_URL={url}");
-        let _ = writeln!(out, "SESSION_API_KEY={}", key.unwrap_or(""));
-        for (k, v) in extra {
-            let _ = writeln!(out, "{}={v}", k.to_uppercase());
-        }
+        return format!("{}\n", serde_json::Value::Object(m));
     }
-    let _ = out.flush();
+    let mut text = format!("export AGENT_SERVER_URL={}\n", shell_quote(url));
+    text.push_str(&format!(
+        "export AGENT_SERVER_API_KEY={}\n",
+        shell_quote(key.unwrap_or(""))
+    ));
+    for (k, v) in extra {
+        text.push_str(&format!(
+            "export AGENT_SERVER_{}={}\n",
+            k.to_uppercase(),
+            shell_quote(v)
+        ));
+    }
+    text
+}
+
+/// `value` as one single-quoted POSIX shell word.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 /// Runs `agent-server launch …` (`args` excludes the program name and `launch`); returns the
@@ -238,10 +274,11 @@ async fn run(cli: LaunchCli) -> i32 {
             o.network = a.network;
             o.enable_gpu = a.gpus;
             o.extra_ports = a.extra_ports;
+            o.user = a.user;
             o.api_key = key.clone();
             o.detach_logs = !a.common.quiet && !a.common.detach;
             o.keep_alive = a.common.detach;
-            o.health_check_timeout = Duration::from_secs_f64(a.common.timeout.max(0.1));
+            o.health_check_timeout = a.common.health_timeout();
             if let Some(ctx) = a.build {
                 o.build = Some(DockerBuild {
                     context: ctx,
@@ -306,7 +343,7 @@ async fn run(cli: LaunchCli) -> i32 {
             o.enable_docker_compat = !a.no_compat;
             o.api_key = key.clone();
             o.detach_logs = !a.common.quiet;
-            o.health_check_timeout = Duration::from_secs_f64(a.common.timeout.max(0.1));
+            o.health_check_timeout = a.common.health_timeout();
             let mut ws = match ApptainerWorkspace::start(o).await {
                 Ok(ws) => ws,
                 Err(e) => {
@@ -389,5 +426,36 @@ mod tests {
             LaunchCli::try_parse_from(["launch", "apptainer", "--sif", "a", "--image", "b"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn ready_lines_are_shell_safe_exports() {
+        let text = ready_text(
+            false,
+            "http://127.0.0.1:30001",
+            Some("k'ey $(rm -rf /)"),
+            &[("container_name", "n".into())],
+        );
+        assert_eq!(
+            text,
+            "export AGENT_SERVER_URL='http://127.0.0.1:30001'\n\
+             export AGENT_SERVER_API_KEY='k'\\''ey $(rm -rf /)'\n\
+             export AGENT_SERVER_CONTAINER_NAME='n'\n"
+        );
+        // What a shell makes of them: the exact values, nothing run.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{text}printf '%s|%s|%s' \"$AGENT_SERVER_URL\" \"$AGENT_SERVER_API_KEY\" \"$AGENT_SERVER_CONTAINER_NAME\""
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "http://127.0.0.1:30001|k'ey $(rm -rf /)|n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&ready_text(true, "u", None, &[])).unwrap();
+        assert_eq!(json, serde_json::json!({"url": "u", "api_key": null}));
     }
 }

@@ -142,7 +142,8 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
         "echo" => match step {
             0 => Step::Tool(
                 "terminal",
-                json!({"command": "printf 'hello from mock\\n' > echo_out.txt && echo \"mock-marker-$((40+2))\"",
+                json!({"command": format!("printf 'hello from mock\\n' > echo_out.txt && echo \"{}-$((40+2))\"",
+                                          arg("marker").unwrap_or("mock-marker".into())),
                        "security_risk": "LOW", "summary": "write a file and print a marker"}),
             ),
             _ => finish(),
