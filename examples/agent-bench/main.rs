@@ -173,7 +173,7 @@ struct Args {
     /// A persisted conversation to clone for the scale scenario.
     #[arg(
         long,
-        default_value = "/work/shared/reference/captures/persisted_sample/d9a4accae10742dfb7b3aced612a72d3"
+        default_value = "tests/fixtures/reference_conversations/d9a4accae10742dfb7b3aced612a72d3"
     )]
     sample: PathBuf,
 }

@@ -499,14 +499,13 @@ async fn llm_cost_uses_per_token_overrides() {
     assert!((c.usage.cost - (120.0 * 1e-6 + 30.0 * 2e-6)).abs() < 1e-12);
 }
 
-/// Smoke test against the acceptance kit's mock LLM (skipped when the kit is absent).
+/// Smoke test against the acceptance kit's mock LLM.
 #[tokio::test]
+#[ignore = "needs the OpenHands acceptance kit beside the clone (../shared/compat/mock_llm.py); run with --include-ignored"]
 async fn llm_smoke_against_kit_mock_llm() {
-    let script = std::path::Path::new("/work/shared/compat/mock_llm.py");
-    if !script.exists() {
-        eprintln!("kit mock LLM not found at {}; skipping", script.display());
-        return;
-    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/mock_llm.py");
+    assert!(script.exists(), "no kit mock LLM at {}", script.display());
     let dir = tempfile::tempdir().unwrap();
     let port_file = dir.path().join("port");
     let mut child = match tokio::process::Command::new("python3")
@@ -518,10 +517,7 @@ async fn llm_smoke_against_kit_mock_llm() {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("python3 not available ({e}); skipping");
-            return;
-        }
+        Err(e) => panic!("cannot run python3 for the kit's mock LLM: {e}"),
     };
     let mut port = String::new();
     for _ in 0..100 {
@@ -886,22 +882,17 @@ fn tools_from_capture(tools: &Value, nested: bool) -> Vec<ToolDefinition> {
         .collect()
 }
 
-fn read_capture(name: &str) -> Option<Value> {
-    let path = format!("/work/shared/reference/captures/{name}");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Some(serde_json::from_str(&s).unwrap()),
-        Err(_) => {
-            eprintln!("capture {path} not found; skipping");
-            None
-        }
-    }
+/// A request body the reference sent to the model, captured and kept in `tests/fixtures/`.
+fn read_capture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 #[tokio::test]
 async fn llm_chat_body_equals_the_reference_capture() {
-    let Some(capture) = read_capture("llm_request_chat_completions.json") else {
-        return;
-    };
+    let capture = read_capture("llm_request_chat_completions.json");
     let m = mock(vec![Canned::Json(200, chat_ok("x"), vec![])]).await;
     let s = settings(json!({"model": "openai/mock-chat", "base_url": format!("{}/v1", m.base)}));
     let req = CompletionRequest {
@@ -915,9 +906,7 @@ async fn llm_chat_body_equals_the_reference_capture() {
 
 #[tokio::test]
 async fn llm_responses_body_equals_the_reference_capture() {
-    let Some(capture) = read_capture("llm_request_responses_api.json") else {
-        return;
-    };
+    let capture = read_capture("llm_request_responses_api.json");
     let mut messages = vec![Message::text(
         Role::System,
         capture["instructions"].as_str().unwrap(),

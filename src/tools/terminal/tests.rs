@@ -27,16 +27,13 @@ async fn run(t: &TerminalTool, ctx: &ToolContext, args: Value) -> ToolOutput {
         .unwrap_or_else(|e| panic!("execute failed: {e}"))
 }
 
-fn have_bash() -> bool {
+fn require_bash() {
     let found = std::process::Command::new("bash")
         .arg("-c")
         .arg("true")
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!("bash is not available; skipping terminal test");
-    }
-    found
+    assert!(found, "the terminal tool needs bash on PATH");
 }
 
 #[test]
@@ -71,9 +68,7 @@ fn parse_action_fills_defaults_and_validates() {
 
 #[tokio::test]
 async fn runs_commands_and_keeps_state() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
     let out = run(&t, &ctx, json!({"command": "echo hello"})).await;
@@ -168,9 +163,7 @@ async fn runs_commands_and_keeps_state() {
 
 #[tokio::test]
 async fn soft_timeout_input_and_ctrl_c() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 1.0);
     let out = run(
@@ -226,9 +219,7 @@ async fn soft_timeout_input_and_ctrl_c() {
 
 #[tokio::test]
 async fn hard_timeout_and_reset() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
     run(&t, &ctx, json!({"command": "export KEEP=1"})).await;
@@ -278,9 +269,7 @@ async fn hard_timeout_and_reset() {
 
 #[tokio::test]
 async fn long_output_is_truncated_and_saved() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
     let out = run(
@@ -325,9 +314,7 @@ async fn long_output_is_truncated_and_saved() {
 
 #[tokio::test]
 async fn cancellation_interrupts_the_command() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
     let fresh = ToolContext {
@@ -356,9 +343,7 @@ async fn cancellation_interrupts_the_command() {
 
 #[tokio::test]
 async fn close_kills_background_jobs() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
     let out = run(
@@ -390,9 +375,7 @@ async fn close_kills_background_jobs() {
 
 #[tokio::test]
 async fn close_ends_a_running_call() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = std::sync::Arc::new(tool(&ctx, 30.0));
     run(&t, &ctx, json!({"command": "echo ready"})).await;
@@ -413,9 +396,7 @@ async fn close_ends_a_running_call() {
 
 #[tokio::test]
 async fn secrets_are_exported_and_hidden() {
-    if !have_bash() {
-        return;
-    }
+    require_bash();
     let (_d, ctx) = ctx();
     let t = tool(&ctx, 30.0);
     t.set_secrets(&[("API_TOKEN".into(), "s3cr'et\\value".into())]);
