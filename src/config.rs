@@ -9,6 +9,10 @@ use serde::Deserialize;
 /// Default JSON config file of the reference server (relative to the working directory).
 pub const DEFAULT_CONFIG_FILE: &str = "workspace/openhands_agent_server_config.json";
 
+/// Default cap on a request body (file uploads excepted, they stream to disk): room for messages
+/// with pasted screenshots as base64 image content.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 /// Command-line flags of the `agent-server` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -24,6 +28,7 @@ OH_WORKSPACE_PATH          default workspace (default workspace/project)\n  \
 OH_SECRET_KEY              key that encrypts secrets at rest (default: the first API key)\n  \
 OH_ALLOW_CORS_ORIGINS_0..N, OH_ALLOW_CORS_ORIGIN_REGEX   extra CORS origins\n  \
 OH_MAX_CONCURRENT_RUNS     parallel agent runs before 429 (default 10)\n  \
+OH_MAX_REQUEST_BODY_BYTES  largest JSON/request body, uploads excepted (default 67108864 = 64 MiB)\n  \
 OPENHANDS_AGENT_SERVER_CONFIG_PATH  JSON config file (default workspace/openhands_agent_server_config.json)\n  \
 OPENHANDS_BUILD_GIT_SHA, OPENHANDS_BUILD_GIT_REF  reported by /server_info\n  \
 RUST_LOG                   log filter (default info)\n\n\
@@ -75,6 +80,8 @@ pub struct Config {
     /// Key for encrypting secrets at rest (`OH_SECRET_KEY`, else the first API key).
     pub secret_key: Option<String>,
     pub max_concurrent_runs: usize,
+    /// Largest request body accepted outside file uploads (`OH_MAX_REQUEST_BODY_BYTES`).
+    pub max_request_body_bytes: usize,
     pub build_git_sha: String,
     pub build_git_ref: String,
 }
@@ -139,6 +146,18 @@ impl Config {
             })?,
             None => file.max_concurrent_runs.unwrap_or(10),
         };
+        let max_request_body_bytes = match env("OH_MAX_REQUEST_BODY_BYTES") {
+            Some(v) => {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Env {
+                        name: "OH_MAX_REQUEST_BODY_BYTES".into(),
+                        reason: format!("{v:?} is not a positive number of bytes"),
+                    })?
+            }
+            None => DEFAULT_MAX_REQUEST_BODY_BYTES,
+        };
         let secret_key = env("OH_SECRET_KEY")
             .filter(|v| !v.is_empty())
             .or(file.secret_key)
@@ -176,6 +195,7 @@ impl Config {
             ),
             secret_key,
             max_concurrent_runs,
+            max_request_body_bytes,
             build_git_sha: env("OPENHANDS_BUILD_GIT_SHA").unwrap_or_else(|| "unknown".into()),
             build_git_ref: env("OPENHANDS_BUILD_GIT_REF").unwrap_or_else(|| "unknown".into()),
         })
@@ -195,6 +215,7 @@ impl Config {
             bash_events_dir: root.join("bash_events"),
             secret_key: None,
             max_concurrent_runs: 10,
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             build_git_sha: "unknown".into(),
             build_git_ref: "unknown".into(),
         }
@@ -273,6 +294,29 @@ mod tests {
         );
         assert_eq!(c.session_api_keys, vec!["a", "b"]);
         assert_eq!(c.host, "1.2.3.4");
+    }
+
+    #[test]
+    fn request_body_limit_from_env() {
+        assert_eq!(cfg(&[], None).max_request_body_bytes, 64 << 20);
+        let c = cfg(&[("OH_MAX_REQUEST_BODY_BYTES", "1024")], None);
+        assert_eq!(c.max_request_body_bytes, 1024);
+        let args = || Args {
+            host: None,
+            port: 0,
+            log_json: false,
+            reload: false,
+        };
+        for bad in ["0", "-1", "lots"] {
+            let err = Config::from_args_and_env(args(), |k| {
+                (k == "OH_MAX_REQUEST_BODY_BYTES").then(|| bad.to_string())
+            })
+            .expect_err("a bad limit is refused");
+            assert!(
+                err.to_string().contains("OH_MAX_REQUEST_BODY_BYTES"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub enum ApiError {
     #[error("validation failed")]
     Validation(Vec<ValidationIssue>),
     #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
     TooManyRequests(String),
     #[error("{0}")]
     ServiceUnavailable(String),
@@ -118,6 +120,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -221,10 +224,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = match axum::body::Bytes::from_request(req, state).await {
-            Ok(b) => b,
-            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
-        };
+        let ValidBytes(bytes) = ValidBytes::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::invalid("missing", &["body"], "Field required"));
         }
@@ -252,11 +252,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
     }
 }
 
-/// Maps axum's own JSON rejection (for handlers that use `Json` directly) to a 422.
+/// Maps axum's own JSON rejection (for handlers that use `Json` directly) to a 422, or a 413
+/// for a body over the limit.
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return body_too_large();
+        }
         ApiError::invalid("json_invalid", &["body"], e.body_text())
     }
+}
+
+/// The whole request body as bytes, within the server's body limit
+/// (`OH_MAX_REQUEST_BODY_BYTES`); over it, a JSON 413 like every other error.
+#[derive(Debug, Clone, Default)]
+pub struct ValidBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ValidBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(ValidBytes(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(body_too_large()),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::PayloadTooLarge(
+        "Request body too large: it exceeds the server's limit (OH_MAX_REQUEST_BODY_BYTES)".into(),
+    )
 }
 
 #[cfg(test)]

@@ -165,3 +165,69 @@ async fn log_written_to_a_file_is_plain_text() {
         "ANSI escapes in a log written to a file: {log:?}"
     );
 }
+
+/// Over the configured body limit every route answers the same JSON 413; uploads stream to disk
+/// and are not limited; under the default limit a body of several MiB passes.
+#[tokio::test]
+async fn body_limit_is_one_json_413_everywhere() {
+    let srv = TestServer::start_with(ServerOptions {
+        env: vec![("OH_MAX_REQUEST_BODY_BYTES".into(), "4096".into())],
+        ..Default::default()
+    });
+    let c = srv.client();
+    let big = serde_json::json!({"command": format!("true {}", "x".repeat(5000))});
+    let id = uuid::Uuid::new_v4();
+    for path in [
+        "/api/bash/execute_bash_command".to_string(),
+        "/api/bash/start_bash_command".to_string(),
+        "/api/conversations".to_string(),
+        format!("/api/conversations/{id}/events"),
+        format!("/api/conversations/{id}/fork"),
+    ] {
+        let r = c
+            .post(format!("{}{path}", srv.url))
+            .json(&big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("OH_MAX_REQUEST_BODY_BYTES"),
+            "{path}: {v}"
+        );
+    }
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![7u8; 100_000]).file_name("x.bin"),
+    );
+    let target = srv.workdir().join("uploaded.bin");
+    let r = c
+        .post(format!("{}/api/file/upload", srv.url))
+        .query(&[("path", target.to_str().unwrap())])
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 100_000);
+
+    // The default limit (64 MiB) takes bodies the old fixed 2 MiB cap refused.
+    let srv = TestServer::start();
+    let ids: Vec<String> = (0..100_000)
+        .map(|i| format!("no-such-event-{i:020}"))
+        .collect();
+    let r = srv
+        .client()
+        .get(format!("{}/api/bash/bash_events/", srv.url))
+        .json(&ids)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(v.len(), 100_000);
+}

@@ -1,7 +1,7 @@
 //! `/api/bash/*` routes and the `/sockets/bash-events` WebSocket, thin wrappers over [`crate::exec`].
 //! Inputs are validated here with the reference's 422 shapes (pydantic's error types and messages).
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{await_auth_frame, check_handshake, AppState, SocketAuth};
-use crate::error::{ApiError, ValidationIssue};
+use crate::error::{ApiError, ValidBytes, ValidationIssue};
 use crate::exec::{
     BashCommand, BashError, BashEventKind, BashEventPage, BashEventSortOrder, BashOutput,
     ExecuteBashRequest, JsonStream, Received, SearchQuery, DEFAULT_TIMEOUT_SECS,
@@ -215,7 +215,7 @@ fn request_from_body(bytes: &[u8]) -> Result<ExecuteBashRequest, ApiError> {
 )]
 async fn start_bash_command(
     State(state): State<AppState>,
-    body: Bytes,
+    ValidBytes(body): ValidBytes,
 ) -> Result<Json<BashCommand>, ApiError> {
     state.activity.touch();
     let request = request_from_body(&body)?;
@@ -232,7 +232,7 @@ async fn start_bash_command(
 )]
 async fn execute_bash_command(
     State(state): State<AppState>,
-    body: Bytes,
+    ValidBytes(body): ValidBytes,
 ) -> Result<Response, ApiError> {
     state.activity.touch();
     let request = request_from_body(&body)?;
@@ -483,7 +483,7 @@ async fn get_bash_event(
 )]
 async fn batch_get_bash_events(
     State(state): State<AppState>,
-    body: Bytes,
+    ValidBytes(body): ValidBytes,
 ) -> Result<Response, ApiError> {
     state.activity.touch();
     let value = parse_json_body(&body)?;

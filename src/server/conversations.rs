@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::conversation::{agent, events, service, status, Conversation, ConversationError};
-use crate::error::{ApiError, ValidJson, ValidPath, ValidQuery, ValidationIssue};
+use crate::error::{ApiError, ValidBytes, ValidJson, ValidPath, ValidQuery, ValidationIssue};
 
 /// Maps a domain error to the HTTP error of the conversation routes.
 pub(super) fn api_error(e: ConversationError) -> ApiError {
@@ -548,7 +548,7 @@ async fn fork(
     State(state): State<AppState>,
     ValidPath(id): ValidPath<Uuid>,
     ValidQuery(q): ValidQuery<SkillsQuery>,
-    body: axum::body::Bytes,
+    ValidBytes(body): ValidBytes,
 ) -> Result<Response, ApiError> {
     let req: ForkConversationRequest = if body.is_empty() {
         ForkConversationRequest::default()

@@ -180,6 +180,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_session_key,
         ))
+        // Every body extractor honours this (file uploads lift it on their own routes: they
+        // stream to disk).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_request_body_bytes,
+        ))
         .layer(cors)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Never the query string: it may hold a session key.
