@@ -63,3 +63,36 @@ fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Longest duration taken from outside input: about 31 years, far beyond any real timeout.
+pub const MAX_INPUT_SECS: f64 = 1.0e9;
+
+/// A duration from seconds given by a client, a provider or a config file. Never panics
+/// (`Duration::from_secs_f64` does on negative, NaN or huge values): NaN and negative values give
+/// zero, values past [`MAX_INPUT_SECS`] (infinity included) give that.
+pub fn duration_from_secs(secs: f64) -> std::time::Duration {
+    let secs = if secs.is_nan() {
+        0.0
+    } else {
+        secs.clamp(0.0, MAX_INPUT_SECS)
+    };
+    std::time::Duration::from_secs_f64(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_from_outside_input_are_clamped() {
+        assert_eq!(duration_from_secs(1.5), Duration::from_millis(1500));
+        assert_eq!(duration_from_secs(-3.0), Duration::ZERO);
+        assert_eq!(duration_from_secs(f64::NAN), Duration::ZERO);
+        let max = Duration::from_secs_f64(MAX_INPUT_SECS);
+        for huge in [1e20, f64::INFINITY, f64::MAX] {
+            assert_eq!(duration_from_secs(huge), max);
+        }
+        assert_eq!(duration_from_secs(f64::NEG_INFINITY), Duration::ZERO);
+    }
+}

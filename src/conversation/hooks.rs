@@ -160,8 +160,11 @@ async fn run_command(
             let _ = stdin.write_all(data.as_bytes()).await;
         });
     }
-    let out = match tokio::time::timeout(Duration::from_secs_f64(timeout), child.wait_with_output())
-        .await
+    let out = match tokio::time::timeout(
+        crate::util::duration_from_secs(timeout),
+        child.wait_with_output(),
+    )
+    .await
     {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return failed(format!("Hook execution failed: {e}")),

@@ -223,12 +223,12 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get("retry-after-ms").and_then(|v| v.to_str().ok());
     if let Some(ms) = v.and_then(|s| s.trim().parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+            return Some(crate::util::duration_from_secs(ms / 1000.0));
         }
     }
     let v = headers.get("retry-after").and_then(|v| v.to_str().ok())?;
     let secs = v.trim().parse::<f64>().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && secs >= 0.0).then(|| crate::util::duration_from_secs(secs))
 }
 
 /// The HTTP side of one LLM endpoint.
@@ -355,7 +355,9 @@ impl Transport {
             n += 1;
             let outcome = match self.settings.timeout_secs.filter(|t| *t > 0.0) {
                 Some(secs) => {
-                    match tokio::time::timeout(Duration::from_secs_f64(secs), attempt()).await {
+                    match tokio::time::timeout(crate::util::duration_from_secs(secs), attempt())
+                        .await
+                    {
                         Ok(r) => r,
                         Err(_) => Err(Failure {
                             error: LlmError::Timeout(format!(
@@ -404,7 +406,7 @@ impl Transport {
                 }
             }
         };
-        Duration::from_secs_f64(secs.max(0.0))
+        crate::util::duration_from_secs(secs)
     }
 
     /// Reads a streamed (SSE) body, calling `on_event(event_name, data)` for each event
@@ -417,7 +419,7 @@ impl Transport {
             .settings
             .stream_idle_timeout_secs
             .filter(|t| *t > 0.0)
-            .map(Duration::from_secs_f64);
+            .map(crate::util::duration_from_secs);
         let mut stream = reply.response.bytes_stream();
         let mut parser = SseParser::default();
         loop {
@@ -601,6 +603,23 @@ pub(crate) fn header_cost(headers: &HeaderMap) -> Option<f64> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llm_retry_after_from_a_provider_never_panics() {
+        let h = |name: &str, v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|_| panic!()),
+                v.parse().unwrap_or_else(|_| panic!()),
+            );
+            parse_retry_after(&m)
+        };
+        let max = crate::util::duration_from_secs(f64::INFINITY);
+        assert_eq!(h("retry-after", "1e20"), Some(max));
+        assert_eq!(h("retry-after-ms", "1e25"), Some(max));
+        assert_eq!(h("retry-after", "2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(h("retry-after", "-1"), None);
+    }
 
     #[test]
     fn llm_sse_parser_handles_split_lines() {

@@ -55,7 +55,7 @@ impl TerminalOptions {
         TerminalOptions {
             working_dir: ctx.working_dir.clone(),
             persistence_dir: ctx.persistence_dir.clone(),
-            no_change_timeout: Duration::from_secs_f64(secs),
+            no_change_timeout: crate::util::duration_from_secs(secs),
             shell: params
                 .get("shell_path")
                 .and_then(Value::as_str)
@@ -494,7 +494,7 @@ impl TerminalTool {
         let start = Instant::now();
         let hard = action
             .timeout
-            .map(|t| start + Duration::from_secs_f64(t.min(1.0e7)));
+            .map(|t| start + crate::util::duration_from_secs(t.min(1.0e7)));
         let mut rx = session.subscribe();
         let cont_prefix = if continuing { CONTINUE_PREFIX } else { "" };
         let closing = self
