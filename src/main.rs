@@ -81,7 +81,14 @@ async fn shutdown_signal() {
 /// redirected to a file or collected by a container runtime is plain text.
 fn init_tracing(json: bool) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The WebSocket library traces whole frames, and a client's first frame may carry its session
+    // key: never more than info for it, whatever RUST_LOG asks.
+    for target in ["tungstenite=info", "tokio_tungstenite=info"] {
+        if let Ok(directive) = target.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -64,6 +64,50 @@ fn trim_heap() {
     }
 }
 
+/// Environment variables never passed to child processes (credentials of the server).
+const SENSITIVE_ENV: &[&str] = &[
+    "SESSION_API_KEY",
+    "OH_SESSION_API_KEYS",
+    "OH_SECRET_KEY",
+    "LMNR_PROJECT_API_KEY",
+    "OTEL_HEADERS",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+];
+/// Prefixes of such variables (`OH_SESSION_API_KEYS_0`, ...).
+const SENSITIVE_ENV_PREFIXES: &[&str] = &["OH_SESSION_API_KEYS_"];
+
+/// One environment variable.
+pub type EnvVar = (std::ffi::OsString, std::ffi::OsString);
+
+/// The environment of every child the server starts (workspace commands, the agent's terminal,
+/// hooks): the server's own, without its credentials, with `AI_AGENT` set. Children start from
+/// an empty environment plus this. Computed once (the server does not change its environment).
+pub fn child_env() -> &'static [EnvVar] {
+    static ENV: std::sync::OnceLock<Vec<EnvVar>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| filter_env(std::env::vars_os()))
+}
+
+/// [`child_env`] of a given environment.
+fn filter_env(vars: impl Iterator<Item = EnvVar>) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = vars
+        .filter(|(key, _)| {
+            let k = key.to_string_lossy();
+            !SENSITIVE_ENV.contains(&k.as_ref())
+                && !SENSITIVE_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
+        .collect();
+    let agent_unset = env
+        .iter()
+        .find(|(k, _)| k == "AI_AGENT")
+        .is_none_or(|(_, v)| v.to_string_lossy().trim().is_empty());
+    if agent_unset {
+        env.retain(|(k, _)| k != "AI_AGENT");
+        env.push(("AI_AGENT".into(), "openhands".into()));
+    }
+    env
+}
+
 /// Longest duration taken from outside input: about 31 years, far beyond any real timeout.
 pub const MAX_INPUT_SECS: f64 = 1.0e9;
 
@@ -83,6 +127,23 @@ pub fn duration_from_secs(secs: f64) -> std::time::Duration {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn children_never_get_the_server_credentials() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("SESSION_API_KEY", "a"),
+            ("OH_SESSION_API_KEYS", "[\"b\"]"),
+            ("OH_SESSION_API_KEYS_0", "c"),
+            ("OH_SECRET_KEY", "d"),
+            ("OTEL_HEADERS", "e"),
+            ("AI_AGENT", ""),
+        ];
+        let env = filter_env(vars.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+        let names: Vec<_> = env.iter().map(|(k, _)| k.to_string_lossy()).collect();
+        assert_eq!(names, ["PATH", "AI_AGENT"]);
+        assert_eq!(env[1].1, "openhands");
+    }
 
     #[test]
     fn durations_from_outside_input_are_clamped() {

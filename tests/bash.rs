@@ -778,3 +778,40 @@ async fn commands_do_not_see_the_servers_credentials() {
         assert!(env.contains("AI_AGENT=openhands\n"), "{env}");
     }
 }
+
+/// Even at `RUST_LOG=trace` the server's log never shows a session key, whether it came in a
+/// header or in a WebSocket's first frame.
+#[tokio::test]
+async fn session_key_never_reaches_the_log_even_at_trace() {
+    let key = "trace-key-4d1f0c9b7e";
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some(key.into()),
+        env: vec![("RUST_LOG".into(), "trace".into())],
+        ..ServerOptions::default()
+    });
+    let (status, _) = search(&srv, "").await;
+    assert_eq!(status, 200);
+    let mut ws = ws_connect(&srv, "").await.unwrap();
+    ws.send(Message::Text(
+        json!({"type": "auth", "session_api_key": key})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Text(
+        json!({"command": "echo traced"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let cmd = ws_next(&mut ws).await.unwrap();
+    assert_eq!(cmd["command"], "echo traced");
+    drop(ws);
+    let log = srv.log();
+    assert!(
+        log.contains("TRACE"),
+        "not a trace log: {}",
+        &log[..log.len().min(2000)]
+    );
+    assert!(!log.contains(key), "the key is in the log");
+}

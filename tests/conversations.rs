@@ -927,3 +927,42 @@ async fn scoped_bash_defaults_to_the_workspace() {
     .await;
     assert_eq!(code, 422);
 }
+
+/// The agent's terminal starts from the server's environment without the server's credentials
+/// (the session keys in every form, the secret key), like workspace commands.
+#[tokio::test]
+async fn terminal_never_sees_the_server_credentials() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("key-one-5e1".into()),
+        env: vec![
+            ("OH_SESSION_API_KEYS".into(), r#"["key-one-5e1"]"#.into()),
+            ("OH_SECRET_KEY".into(), "secret-key-9c2".into()),
+            ("SOME_TOOL_SETTING".into(), "visible-3a7".into()),
+        ],
+        ..Default::default()
+    });
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (code, info) = create(&srv, create_body(&llm, &wd)).await;
+    assert_eq!(code, 201, "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&srv, &id, "[[mock:cmd run=env%20|%20sort]]", true).await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &id).await;
+    let obs = evs
+        .iter()
+        .find(|e| e["kind"] == "ObservationEvent" && e["tool_name"] == "terminal")
+        .expect("a terminal observation")
+        .to_string();
+    assert!(obs.contains("SOME_TOOL_SETTING=visible-3a7"), "{obs}");
+    assert!(obs.contains("AI_AGENT=openhands"), "{obs}");
+    for secret in ["key-one-5e1", "secret-key-9c2", "OH_SESSION_API_KEYS"] {
+        assert!(
+            !obs.contains(secret),
+            "{secret} reached the terminal: {obs}"
+        );
+    }
+}

@@ -5,7 +5,6 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
@@ -125,6 +124,9 @@ async fn run_command(
         .max(1.0);
     let wd = conv.working_dir();
     let mut cmd = tokio::process::Command::new("bash");
+    // The server's environment without its credentials, as for every child.
+    cmd.env_clear()
+        .envs(crate::util::child_env().iter().cloned());
     cmd.arg("-c")
         .arg(&command)
         .current_dir(&wd)

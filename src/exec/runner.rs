@@ -33,46 +33,9 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 const READ_BYTES: usize = 64 * 1024;
 /// The first read buffer of each stream: most commands print little, and hundreds may run.
 const FIRST_READ_BYTES: usize = 4 * 1024;
-/// Environment variables never passed to commands (credentials of the server).
-const SENSITIVE_ENV: &[&str] = &[
-    "SESSION_API_KEY",
-    "OH_SECRET_KEY",
-    "LMNR_PROJECT_API_KEY",
-    "OTEL_HEADERS",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-    "OH_SESSION_API_KEYS",
-];
-const SENSITIVE_ENV_PREFIXES: &[&str] = &["OH_SESSION_API_KEYS_"];
-
 /// Output up to this size, published as one chunk, is also kept with the outcome, so
 /// `execute_bash_command` answers without reading it back from disk.
 const KEEP_WHOLE_BYTES: usize = 64 * 1024;
-
-/// The environment of commands: the server's, without its credentials, with `AI_AGENT` set.
-/// Computed once (the server does not change its own environment).
-fn child_env() -> &'static [(std::ffi::OsString, std::ffi::OsString)] {
-    static ENV: std::sync::OnceLock<Vec<(std::ffi::OsString, std::ffi::OsString)>> =
-        std::sync::OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env: Vec<_> = std::env::vars_os()
-            .filter(|(key, _)| {
-                let k = key.to_string_lossy();
-                !SENSITIVE_ENV.contains(&k.as_ref())
-                    && !SENSITIVE_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
-            })
-            .collect();
-        let agent_unset = env
-            .iter()
-            .find(|(k, _)| k == "AI_AGENT")
-            .is_none_or(|(_, v)| v.to_string_lossy().trim().is_empty());
-        if agent_unset {
-            env.retain(|(k, _)| k != "AI_AGENT");
-            env.push(("AI_AGENT".into(), "openhands".into()));
-        }
-        env
-    })
-}
 
 /// How a finished command ended, for `execute_bash_command`'s merged answer.
 #[derive(Debug, Clone)]
@@ -308,7 +271,7 @@ pub(crate) async fn run(inner: Arc<Inner>, command: BashCommand, control: Arc<Co
         cmd.current_dir(c);
     }
     cmd.env_clear()
-        .envs(child_env().iter().map(|(k, v)| (k, v)));
+        .envs(crate::util::child_env().iter().map(|(k, v)| (k, v)));
     let spawned = match cwd.as_deref() {
         // Checked first so the error names the directory, as the reference's does.
         Some(c) => match tokio::fs::metadata(c).await {

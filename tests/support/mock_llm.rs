@@ -169,6 +169,14 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
             0 => Step::Tool("no_such_tool", json!({"x": 1})),
             _ => finish(),
         },
+        // `[[mock:cmd run=COMMAND]]` (spaces as %20): the terminal runs COMMAND, then finish.
+        "cmd" => match step {
+            0 => Step::Tool(
+                "terminal",
+                json!({"command": arg("run").unwrap_or("true".into()), "security_risk": "LOW"}),
+            ),
+            _ => finish(),
+        },
         "think" => match step {
             0 => Step::Tool("think", json!({"thought": "MOCK_THOUGHT"})),
             _ => finish(),

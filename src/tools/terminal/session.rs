@@ -32,16 +32,6 @@ __oh_prompt() { local ec=$? bg=${!:--1} d py; py=$(command -v python 2>/dev/null
 PS1=''; PS2=''; PROMPT_COMMAND=__oh_prompt
 "#;
 
-/// Server credentials removed from the shell's environment.
-const SENSITIVE_ENV: &[&str] = &[
-    "SESSION_API_KEY",
-    "OH_SECRET_KEY",
-    "LMNR_PROJECT_API_KEY",
-    "OTEL_HEADERS",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-];
-
 /// What the prompt reported after a command.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PromptInfo {
@@ -541,15 +531,10 @@ impl Session {
         let mut cmd = CommandBuilder::new(&opts.shell);
         cmd.args(["--noediting", "-i"]);
         cmd.cwd(&opts.working_dir);
-        // Credentials of the server are not for the agent's shell.
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if SENSITIVE_ENV.contains(&k.as_ref()) || k.starts_with("OH_SESSION_API_KEYS_") {
-                cmd.env_remove(&key);
-            }
-        }
-        if std::env::var("AI_AGENT").map_or(true, |v| v.trim().is_empty()) {
-            cmd.env("AI_AGENT", "openhands");
+        // The server's environment without its credentials (one builder for every child).
+        cmd.env_clear();
+        for (key, value) in crate::util::child_env() {
+            cmd.env(key, value);
         }
         cmd.env("TERM", "xterm-256color");
         cmd.env("PS1", "");
