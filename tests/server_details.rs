@@ -231,3 +231,94 @@ async fn body_limit_is_one_json_413_everywhere() {
     let v: Vec<Value> = r.json().await.unwrap();
     assert_eq!(v.len(), 100_000);
 }
+
+/// Sends one HTTP/1.1 request with a body on `stream` and reads the answer's head and body.
+async fn raw_request(
+    stream: &mut tokio::net::TcpStream,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        assert!(n > 0, "connection closed mid-answer: {text}");
+    }
+}
+
+/// An answer given without reading the request body (401, unknown route, 405) says
+/// `Connection: close`, because the server cannot reuse that connection; an answer after the
+/// body was read keeps the connection open for the next request.
+#[tokio::test]
+async fn early_answers_close_the_connection_explicitly() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("k-early".into()),
+        ..Default::default()
+    });
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let body = r#"{"command": "echo hi"}"#;
+    for (method, path, headers, status) in [
+        (
+            "POST",
+            "/api/bash/execute_bash_command",
+            "X-Session-API-Key: wrong\r\n",
+            "401",
+        ),
+        ("POST", "/no/such/route", "", "404"),
+        ("POST", "/health", "", "405"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let answer = raw_request(&mut s, method, path, headers, body).await;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(head.contains("connection: close"), "{path}: {head}");
+    }
+    // Read bodies: the same connection serves two commands.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        let answer = raw_request(
+            &mut s,
+            "POST",
+            "/api/bash/execute_bash_command",
+            "X-Session-API-Key: k-early\r\n",
+            body,
+        )
+        .await;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{answer}");
+        assert!(!head.contains("connection: close"), "{head}");
+        assert!(answer.contains("hi\\n"), "{answer}");
+    }
+}

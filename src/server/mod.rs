@@ -9,6 +9,7 @@ mod details;
 mod events;
 mod files;
 mod git;
+mod keepalive;
 mod openapi;
 
 use std::future::Future;
@@ -186,6 +187,7 @@ pub fn app(state: AppState) -> Router {
             state.config.max_request_body_bytes,
         ))
         .layer(cors)
+        .layer(axum::middleware::from_fn(keepalive::close_if_body_unread))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Never the query string: it may hold a session key.
             let route = req
