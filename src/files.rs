@@ -109,13 +109,53 @@ fn is_errno(e: &std::io::Error, errno: nix::errno::Errno) -> bool {
     e.raw_os_error() == Some(errno as i32)
 }
 
-/// Requires an absolute path.
+/// Longest path the kernel accepts (`PATH_MAX`, terminating NUL included).
+const PATH_MAX: usize = 4096;
+/// Longest name of one path component (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Requires an absolute path the kernel can take: no NUL byte, at most `PATH_MAX - 1` bytes,
+/// no component over `NAME_MAX` bytes (each a 400 saying which rule it breaks).
 pub fn require_absolute(path: &str) -> Result<PathBuf, FileError> {
+    if path.contains('\0') {
+        return Err(FileError::Invalid("Path contains a NUL byte".into()));
+    }
+    if path.len() >= PATH_MAX {
+        return Err(FileError::Invalid(format!(
+            "Path is too long: {} bytes (the limit is {})",
+            path.len(),
+            PATH_MAX - 1
+        )));
+    }
+    if let Some(long) = path.split('/').find(|c| c.len() > NAME_MAX) {
+        let start: String = long.chars().take(32).collect();
+        return Err(FileError::Invalid(format!(
+            "Path component is too long: '{start}…' has {} bytes (the limit is {NAME_MAX})",
+            long.len()
+        )));
+    }
     let p = PathBuf::from(path);
     if p.is_absolute() {
         Ok(p)
     } else {
         Err(FileError::NotAbsolute)
+    }
+}
+
+/// An OS error on `path` as the client should see it: permission problems are a 403, a name
+/// the file system refuses is a 400, anything else goes through `failed` (a 500).
+fn io_failure(e: &std::io::Error, path: &Path, failed: impl Fn(String) -> FileError) -> FileError {
+    use nix::errno::Errno;
+    let text = os_error_text(e, path);
+    if e.kind() == std::io::ErrorKind::PermissionDenied
+        || is_errno(e, Errno::EPERM)
+        || is_errno(e, Errno::EROFS)
+    {
+        FileError::PermissionDenied(text)
+    } else if is_errno(e, Errno::ENAMETOOLONG) || is_errno(e, Errno::EILSEQ) {
+        FileError::Invalid(text)
+    } else {
+        failed(text)
     }
 }
 
@@ -159,7 +199,7 @@ where
         if is_errno(&e, nix::errno::Errno::EEXIST) || is_errno(&e, nix::errno::Errno::ENOTDIR) {
             return Err(FileError::ParentNotDirectory);
         }
-        return Err(failed(os_error_text(&e, &parent)));
+        return Err(io_failure(&e, &parent, failed));
     }
     // Writing through a symlink replaces the file it points to, as `open(path, "wb")` would.
     let mut target = target;
@@ -196,7 +236,7 @@ where
             if is_errno(&e, nix::errno::Errno::ENOTDIR) {
                 FileError::ParentNotDirectory
             } else {
-                failed(os_error_text(&e, &target))
+                io_failure(&e, &target, failed)
             }
         })?;
     let mut guard = TempGuard(Some(tmp.clone()));
@@ -224,7 +264,7 @@ where
         if is_errno(&e, nix::errno::Errno::EISDIR) {
             FileError::IsDirectory
         } else {
-            failed(os_error_text(&e, &target))
+            io_failure(&e, &target, failed)
         }
     })?;
     guard.0 = None;
@@ -261,14 +301,14 @@ pub async fn open_for_download(path: &str) -> Result<OpenFile, FileError> {
         {
             return Err(FileError::FileNotFound)
         }
-        Err(e) => return Err(failed(os_error_text(&e, &target))),
+        Err(e) => return Err(io_failure(&e, &target, failed)),
     };
     if !meta.is_file() {
         return Err(FileError::NotAFile);
     }
     let file = tokio::fs::File::open(&target)
         .await
-        .map_err(|e| failed(os_error_text(&e, &target)))?;
+        .map_err(|e| io_failure(&e, &target, failed))?;
     let metadata = file
         .metadata()
         .await
@@ -298,13 +338,9 @@ pub async fn create_directory(path: &str) -> Result<Success, FileError> {
         {
             Err(FileError::ExistsNotDirectory)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(FileError::PermissionDenied(os_error_text(&e, &target)))
-        }
-        Err(e) => Err(FileError::Failed(format!(
-            "Failed to create directory: {}",
-            os_error_text(&e, &target)
-        ))),
+        Err(e) => Err(io_failure(&e, &target, |text| {
+            FileError::Failed(format!("Failed to create directory: {text}"))
+        })),
     }
 }
 
@@ -376,12 +412,7 @@ pub async fn search_subdirs(
     }
     let mut names = list_subdirs(&target, include_hidden)
         .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                FileError::PermissionDenied(os_error_text(&e, &target))
-            }
-            _ => FileError::Failed(os_error_text(&e, &target)),
-        })?;
+        .map_err(|e| io_failure(&e, &target, FileError::Failed))?;
     names.sort_by(|a, b| (a.to_lowercase(), a).cmp(&(b.to_lowercase(), b)));
     let start = page_id
         .filter(|p| !p.is_empty())

@@ -732,3 +732,66 @@ async fn trajectory_download_of_unknown_conversation() {
     assert_eq!(s, 422);
     assert_eq!(d[0]["type"], "uuid_parsing");
 }
+
+/// Paths the kernel refuses and paths the server may not write are the client's problem: a 400
+/// or 403 saying what is wrong, never a 500.
+#[tokio::test]
+async fn impossible_and_forbidden_paths_are_client_errors() {
+    let server = TestServer::start();
+    let work = server.workdir().display().to_string();
+    let client = server.client();
+    let long_name = format!("{work}/{}", "n".repeat(300));
+    let long_path = format!("{work}/{}", "d/".repeat(2100));
+    let nul = format!("{work}/a\0b");
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("download", nul.clone(), 400, "NUL byte"),
+        ("create_directory", nul.clone(), 400, "NUL byte"),
+        ("upload", nul, 400, "NUL byte"),
+        ("download", long_name.clone(), 400, "component is too long"),
+        ("upload", long_name.clone(), 400, "component is too long"),
+        ("create_directory", long_name, 400, "component is too long"),
+        ("download", long_path.clone(), 400, "Path is too long"),
+        ("upload", long_path, 400, "Path is too long"),
+        // sysfs refuses new entries even to root.
+        (
+            "create_directory",
+            "/sys/agent-server-test".into(),
+            403,
+            "Permission denied",
+        ),
+        (
+            "upload",
+            "/sys/kernel/agent-server-test".into(),
+            403,
+            "Permission denied",
+        ),
+    ];
+    for (route, path, status, words) in cases {
+        let url = format!("{}/api/file/{route}", server.url);
+        let resp = match route {
+            "download" => client.get(url).query(&[("path", &path)]).send().await,
+            "create_directory" => client.post(url).query(&[("path", &path)]).send().await,
+            _ => {
+                let form = reqwest::multipart::Form::new().part(
+                    "file",
+                    reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
+                );
+                client
+                    .post(url)
+                    .query(&[("path", &path)])
+                    .multipart(form)
+                    .send()
+                    .await
+            }
+        }
+        .unwrap();
+        let code = resp.status().as_u16();
+        let (_, detail) = detail(resp).await;
+        let short: String = path.chars().take(60).collect();
+        assert_eq!(code, status, "{route} {short:?}: {detail}");
+        assert!(
+            detail.as_str().unwrap_or("").contains(words),
+            "{route} {short:?}: {detail}"
+        );
+    }
+}
