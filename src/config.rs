@@ -13,6 +13,20 @@ pub const DEFAULT_CONFIG_FILE: &str = "workspace/openhands_agent_server_config.j
 /// with pasted screenshots as base64 image content.
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default time for a request's headers (and for an idle kept-alive connection).
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Default connection cap: three quarters of the open-file limit (the rest is for files,
+/// pipes and WebSockets), at most 10,000.
+fn default_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 4 * 3)
+        .unwrap_or(10_000)
+        .clamp(16, 10_000)
+}
+
 /// Command-line flags of the `agent-server` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -29,6 +43,8 @@ OH_SECRET_KEY              key that encrypts secrets at rest (default: the first
 OH_ALLOW_CORS_ORIGINS_0..N, OH_ALLOW_CORS_ORIGIN_REGEX   extra CORS origins\n  \
 OH_MAX_CONCURRENT_RUNS     parallel agent runs before 429 (default 10)\n  \
 OH_MAX_REQUEST_BODY_BYTES  largest JSON/request body, uploads excepted (default 67108864 = 64 MiB)\n  \
+OH_HEADER_READ_TIMEOUT_SECONDS  time for a request's headers and for an idle connection (default 30)\n  \
+OH_MAX_CONNECTIONS         open HTTP connections at most; over it a quick 503 (default 3/4 of the fd limit)\n  \
 OPENHANDS_AGENT_SERVER_CONFIG_PATH  JSON config file (default workspace/openhands_agent_server_config.json)\n  \
 OPENHANDS_BUILD_GIT_SHA, OPENHANDS_BUILD_GIT_REF  reported by /server_info\n  \
 RUST_LOG                   log filter (default info)\n\n\
@@ -82,6 +98,11 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Largest request body accepted outside file uploads (`OH_MAX_REQUEST_BODY_BYTES`).
     pub max_request_body_bytes: usize,
+    /// Seconds a client has to send a request's headers, idle keep-alive included
+    /// (`OH_HEADER_READ_TIMEOUT_SECONDS`).
+    pub header_read_timeout: std::time::Duration,
+    /// Open HTTP connections at most, WebSockets excluded (`OH_MAX_CONNECTIONS`).
+    pub max_connections: usize,
     pub build_git_sha: String,
     pub build_git_ref: String,
 }
@@ -158,6 +179,30 @@ impl Config {
             }
             None => DEFAULT_MAX_REQUEST_BODY_BYTES,
         };
+        let header_read_timeout = match env("OH_HEADER_READ_TIMEOUT_SECONDS") {
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n > 0.0)
+                .map(crate::util::duration_from_secs)
+                .ok_or_else(|| ConfigError::Env {
+                    name: "OH_HEADER_READ_TIMEOUT_SECONDS".into(),
+                    reason: format!("{v:?} is not a positive number of seconds"),
+                })?,
+            None => DEFAULT_HEADER_READ_TIMEOUT,
+        };
+        let max_connections = match env("OH_MAX_CONNECTIONS") {
+            Some(v) => {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Env {
+                        name: "OH_MAX_CONNECTIONS".into(),
+                        reason: format!("{v:?} is not a positive integer"),
+                    })?
+            }
+            None => default_max_connections(),
+        };
         let secret_key = env("OH_SECRET_KEY")
             .filter(|v| !v.is_empty())
             .or(file.secret_key)
@@ -196,6 +241,8 @@ impl Config {
             secret_key,
             max_concurrent_runs,
             max_request_body_bytes,
+            header_read_timeout,
+            max_connections,
             build_git_sha: env("OPENHANDS_BUILD_GIT_SHA").unwrap_or_else(|| "unknown".into()),
             build_git_ref: env("OPENHANDS_BUILD_GIT_REF").unwrap_or_else(|| "unknown".into()),
         })
@@ -216,6 +263,8 @@ impl Config {
             secret_key: None,
             max_concurrent_runs: 10,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: default_max_connections(),
             build_git_sha: "unknown".into(),
             build_git_ref: "unknown".into(),
         }

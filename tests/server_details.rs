@@ -322,3 +322,79 @@ async fn early_answers_close_the_connection_explicitly() {
         assert!(answer.contains("hi\\n"), "{answer}");
     }
 }
+
+/// Reads from `s` until the peer closes it (true) or `wait` passes (false).
+async fn closed_by_peer(s: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Idle and half-sent connections are closed after the header-read timeout, and a flood over
+/// the connection cap gets a quick 503 instead of hanging; afterwards `/health` answers again.
+#[tokio::test]
+async fn idle_and_half_sent_connections_are_closed_and_floods_capped() {
+    use tokio::io::AsyncWriteExt;
+    let srv = TestServer::start_with(ServerOptions {
+        env: vec![
+            ("OH_HEADER_READ_TIMEOUT_SECONDS".into(), "1".into()),
+            ("OH_MAX_CONNECTIONS".into(), "20".into()),
+        ],
+        ..Default::default()
+    });
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let wait = std::time::Duration::from_secs(5);
+
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut idle, wait).await,
+        "idle connection kept"
+    );
+    assert!(
+        closed_by_peer(&mut half, wait).await,
+        "half-sent request kept"
+    );
+
+    // Twenty idle connections fill the cap; the next ones are told so at once.
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        wait,
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // The flood times out; the server then serves again.
+    for mut f in flood {
+        assert!(closed_by_peer(&mut f, wait).await);
+    }
+    let r = srv
+        .client()
+        .get(format!("{}/health", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -10,6 +10,7 @@ mod events;
 mod files;
 mod git;
 mod keepalive;
+mod listener;
 mod openapi;
 
 use std::future::Future;
@@ -256,13 +257,12 @@ pub async fn serve(
         conversations.shutdown().await;
         bash.shutdown().await;
     };
-    // Nagle + delayed ACK would add ~40 ms to every streamed answer on a kept-alive connection.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // `into_make_service`: a connection shares the router (one `Arc`); serving the `Router`
-    // itself would deep-copy every route for each connection (~300 KiB each).
-    axum::serve(listener, app(state).into_make_service())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = listener::ConnectionLimits {
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: state.config.max_connections,
+    };
+    // Connections share the router (its clone is one `Arc`). Nagle is off for every connection:
+    // with delayed ACKs it would add ~40 ms to each streamed answer on a kept-alive connection.
+    listener::serve(listener, app(state), limits, shutdown).await;
+    Ok(())
 }
