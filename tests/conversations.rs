@@ -966,3 +966,44 @@ async fn terminal_never_sees_the_server_credentials() {
         );
     }
 }
+
+/// As the reference serialises them: single and batch GETs give the whole event model, `null`
+/// fields included (`dynamic_context` of a system prompt without secrets, `parent_id`), while
+/// search drops `null` fields.
+#[tokio::test]
+async fn event_gets_keep_null_fields_search_drops_them() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    run_text(&srv, &id).await;
+    let evs = all_events(&srv, &id).await;
+    let sys = evs
+        .iter()
+        .find(|e| e["kind"] == "SystemPromptEvent")
+        .expect("a system prompt");
+    assert!(
+        sys.as_object().unwrap().values().all(|v| !v.is_null()),
+        "search kept null fields: {sys}"
+    );
+    let ev_id = sys["id"].as_str().unwrap();
+    let (code, one) = get(&srv, &format!("/api/conversations/{id}/events/{ev_id}")).await;
+    assert_eq!(code, 200);
+    assert!(
+        one.get("dynamic_context").is_some_and(Value::is_null),
+        "{one}"
+    );
+    let batch: Value = srv
+        .client()
+        .get(format!("{}/api/conversations/{id}/events", srv.url))
+        .json(&json!([ev_id, "no-such-id"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(batch[0], one);
+    assert!(batch[1].is_null());
+}

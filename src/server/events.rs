@@ -233,11 +233,56 @@ async fn count(
     Ok(Json(json!(n)))
 }
 
-/// The reference's single-event form keeps `parent_id: null`.
-fn with_parent(mut e: Value) -> Value {
+/// Optional fields of each event model that default to `null` (from the reference's models).
+/// Stored events leave them out, as the reference's search does (`exclude_none`); its single and
+/// batch GETs return the whole model, with these as `null`.
+const NULLABLE_FIELDS: &[(&str, &[&str])] = &[
+    (
+        "ActionEvent",
+        &[
+            "reasoning_content",
+            "responses_reasoning_item",
+            "action",
+            "critic_result",
+            "summary",
+        ],
+    ),
+    ("AgentErrorEvent", &["classification"]),
+    ("Condensation", &["summary", "summary_offset"]),
+    ("ConversationErrorEvent", &["classification"]),
+    (
+        "HookExecutionEvent",
+        &[
+            "tool_name",
+            "reason",
+            "additional_context",
+            "error",
+            "action_id",
+            "message_id",
+            "hook_input",
+        ],
+    ),
+    (
+        "MessageEvent",
+        &["llm_response_id", "sender", "critic_result"],
+    ),
+    ("StreamingDeltaEvent", &["content", "reasoning_content"]),
+    ("SystemPromptEvent", &["dynamic_context"]),
+];
+
+/// An event as the reference's single and batch GETs give it: every optional field of its model
+/// present, `null` when unset (`parent_id` on every kind).
+fn as_full_model(mut e: Value) -> Value {
     if let Some(o) = e.as_object_mut() {
-        if !o.contains_key("parent_id") {
-            o.insert("parent_id".into(), Value::Null);
+        let kind = o.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let fields = NULLABLE_FIELDS
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(&[][..], |(_, f)| *f);
+        for field in std::iter::once(&"parent_id").chain(fields) {
+            if !o.contains_key(*field) {
+                o.insert((*field).into(), Value::Null);
+            }
         }
     }
     e
@@ -256,7 +301,7 @@ async fn get_event(
         .with_events(|evs| evs.iter().find(|e| events::id(e) == event_id).cloned())
         .await
         .map_err(io_error)?;
-    ev.map(|e| Json(with_parent(e)))
+    ev.map(|e| Json(as_full_model(e)))
         .ok_or_else(ApiError::not_found)
 }
 
@@ -277,7 +322,7 @@ async fn batch_get(
                     evs.iter()
                         .find(|e| events::id(e) == want)
                         .cloned()
-                        .map_or(Value::Null, with_parent)
+                        .map_or(Value::Null, as_full_model)
                 })
                 .collect::<Vec<_>>()
         })
