@@ -1007,3 +1007,62 @@ async fn event_gets_keep_null_fields_search_drops_them() {
     assert_eq!(batch[0], one);
     assert!(batch[1].is_null());
 }
+
+/// The conversation-scoped copies of the routes with a path parameter of their own work like
+/// the global ones (they answered 500: the handlers saw the outer route's parameters too).
+#[tokio::test]
+async fn scoped_routes_with_their_own_path_parameters() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(&wd)
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{ok:?}");
+        String::from_utf8_lossy(&ok.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    std::fs::write(wd.join("a.txt"), "one\n").unwrap();
+    git(&["add", "a.txt"]);
+    git(&["commit", "-qm", "first"]);
+    let sha = git(&["rev-parse", "HEAD"]);
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let base = format!("/api/conversations/{id}");
+
+    let (code, cmd) = post(
+        &srv,
+        &format!("{base}/bash/start_bash_command"),
+        json!({"command": "sleep 30"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{cmd}");
+    let cid = cmd["id"].as_str().unwrap();
+    let (code, ev) = get(&srv, &format!("{base}/bash/bash_events/{cid}")).await;
+    assert_eq!((code, ev["id"].as_str()), (200, Some(cid)), "{ev}");
+    let (code, stopped) = post(
+        &srv,
+        &format!("{base}/bash/bash_commands/{cid}/stop"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{stopped}");
+    let (code, changes) = get(
+        &srv,
+        &format!("{base}/git/commits/{sha}/changes?path={}", wd.display()),
+    )
+    .await;
+    assert_eq!(code, 200, "{changes}");
+    assert!(changes.to_string().contains("a.txt"), "{changes}");
+    let r = srv
+        .client()
+        .get(format!("{}{base}/file/download-trajectory/{id}", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

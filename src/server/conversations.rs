@@ -888,6 +888,19 @@ async fn inside(root: &str, candidate: &str) -> bool {
     full.starts_with(&root_c)
 }
 
+/// The workspace routes (files, git, bash) that conversation-scoped requests are forwarded to,
+/// built once; each request binds them to its own state (the conversation's bash service).
+fn workspace_routes() -> &'static axum::Router<AppState> {
+    static ROUTES: std::sync::OnceLock<axum::Router<AppState>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        super::files::router()
+            .merge(super::git::router())
+            .merge(super::bash::router())
+            .split_for_parts()
+            .0
+    })
+}
+
 async fn scoped(
     State(state): State<AppState>,
     axum::extract::Path((raw_id, rest)): axum::extract::Path<(String, String)>,
@@ -973,11 +986,14 @@ async fn scoped(
             Err(e) => return ApiError::Internal(e.to_string()).into_response(),
         }
     }
-    let router = super::files::router()
-        .merge(super::git::router())
-        .merge(super::bash::router())
-        .split_for_parts()
-        .0
+    // The outer route's path parameters must not reach the inner handlers (they would see
+    // three parameters where they expect one): the request goes in with fresh extensions.
+    parts.extensions = axum::http::Extensions::new();
+    let router = workspace_routes()
+        .clone()
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_request_body_bytes,
+        ))
         .with_state(state);
     match tower::ServiceExt::oneshot(router, axum::extract::Request::from_parts(parts, body)).await
     {
