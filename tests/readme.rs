@@ -139,3 +139,63 @@ fn readme_launch_docker_block_then_python_snippet() {
     check_output(&out);
     assert!(!llm.requests().is_empty());
 }
+
+/// The README's "Run the server" command, as written (`agent-server` found on `PATH`, the port
+/// swapped for a free one): the server answers, and `/api` needs the key the command sets.
+#[tokio::test]
+async fn readme_run_server_command_serves_with_the_key() {
+    let block = block_after(&readme(), "## Run the server", "bash");
+    assert!(
+        block.contains("agent-server --host 127.0.0.1 --port 8000"),
+        "{block}"
+    );
+    let port = crate::support::free_port();
+    let script = block.replace("--port 8000", &format!("--port {port}"));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_agent-server"))
+        .parent()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script.trim()])
+        .current_dir(dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("OH_SESSION_API_KEYS_0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{url}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let search = |key: Option<&'static str>| {
+        let mut r = client.get(format!("{url}/api/bash/bash_events/search"));
+        if let Some(k) = key {
+            r = r.header("X-Session-API-Key", k);
+        }
+        r.send()
+    };
+    let without = search(None).await.map(|r| r.status().as_u16());
+    let with = search(Some("change-me")).await.map(|r| r.status().as_u16());
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    assert!(up, "the README's command did not start a server");
+    assert_eq!(without.unwrap(), 401);
+    assert_eq!(with.unwrap(), 200);
+}
