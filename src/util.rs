@@ -85,7 +85,23 @@ pub type EnvVar = (std::ffi::OsString, std::ffi::OsString);
 /// an empty environment plus this. Computed once (the server does not change its environment).
 pub fn child_env() -> &'static [EnvVar] {
     static ENV: std::sync::OnceLock<Vec<EnvVar>> = std::sync::OnceLock::new();
-    ENV.get_or_init(|| filter_env(std::env::vars_os()))
+    ENV.get_or_init(|| {
+        let mut env = filter_env(std::env::vars_os());
+        if let Some((name, value)) = CHILD_MARKER.get() {
+            env.retain(|(k, _)| k != name.as_str());
+            env.push((name.into(), value.into()));
+        }
+        env
+    })
+}
+
+/// `NAME=VALUE` added to [`child_env`] (see `exec::orphans`); set once at start-up.
+static CHILD_MARKER: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Marks every child started from now on with `name=value`. Only the first call counts; it must
+/// come before the first child is started.
+pub fn set_child_marker(name: &str, value: &str) {
+    let _ = CHILD_MARKER.set((name.into(), value.into()));
 }
 
 /// [`child_env`] of a given environment.

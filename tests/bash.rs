@@ -815,3 +815,60 @@ async fn session_key_never_reaches_the_log_even_at_trace() {
     );
     assert!(!log.contains(key), "the key is in the log");
 }
+
+/// Commands of a server killed with SIGKILL keep running (nothing could stop them); the next
+/// server on the same state kills them, grandchildren included, and says so once.
+#[tokio::test]
+async fn commands_left_by_a_killed_server_are_killed_at_the_next_start() {
+    let state = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        conversations_dir: Some(state.path().join("conversations")),
+        env: vec![(
+            "OH_BASH_EVENTS_DIR".into(),
+            state.path().join("bash_events").display().to_string(),
+        )],
+        ..ServerOptions::default()
+    };
+    let pid_file = state.path().join("bg.pid");
+    let mut first = TestServer::start_with(opts.clone());
+    start(
+        &first,
+        json!({"command": format!("sleep 300 & echo $! > '{}'; sleep 300", pid_file.display())}),
+    )
+    .await;
+    let mut bg = String::new();
+    for _ in 0..100 {
+        bg = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if !bg.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bg = nix::unistd::Pid::from_raw(bg.trim().parse().unwrap());
+    let alive = |pid| {
+        // A zombie counts as gone: its /proc status says so.
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| !s.contains("State:\tZ"))
+    };
+    first.stop_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        alive(bg),
+        "the background command died with the server already"
+    );
+
+    let second = TestServer::start_with(opts);
+    for _ in 0..100 {
+        if !alive(bg) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(bg), "the orphaned command is still running");
+    let log = second.log();
+    assert_eq!(
+        log.matches("killed processes left running by an earlier server")
+            .count(),
+        1,
+        "{log}"
+    );
+}

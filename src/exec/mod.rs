@@ -6,6 +6,7 @@
 //! the merged `execute_bash_command` result) is produced as a byte stream, one event at a time.
 
 mod model;
+pub mod orphans;
 mod runner;
 mod store;
 

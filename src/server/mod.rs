@@ -55,6 +55,20 @@ pub struct AppState {
 impl AppState {
     /// Builds the state and its services from the configuration.
     pub fn new(config: Config) -> Result<Self, std::io::Error> {
+        // Children of an earlier server on this state that was killed are killed now, and ours
+        // are marked so that the next server can do the same.
+        let marker = crate::exec::orphans::marker_value(&[
+            &config.conversations_path,
+            &config.bash_events_dir,
+        ]);
+        let leftovers = crate::exec::orphans::sweep(&marker);
+        if leftovers > 0 {
+            tracing::warn!(
+                processes = leftovers,
+                "killed processes left running by an earlier server on this state"
+            );
+        }
+        crate::util::set_child_marker(crate::exec::orphans::MARKER, &marker);
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
         let conversations = Arc::new(ConversationService::open(
             config.conversations_path.clone(),
