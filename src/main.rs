@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use agent_server::config::{Args, Config};
+
+mod init;
 use agent_server::server::{serve, AppState};
 
 /// glibc malloc arenas the server may use. The default (8 per core) lets every tokio worker keep
@@ -18,6 +20,11 @@ const MALLOC_ARENAS: i32 = 2;
 const MMAP_THRESHOLD: i32 = 256 * 1024;
 
 fn main() -> anyhow::Result<()> {
+    if std::process::id() == 1 && std::env::var_os("AGENT_SERVER_NO_INIT").is_none() {
+        // PID 1 of a container without an init: orphans of the agent's commands would pile up
+        // as zombies. Become a minimal init and run the server as its child.
+        init::run_as_init();
+    }
     tune_malloc();
     if std::env::args_os().nth(1).is_some_and(|a| a == "launch") {
         std::process::exit(agent_server::client::launch::main(

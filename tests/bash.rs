@@ -872,3 +872,74 @@ async fn commands_left_by_a_killed_server_are_killed_at_the_next_start() {
         "{log}"
     );
 }
+
+/// Zombies whose parent is `ppid` (host view of /proc).
+fn zombies_of(ppid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| s.contains("State:\tZ") && s.contains(&format!("\nPPid:\t{ppid}\n")))
+        .count()
+}
+
+/// Runs the server as PID 1 of a new PID namespace, has a command leave orphans behind, and
+/// returns how many zombies PID 1 still has after they ended.
+async fn zombies_left_as_pid_1(no_init: bool) -> usize {
+    let port = crate::support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_agent-server"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .env_remove("SESSION_API_KEY")
+        .env_remove("OH_SESSION_API_KEYS_0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if no_init {
+        cmd.env("AGENT_SERVER_NO_INIT", "1");
+    }
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut unshare = cmd.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{url}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let pid1: u32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let r = client
+        .post(format!("{url}/api/bash/execute_bash_command"))
+        .json(&json!({"command": "for i in 1 2 3 4; do (sleep 0.1 &); done; true"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let zombies = zombies_of(pid1);
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(unshare.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = unshare.wait();
+    zombies
+}
+
+/// As PID 1 (a container without an init) the server reaps the orphans of commands; without its
+/// built-in init they would stay zombies.
+#[tokio::test]
+#[ignore = "needs root for `unshare --pid`; run with --include-ignored"]
+async fn as_pid_1_the_server_reaps_orphans() {
+    assert!(
+        zombies_left_as_pid_1(true).await >= 4,
+        "the test cannot tell: no zombies even without the init"
+    );
+    assert_eq!(zombies_left_as_pid_1(false).await, 0);
+}
