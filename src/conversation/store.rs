@@ -16,7 +16,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(format!(
+        ".{name}.{}-{}.tmp",
+        run_token(),
+        uuid::Uuid::new_v4().simple()
+    ));
     {
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -32,6 +36,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     sync_dir(dir);
     Ok(())
+}
+
+/// A random token of this process, part of every temp file name it writes: temp files without
+/// it were left by an earlier process (a crash) and are safe to remove, while this process's
+/// own writes in flight are left alone (a PID would not do: in a container it is the same after
+/// every restart).
+fn run_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| crate::util::hex_id()[..12].to_string())
 }
 
 /// Fsyncs a directory so a rename or create in it survives a crash (best effort).
@@ -90,8 +103,18 @@ pub fn parse_event_file_name(name: &str) -> Option<(usize, String)> {
     Some((idx.parse().ok()?, id.to_string()))
 }
 
-/// Loads every event of `events_dir` in append order. Unreadable files are skipped (logged).
+/// Loads every event of `events_dir` in append order, repairing what a crash can leave behind
+/// (each repair is logged once; the next load finds nothing to repair):
+/// - an event file that is empty or not a JSON object (a write cut short; events are persisted
+///   before anyone sees them, so no client was sent it) is renamed to `.<name>.torn`, out of the
+///   event names, so its index is free again and it is not reported at every load;
+/// - temp files of interrupted atomic writes (`.<name>.<id>.tmp`) in the conversation directory
+///   and in `events_dir` are removed.
 pub fn load_events(events_dir: &Path) -> std::io::Result<Vec<Value>> {
+    if let Some(conv_dir) = events_dir.parent() {
+        remove_temp_files(conv_dir);
+    }
+    remove_temp_files(events_dir);
     let mut found: Vec<(usize, PathBuf)> = Vec::new();
     let rd = match fs::read_dir(events_dir) {
         Ok(rd) => rd,
@@ -107,20 +130,113 @@ pub fn load_events(events_dir: &Path) -> std::io::Result<Vec<Value>> {
     found.sort_by_key(|(i, _)| *i);
     let mut events = Vec::with_capacity(found.len());
     for (_, path) in found {
-        match read_json(&path) {
-            Ok(v) if v.is_object() => events.push(v),
-            Ok(_) => tracing::warn!(path = %path.display(), "skipping non-object event file"),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "skipping unreadable event file")
+        let problem = match read_json(&path) {
+            Ok(v) if v.is_object() => {
+                events.push(v);
+                continue;
             }
+            Ok(_) => "not a JSON object".to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => e.to_string(),
+            Err(e) => {
+                // Unreadable for another reason (permissions, I/O): leave it, say why.
+                tracing::warn!(path = %path.display(), error = %e, "skipping unreadable event file");
+                continue;
+            }
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let aside = path.with_file_name(format!(".{name}.torn"));
+        match fs::rename(&path, &aside) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(), moved_to = %aside.display(), problem,
+                "set aside a torn event file (a write cut short by a crash)"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(), error = %e, problem,
+                "skipping a torn event file that cannot be moved aside"
+            ),
         }
     }
     Ok(events)
 }
 
+/// Removes `.<name>.<id>.tmp` files left by atomic writes of an earlier process that a crash
+/// interrupted (this process's own writes in flight carry its [`run_token`]).
+fn remove_temp_files(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let ours = format!(".{}-", run_token());
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            && name.ends_with(".tmp")
+            && !name.contains(&ours)
+            && entry.path().is_file()
+        {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(
+                    path = %entry.path().display(),
+                    "removed the temp file of a write a crash interrupted"
+                ),
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a leftover temp file")
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_crash_s_leftovers_are_repaired_at_load() {
+        let root = tempfile::tempdir().unwrap();
+        let events = root.path().join("events");
+        fs::create_dir_all(&events).unwrap();
+        let id = |n: u8| format!("5b904947-441e-4dee-bfff-3cae7620fc{n:02x}");
+        for i in 0..2u8 {
+            write_new_json(
+                &events.join(event_file_name(i.into(), &id(i))),
+                &serde_json::json!({"id": id(i), "kind": "MessageEvent"}),
+            )
+            .unwrap();
+        }
+        let torn = events.join(event_file_name(2, &id(2)));
+        fs::write(&torn, b"").unwrap();
+        let half = events.join(event_file_name(3, &id(3)));
+        fs::write(&half, b"{\"id\": \"5b9").unwrap();
+        let tmp = root.path().join(".base_state.json.0123abcd.tmp");
+        fs::write(&tmp, b"{}").unwrap();
+        // A write of this process in flight is left alone.
+        let ours = root
+            .path()
+            .join(format!(".meta.json.{}-0123abcd.tmp", run_token()));
+        fs::write(&ours, b"{}").unwrap();
+
+        let loaded = load_events(&events).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert!(!torn.exists() && !half.exists() && !tmp.exists());
+        assert!(ours.exists());
+        let names: Vec<String> = fs::read_dir(&events)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        // The torn files are kept aside, out of the event names: index 2 is free again.
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| parse_event_file_name(n).is_some())
+                .count(),
+            2
+        );
+        assert_eq!(names.iter().filter(|n| n.ends_with(".torn")).count(), 2);
+        // A second load finds the same events and nothing to repair.
+        assert_eq!(load_events(&events).unwrap(), loaded);
+    }
 
     #[test]
     fn event_names_round_trip() {
