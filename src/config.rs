@@ -45,6 +45,7 @@ OH_MAX_CONCURRENT_RUNS     parallel agent runs before 429 (default 10)\n  \
 OH_MAX_REQUEST_BODY_BYTES  largest JSON/request body, uploads excepted (default 67108864 = 64 MiB)\n  \
 OH_HEADER_READ_TIMEOUT_SECONDS  time for a request's headers and for an idle connection (default 30)\n  \
 OH_MAX_CONNECTIONS         open HTTP connections at most; over it a quick 503 (default 3/4 of the fd limit)\n  \
+OH_BASH_EVENTS_MAX         bash events kept per events directory, oldest deleted first (default 20000)\n  \
 OPENHANDS_AGENT_SERVER_CONFIG_PATH  JSON config file (default workspace/openhands_agent_server_config.json)\n  \
 OPENHANDS_BUILD_GIT_SHA, OPENHANDS_BUILD_GIT_REF  reported by /server_info\n  \
 RUST_LOG                   log filter (default info)\n\n\
@@ -103,6 +104,8 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Open HTTP connections at most, WebSockets excluded (`OH_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Bash events kept per events directory; older ones are deleted (`OH_BASH_EVENTS_MAX`).
+    pub bash_events_max: usize,
     pub build_git_sha: String,
     pub build_git_ref: String,
 }
@@ -203,6 +206,18 @@ impl Config {
             }
             None => default_max_connections(),
         };
+        let bash_events_max = match env("OH_BASH_EVENTS_MAX") {
+            Some(v) => {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Env {
+                        name: "OH_BASH_EVENTS_MAX".into(),
+                        reason: format!("{v:?} is not a positive integer"),
+                    })?
+            }
+            None => crate::exec::DEFAULT_MAX_EVENTS,
+        };
         let secret_key = env("OH_SECRET_KEY")
             .filter(|v| !v.is_empty())
             .or(file.secret_key)
@@ -243,6 +258,7 @@ impl Config {
             max_request_body_bytes,
             header_read_timeout,
             max_connections,
+            bash_events_max,
             build_git_sha: env("OPENHANDS_BUILD_GIT_SHA").unwrap_or_else(|| "unknown".into()),
             build_git_ref: env("OPENHANDS_BUILD_GIT_REF").unwrap_or_else(|| "unknown".into()),
         })
@@ -265,6 +281,7 @@ impl Config {
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: default_max_connections(),
+            bash_events_max: crate::exec::DEFAULT_MAX_EVENTS,
             build_git_sha: "unknown".into(),
             build_git_ref: "unknown".into(),
         }

@@ -943,3 +943,42 @@ async fn as_pid_1_the_server_reaps_orphans() {
     );
     assert_eq!(zombies_left_as_pid_1(false).await, 0);
 }
+
+/// With `OH_BASH_EVENTS_MAX` the server keeps only the newest events (on disk and in its index),
+/// so history no longer grows memory without bound; the newest stay searchable.
+#[tokio::test]
+async fn bash_event_retention_keeps_the_newest() {
+    let srv = TestServer::start_with(ServerOptions {
+        env: vec![("OH_BASH_EVENTS_MAX".into(), "40".into())],
+        ..ServerOptions::default()
+    });
+    let mut last = String::new();
+    for i in 0..60 {
+        let out = execute(&srv, json!({"command": format!("echo run-{i}")})).await;
+        last = out["command_id"].as_str().unwrap_or_default().to_string();
+    }
+    assert!(!last.is_empty());
+    let (status, page) = search(&srv, "limit=100").await;
+    assert_eq!(status, 200);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 40, "{page}");
+    assert!(
+        page.to_string().contains(&last),
+        "the newest command is gone"
+    );
+    assert!(
+        !page.to_string().contains("echo run-0\""),
+        "the oldest is still there"
+    );
+    let files = std::fs::read_dir(srv.root_path().join("bash_events"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(files, 40);
+}

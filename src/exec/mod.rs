@@ -26,6 +26,7 @@ pub use model::{
     BashOutput, ExecuteBashRequest, SearchQuery, DEFAULT_TIMEOUT_SECS,
 };
 pub use runner::{CHUNK_BYTES, FLUSH_AFTER, KILL_GRACE};
+pub use store::{max_events, set_max_events, DEFAULT_MAX_EVENTS};
 
 use runner::Control;
 use store::{Announced, Stamp, Store};

@@ -115,6 +115,20 @@ impl Index {
     }
 }
 
+/// Removes the oldest entries beyond `keep` from `index` (names sort by time); returns their
+/// names, whose files the caller deletes.
+fn evict_oldest(index: &mut Index, keep: usize) -> Vec<Arc<str>> {
+    let excess = index.by_name.len().saturating_sub(keep);
+    if excess == 0 {
+        return Vec::new();
+    }
+    let names: Vec<Arc<str>> = index.by_name.keys().take(excess).cloned().collect();
+    for name in &names {
+        index.remove(name);
+    }
+    names
+}
+
 /// A command id found at start-up and the file name of its last output, if any.
 type FoundCommand = (Arc<str>, Option<Arc<str>>);
 
@@ -146,6 +160,27 @@ pub(crate) struct Store {
     /// Commands found at start-up with the name of their last output, checked once by
     /// [`Store::take_interrupted`].
     found_commands: Mutex<Vec<FoundCommand>>,
+    /// Events kept at most; older ones are deleted as new ones come (see [`max_events`]).
+    max_events: usize,
+}
+
+/// Default of [`set_max_events`]: at about 0.6 kB of index per event, the index stays under
+/// roughly 12 MiB (10,000 commands' worth of history).
+pub const DEFAULT_MAX_EVENTS: usize = 20_000;
+
+static MAX_EVENTS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_EVENTS);
+
+/// Sets how many bash events each store keeps (`OH_BASH_EVENTS_MAX`): the oldest beyond it are
+/// deleted, at start-up and as new events are stored, so memory and disk do not grow with
+/// history. Applies to stores opened afterwards.
+pub fn set_max_events(n: usize) {
+    MAX_EVENTS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current [`set_max_events`] value.
+pub fn max_events() -> usize {
+    MAX_EVENTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Parses `<ts>_<Kind>[_<command>]_<id>` into (kind, command id, event id).
@@ -235,6 +270,16 @@ impl Store {
         dir: PathBuf,
         announce: tokio::sync::broadcast::Sender<Announced>,
     ) -> std::io::Result<Self> {
+        Self::open_keeping(dir, announce, max_events())
+    }
+
+    /// [`Store::open`] keeping at most `max_events` events.
+    pub fn open_keeping(
+        dir: PathBuf,
+        announce: tokio::sync::broadcast::Sender<Announced>,
+        max_events: usize,
+    ) -> std::io::Result<Self> {
+        let max_events = max_events.max(1);
         std::fs::create_dir_all(&dir)?;
         let spares_dir = dir.join(SPARES_DIR);
         if let Err(e) = std::fs::create_dir_all(&spares_dir) {
@@ -278,6 +323,18 @@ impl Store {
                 index.insert(Arc::from(name.as_str()), meta);
             }
         }
+        let pruned = evict_oldest(&mut index, max_events);
+        for name in &pruned {
+            let _ = std::fs::remove_file(dir.join(&**name));
+        }
+        if !pruned.is_empty() {
+            tracing::info!(
+                dir = %dir.display(),
+                deleted = pruned.len(),
+                kept = max_events,
+                "deleted the oldest bash events beyond the retention limit (OH_BASH_EVENTS_MAX)"
+            );
+        }
         if index.unresolved_orders > 0 {
             tracing::info!(
                 dir = %dir.display(),
@@ -318,6 +375,7 @@ impl Store {
             next_spare: std::sync::atomic::AtomicU64::new(next_spare),
             making_spares: std::sync::atomic::AtomicBool::new(false),
             announce,
+            max_events,
         })
     }
 
@@ -377,7 +435,19 @@ impl Store {
                 }
             };
             let result = self.write(&job.stamp, job.event).map(|(name, meta, json)| {
-                lock(&self.index).insert(name.clone(), meta);
+                let evicted = {
+                    let mut index = lock(&self.index);
+                    index.insert(name.clone(), meta);
+                    evict_oldest(&mut index, self.max_events)
+                };
+                // Files of events past the retention limit become spares (this runs on the
+                // blocking pool).
+                for old in evicted {
+                    let path = self.dir.join(&*old);
+                    if !self.keep_as_spare(&path) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
                 let _ = self.announce.send(Announced {
                     name: name.clone(),
                     json,
@@ -926,6 +996,40 @@ pub(crate) mod tests {
         );
         assert_eq!(first.name_prefix, "20960102030405123457");
         assert_eq!(first.timestamp, "2096-01-02T03:04:05.123457Z");
+    }
+
+    /// The index and the directory hold at most the configured number of events, the newest;
+    /// reopening with a smaller limit deletes the oldest at start-up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_keeps_the_newest_events_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let event_files = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            names.sort();
+            names
+        };
+        let (tx, _rx) = tokio::sync::broadcast::channel(1024);
+        let store =
+            Arc::new(Store::open_keeping(dir.path().to_owned(), tx.clone(), 50).expect("open"));
+        let mut names = Vec::new();
+        for i in 0..120 {
+            let (name, _) = store
+                .append(|stamp| command(i, stamp))
+                .await
+                .expect("append");
+            names.push(name.to_string());
+        }
+        assert_eq!(lock(&store.index).by_name.len(), 50);
+        assert_eq!(event_files(dir.path()), names[70..]);
+        assert!(store.name_of(&format!("{:032x}", 10)).is_none());
+        drop(store);
+        let store = Store::open_keeping(dir.path().to_owned(), tx, 30).expect("reopen");
+        assert_eq!(lock(&store.index).by_name.len(), 30);
+        assert_eq!(event_files(dir.path()), names[90..]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

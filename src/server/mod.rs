@@ -69,6 +69,7 @@ impl AppState {
             );
         }
         crate::util::set_child_marker(crate::exec::orphans::MARKER, &marker);
+        crate::exec::set_max_events(config.bash_events_max);
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
         let conversations = Arc::new(ConversationService::open(
             config.conversations_path.clone(),
