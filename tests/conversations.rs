@@ -1066,3 +1066,66 @@ async fn scoped_routes_with_their_own_path_parameters() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A client-defined tool (`client_tools` at create): offered to the model with the client's
+/// schema; its call is an `ActionEvent` whose action holds the arguments (the client carries it
+/// out), and the agent gets the reference's acknowledgment and goes on.
+#[tokio::test]
+async fn client_defined_tools_reach_the_client_with_their_arguments() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let mut body = create_body(&llm, &wd);
+    let spec = json!({
+        "name": "show_notification",
+        "description": "Display a notification banner in the UI.",
+        "parameters": {"type": "object",
+            "properties": {"message": {"type": "string"},
+                           "level": {"type": "string", "enum": ["info", "warning", "error"]}},
+            "required": ["message", "level"]},
+    });
+    body["client_tools"] = json!([spec]);
+    let (code, info) = create(&srv, body.clone()).await;
+    assert_eq!(code, 201, "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&srv, &id, "[[mock:client]] tok-client", true).await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &id).await;
+    let act = evs
+        .iter()
+        .find(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "show_notification")
+        .expect("the client tool's action");
+    assert_eq!(
+        act["action"],
+        json!({"message": "hello client", "level": "info", "kind": "ClientAction_show_notification"})
+    );
+    let obs = evs
+        .iter()
+        .find(|e| e["kind"] == "ObservationEvent" && e["tool_name"] == "show_notification")
+        .expect("the acknowledgment");
+    assert_eq!(obs["observation"]["kind"], "ClientToolObservation");
+    assert_eq!(
+        obs["observation"]["content"][0]["text"],
+        "Tool call dispatched to client."
+    );
+    let offered = llm
+        .requests_with("tok-client")
+        .into_iter()
+        .find(|r| r.get("tools").is_some())
+        .expect("a request with tools")["tools"]
+        .to_string();
+    assert!(
+        offered.contains("show_notification") && offered.contains("warning"),
+        "{offered}"
+    );
+
+    // Specs the reference refuses are refused.
+    body["client_tools"] =
+        json!([{"name": "x", "description": "d", "parameters": {"type": "string"}}]);
+    let (code, err) = create(&srv, body).await;
+    assert!((400..500).contains(&code), "{code} {err}");
+    assert!(err.to_string().contains("object JSON Schema"), "{err}");
+}

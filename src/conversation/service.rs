@@ -310,6 +310,28 @@ fn parse_create(body: &Value, cipher: Option<&Cipher>) -> Result<CreateRequest, 
     if obj.get("secrets_encrypted").and_then(Value::as_bool) == Some(true) {
         crypto::map_secret_fields(&mut agent, &|s| crypto::unseal(cipher, s));
     }
+    // Client-defined tools join the agent's tools with their spec, as the reference injects
+    // them; the specs are also kept in the metadata (`client_tools`).
+    let client_tools = match obj.get("client_tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(specs) => crate::tools::client::validate_specs(specs).map_err(invalid)?,
+    };
+    if !client_tools.is_empty() {
+        if !agent.get("tools").is_some_and(Value::is_array) {
+            agent["tools"] = json!([]);
+        }
+        if let Some(tools) = agent.get_mut("tools").and_then(Value::as_array_mut) {
+            for spec in &client_tools {
+                let name = spec["name"].clone();
+                if tools.iter().any(|t| t.get("name") == Some(&name)) {
+                    return Err(invalid(format!(
+                        "Client tool name {name} collides with an existing non-client tool. Choose a unique client tool name."
+                    )));
+                }
+                tools.push(json!({"name": name, "params": {"spec": spec}}));
+            }
+        }
+    }
     let working_dir = obj
         .get("workspace")
         .and_then(|w| w.get("working_dir"))

@@ -7,6 +7,7 @@
 
 mod args;
 mod builtins;
+pub mod client;
 mod file_editor;
 mod task_tracker;
 mod terminal;
@@ -59,9 +60,9 @@ pub struct ToolError(pub String);
 #[async_trait::async_trait]
 pub trait Tool: Send + Sync {
     /// The LLM-facing function name (`terminal`, `file_editor`, ...).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// The SDK class name (`TerminalTool`, ...).
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &str;
     /// Description and JSON schema offered to the LLM, without `security_risk` and `summary`
     /// (the agent injects those).
     fn definition(&self) -> ToolDefinition;
@@ -133,6 +134,17 @@ impl ToolSet {
                 continue;
             };
             let params = spec.get("params").cloned().unwrap_or(Value::Null);
+            // A client-defined tool carries its spec (see `client`).
+            let client = params
+                .get("spec")
+                .filter(|s| s.get("name").and_then(Value::as_str) == Some(name))
+                .and_then(client::ClientTool::from_spec);
+            if let Some(tool) = client {
+                if tools.iter().all(|t| t.name() != name) {
+                    tools.push(Arc::new(tool));
+                }
+                continue;
+            }
             let tool: Arc<dyn Tool> = match name {
                 "terminal" | "TerminalTool" | "bash" | "BashTool" | "execute_bash" => Arc::new(
                     TerminalTool::new(TerminalOptions::from_params(&params, ctx)),

@@ -169,6 +169,14 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
             0 => Step::Tool("no_such_tool", json!({"x": 1})),
             _ => finish(),
         },
+        // Calls the client-defined tool `show_notification`, then finish.
+        "client" => match step {
+            0 => Step::Tool(
+                "show_notification",
+                json!({"message": "hello client", "level": "info", "security_risk": "LOW"}),
+            ),
+            _ => finish(),
+        },
         // `[[mock:cmd run=COMMAND]]` (spaces as %20): the terminal runs COMMAND, then finish.
         "cmd" => match step {
             0 => Step::Tool(
