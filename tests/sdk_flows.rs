@@ -40,3 +40,64 @@ fn tail(s: &str, n: usize) -> &str {
     }
     &s[i..]
 }
+
+/// The official client with `client_tools`: the agent's call of a client-defined tool reaches
+/// the client's callback as an `ActionEvent` whose action holds the arguments (not `null`).
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn client_defined_tool_call_reaches_the_python_client() {
+    let python = sdk_python();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
+    let server = TestServer::start();
+    let script = r#"
+import sys
+from pydantic import SecretStr
+from openhands.sdk import LLM, Conversation, Workspace
+from openhands.sdk.event.llm_convertible.action import ActionEvent
+from openhands.sdk.tool.client_tool import ClientToolSpec
+from openhands.tools.preset.default import get_default_agent
+
+spec = ClientToolSpec(
+    name="show_notification",
+    description="Display a notification banner in the UI.",
+    parameters={"type": "object",
+                "properties": {"message": {"type": "string"},
+                               "level": {"type": "string", "enum": ["info", "warning", "error"]}},
+                "required": ["message", "level"]},
+)
+seen = []
+def on_event(e):
+    if isinstance(e, ActionEvent) and e.tool_name == "show_notification":
+        seen.append(e)
+llm = LLM(usage_id="agent", model="openai/mock", base_url=sys.argv[2],
+          api_key=SecretStr("mock-key"), num_retries=0)
+conv = Conversation(agent=get_default_agent(llm=llm, cli_mode=True),
+                    workspace=Workspace(host=sys.argv[1]), client_tools=[spec], callbacks=[on_event])
+conv.send_message("[[mock:client]] tok-sdk-client")
+conv.run()
+print("STATUS", conv.state.execution_status.value, flush=True)
+action = seen[0].action.model_dump() if seen and seen[0].action is not None else None
+print("ACTION", action.get("message") if action else None, action.get("level") if action else None, flush=True)
+conv.close()
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, &server.url, &llm.base_url])
+        .env("OPENHANDS_SUPPRESS_BANNER", "1")
+        .current_dir(server.root_path())
+        .output()
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("STATUS finished"),
+        "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
+        tail(&stderr, 4000),
+        tail(&server.log(), 4000)
+    );
+    assert!(
+        stdout.contains("ACTION hello client info"),
+        "{stdout}\n{}",
+        tail(&stderr, 4000)
+    );
+}

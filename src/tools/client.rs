@@ -124,6 +124,9 @@ impl Tool for ClientTool {
         }
         entry["kind"] = json!("ClientTool");
         entry["title"] = json!(self.name);
+        // The client's model of this tool needs its name and original schema.
+        entry["client_tool_name"] = json!(self.name);
+        entry["input_schema"] = self.parameters.clone();
         entry
     }
     fn parse_action(&self, args: &Map<String, Value>) -> Result<Value, String> {
