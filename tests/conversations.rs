@@ -499,7 +499,26 @@ async fn websocket_snapshot_live_events_and_text_run() {
     )
     .await;
     assert_eq!(code, 200, "{ans}");
-    assert!(ans["response"].as_str().unwrap().starts_with("Mock title"));
+    assert!(!ans["response"].as_str().unwrap().is_empty(), "{ans}");
+    // As the reference asks: the question in its prompt, the agent's tools on offer (the model
+    // must understand the tool calls in the history).
+    let asked = llm
+        .requests()
+        .into_iter()
+        .find(|r| r.to_string().contains("Based on the activity so far"))
+        .expect("the ask_agent request");
+    assert!(
+        asked["tools"].to_string().contains("\"terminal\""),
+        "{asked}"
+    );
+    let last = asked["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("## Question\\nwhat happened?"), "{last}");
+    assert!(last.contains("do not make any tool call"), "{last}");
     let evs = all_events(&srv, &id).await;
     assert!(evs[before..]
         .iter()

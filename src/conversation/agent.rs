@@ -1407,10 +1407,13 @@ pub fn build_messages(evs: &[Value], llm_texts: &HashMap<String, String>) -> Vec
     out
 }
 
-/// A one-off LLM call without tools using the agent's LLM; records usage under `usage_id`.
+/// A one-off LLM call with the agent's LLM, offering `tools` (the model sees them, e.g. to
+/// understand the tool calls in the history; nothing is executed); records usage under
+/// `usage_id`.
 pub async fn side_call(
     conv: &Arc<Conversation>,
     messages: Vec<Message>,
+    tools: Vec<ToolDefinition>,
     usage_id: &str,
 ) -> Result<String, ConversationError> {
     let agent = conv.agent_json();
@@ -1422,7 +1425,7 @@ pub async fn side_call(
     let c = client
         .complete(CompletionRequest {
             messages,
-            tools: Vec::new(),
+            tools,
             cache_key: Some(conv.id.to_string()),
         })
         .await
@@ -1465,7 +1468,7 @@ pub async fn autotitle(conv: Arc<Conversation>, first_message: String) {
         .and_then(Value::as_str)
         .unwrap_or("agent")
         .to_string();
-    let title = match side_call(&conv, messages, &usage_id).await {
+    let title = match side_call(&conv, messages, Vec::new(), &usage_id).await {
         Ok(t) if !t.trim().is_empty() => t.trim().trim_matches('"').trim().to_string(),
         Ok(_) | Err(_) => first_message.trim().to_string(),
     };
@@ -1480,39 +1483,25 @@ pub async fn autotitle(conv: Arc<Conversation>, first_message: String) {
     }
 }
 
-/// Answers a question about the conversation without recording events.
+/// The reference's question prompt (`ask_agent_template.j2`, rendered).
+fn ask_agent_prompt(question: &str) -> String {
+    format!(
+        "<QUESTION>\nBased on the activity so far answer the following question\n\n## Question\n{question}\n\n\n<IMPORTANT>\nThis is a question, do not make any tool call and just answer my question.\n</IMPORTANT>\n</QUESTION>"
+    )
+}
+
+/// Answers a question about the conversation without recording events, as the reference does:
+/// the conversation's LLM view, then the question in the reference's prompt, with the agent's
+/// tools on offer so that the model understands the tool calls in the history.
 pub async fn ask_agent(
     conv: &Arc<Conversation>,
     question: &str,
 ) -> Result<String, ConversationError> {
+    let rt = ensure_initialized(conv).await?;
     let texts = conv.llm_texts();
     let mut messages = conv.with_events(|evs| build_messages(evs, &texts)).await?;
-    // Without tools on offer, replay tool traffic as plain text.
-    let mut flat: Vec<Message> = Vec::new();
-    for m in messages.drain(..) {
-        match m.role {
-            Role::Tool => flat.push(Message::text(
-                Role::User,
-                format!("[tool result] {}", m.content.join("\n")),
-            )),
-            Role::Assistant if !m.tool_calls.is_empty() => {
-                let calls: Vec<String> = m
-                    .tool_calls
-                    .iter()
-                    .map(|c| format!("{}({})", c.name, c.arguments))
-                    .collect();
-                let mut body = m.content.join("\n");
-                if !body.is_empty() {
-                    body.push('\n');
-                }
-                body.push_str(&format!("[tool calls] {}", calls.join("; ")));
-                flat.push(Message::text(Role::Assistant, body));
-            }
-            _ => flat.push(m),
-        }
-    }
-    flat.push(Message::text(Role::User, question.to_string()));
-    side_call(conv, flat, "ask-agent-llm").await
+    messages.push(Message::text(Role::User, ask_agent_prompt(question)));
+    side_call(conv, messages, rt.definitions.clone(), "ask-agent-llm").await
 }
 
 #[cfg(test)]
