@@ -1148,3 +1148,32 @@ async fn client_defined_tools_reach_the_client_with_their_arguments() {
     assert!((400..500).contains(&code), "{code} {err}");
     assert!(err.to_string().contains("object JSON Schema"), "{err}");
 }
+
+/// `pause` while a tool step runs, then `run` before the step ends: the run resumes (no 409)
+/// and the conversation finishes, as with the reference.
+#[tokio::test]
+async fn run_after_a_pause_during_a_tool_step_resumes() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&srv, &id, "[[mock:slow secs=2]]", true).await;
+    wait_terminal_action(&srv, &id).await;
+    let (code, _) = post(&srv, &format!("/api/conversations/{id}/pause"), json!({})).await;
+    assert_eq!(code, 200);
+    assert_eq!(status(&srv, &id).await, "paused");
+    let (code, body) = post(&srv, &format!("/api/conversations/{id}/run"), json!({})).await;
+    assert_eq!(code, 200, "run during the paused step: {body}");
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error", "paused"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &id).await;
+    assert!(evs
+        .iter()
+        .any(|e| e["kind"] == "ObservationEvent" && e.to_string().contains("slow-end")));
+    assert!(evs
+        .iter()
+        .any(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "finish"));
+}

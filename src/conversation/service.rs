@@ -1588,6 +1588,17 @@ impl Conversation {
         self.save_meta().await
     }
 
+    /// `POST /run`: starts a run; `Conflict` while one is running. A run asked for while a pause
+    /// is pending (the loop still finishing its step) resumes it, as the reference does: status
+    /// `running` again at once, and the loop carries on (or starts again if it already stopped).
+    pub async fn request_run(self: &Arc<Self>) -> Result<(), ConversationError> {
+        if self.status() == status::PAUSED && self.run_ctl().is_some() {
+            self.set_status(status::RUNNING).await?;
+            return self.start_or_queue_run().map(|_| ());
+        }
+        self.start_run()
+    }
+
     /// Starts a background run. `Conflict` when one is active, `TooManyRuns` at capacity.
     pub fn start_run(self: &Arc<Self>) -> Result<(), ConversationError> {
         let ctl = {

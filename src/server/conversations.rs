@@ -356,7 +356,7 @@ async fn run(
     State(state): State<AppState>,
     ValidPath(id): ValidPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &id)?.start_run().map_err(api_error)?;
+    find(&state, &id)?.request_run().await.map_err(api_error)?;
     Ok(success())
 }
 
