@@ -1177,3 +1177,40 @@ async fn run_after_a_pause_during_a_tool_step_resumes() {
         .iter()
         .any(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "finish"));
 }
+
+/// The replay of a finished conversation (`resend_mode=all`) and `events/search` agree: after
+/// the snapshot, the socket sends exactly the listed events, in order.
+#[tokio::test]
+async fn replay_of_a_finished_conversation_matches_search() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&srv, &id, "[[mock:echo]] tok-replay", true).await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    // Connected right away: the run's trailing snapshot must not show up as an extra event.
+    let listed: Vec<Value> = all_events(&srv, &id)
+        .await
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    let url = format!(
+        "{}/sockets/events/{id}?resend_mode=all",
+        srv.url.replace("http://", "ws://")
+    );
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let snap = next_json(&mut ws).await.unwrap();
+    assert_eq!(snap["key"], "full_state");
+    let mut sent = Vec::new();
+    while let Ok(Some(Ok(WsMsg::Text(t)))) =
+        tokio::time::timeout(Duration::from_millis(700), ws.next()).await
+    {
+        let v: Value = serde_json::from_str(&t).unwrap();
+        sent.push(v["id"].clone());
+    }
+    assert_eq!(sent, listed);
+}

@@ -1403,8 +1403,23 @@ impl Conversation {
 
     /// Publishes a `full_state` snapshot to the subscribers (not persisted).
     pub fn publish_full_state(&self) {
+        self.publish_full_state_to(u64::MAX);
+    }
+
+    /// The number of subscriptions made so far: [`Self::publish_full_state_to`] with it
+    /// reaches only the subscribers connected by now.
+    pub fn subscriptions_so_far(&self) -> u64 {
+        lock(&self.inner).next_sub
+    }
+
+    /// Publishes a `full_state` snapshot to the subscribers whose subscription number is at
+    /// most `upto` (later ones got a snapshot of their own when they connected).
+    pub fn publish_full_state_to(&self, upto: u64) {
         let value = self.full_state_value();
         let mut inner = lock(&self.inner);
+        if !inner.subscribers.iter().any(|s| s.id <= upto) {
+            return;
+        }
         let ts = inner.clock.tick();
         let ev = events::finalize(
             events::state_update("full_state", value),
@@ -1413,7 +1428,7 @@ impl Conversation {
             None,
         );
         let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
-        publish(&mut inner, text);
+        publish_to(&mut inner, text, |id| id <= upto);
     }
 
     /// Publishes a transient event (never persisted), e.g. a `ServerErrorEvent` to one socket.
@@ -1672,12 +1687,15 @@ impl Conversation {
         }
         self.publish_full_state();
         // The client only accepts a snapshot after its POST /run returned; a very fast run can
-        // beat that response, so repeat the snapshot shortly after.
+        // beat that response, so repeat the snapshot shortly after, to the sockets connected
+        // now only: a socket opened since got its own snapshot first, and an extra one after
+        // its replay would be an event `events/search` does not list.
+        let upto = self.subscriptions_so_far();
         let conv = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             if conv.run_ctl().is_none() && !conv.is_deleted() {
-                conv.publish_full_state();
+                conv.publish_full_state_to(upto);
             }
         });
     }
@@ -1989,8 +2007,13 @@ fn install_docs(inner: &mut Inner, docs: Docs) {
 
 /// Sends `text` to every subscriber; a full queue disconnects that subscriber.
 fn publish(inner: &mut Inner, text: Arc<str>) {
+    publish_to(inner, text, |_| true);
+}
+
+/// Sends `text` to the subscribers whose id passes `to`; a full queue disconnects one.
+fn publish_to(inner: &mut Inner, text: Arc<str>, to: impl Fn(u64) -> bool) {
     let mut dropped = Vec::new();
-    for s in &inner.subscribers {
+    for s in inner.subscribers.iter().filter(|s| to(s.id)) {
         match s.tx.try_send(text.clone()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
