@@ -5,6 +5,7 @@ mod support;
 
 mod bash;
 mod conversations;
+mod crash_loop;
 mod fakes;
 mod files;
 mod git;
