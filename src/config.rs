@@ -170,18 +170,12 @@ impl Config {
             })?,
             None => file.max_concurrent_runs.unwrap_or(10),
         };
-        let max_request_body_bytes = match env("OH_MAX_REQUEST_BODY_BYTES") {
-            Some(v) => {
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::Env {
-                        name: "OH_MAX_REQUEST_BODY_BYTES".into(),
-                        reason: format!("{v:?} is not a positive number of bytes"),
-                    })?
-            }
-            None => DEFAULT_MAX_REQUEST_BODY_BYTES,
-        };
+        let max_request_body_bytes = positive(
+            &env,
+            "OH_MAX_REQUEST_BODY_BYTES",
+            "a positive number of bytes",
+            DEFAULT_MAX_REQUEST_BODY_BYTES,
+        )?;
         let header_read_timeout = match env("OH_HEADER_READ_TIMEOUT_SECONDS") {
             Some(v) => v
                 .parse::<f64>()
@@ -194,30 +188,18 @@ impl Config {
                 })?,
             None => DEFAULT_HEADER_READ_TIMEOUT,
         };
-        let max_connections = match env("OH_MAX_CONNECTIONS") {
-            Some(v) => {
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::Env {
-                        name: "OH_MAX_CONNECTIONS".into(),
-                        reason: format!("{v:?} is not a positive integer"),
-                    })?
-            }
-            None => default_max_connections(),
-        };
-        let bash_events_max = match env("OH_BASH_EVENTS_MAX") {
-            Some(v) => {
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::Env {
-                        name: "OH_BASH_EVENTS_MAX".into(),
-                        reason: format!("{v:?} is not a positive integer"),
-                    })?
-            }
-            None => crate::exec::DEFAULT_MAX_EVENTS,
-        };
+        let max_connections = positive(
+            &env,
+            "OH_MAX_CONNECTIONS",
+            "a positive integer",
+            default_max_connections(),
+        )?;
+        let bash_events_max = positive(
+            &env,
+            "OH_BASH_EVENTS_MAX",
+            "a positive integer",
+            crate::exec::DEFAULT_MAX_EVENTS,
+        )?;
         let secret_key = env("OH_SECRET_KEY")
             .filter(|v| !v.is_empty())
             .or(file.secret_key)
@@ -299,6 +281,27 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+/// A positive integer variable, `default` when unset; `what` words the error.
+fn positive(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    what: &str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match env(name) {
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::Env {
+                name: name.into(),
+                reason: format!("{v:?} is not {what}"),
+            }),
+        None => Ok(default),
     }
 }
 

@@ -54,37 +54,7 @@ async fn listed_ids(srv: &TestServer, id: &str) -> HashSet<String> {
     }
 }
 
-/// Start times (clock ticks since boot) of the processes carrying `marker` in their environment.
-fn marked_processes(marker: &str) -> Vec<(u32, u64)> {
-    let needle = format!("{}={marker}", agent_server::exec::orphans::MARKER);
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if !env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        // Field 22 (starttime) is the 20th after the name.
-        let start = after_name
-            .split_whitespace()
-            .nth(19)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, start));
-    }
-    out
-}
-
+/// Start time of a process (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
 fn start_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -203,9 +173,9 @@ async fn kill_9_at_random_moments_loses_nothing() {
         // Nothing of the killed server survives its successor's start.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let old: Vec<_> = marked_processes(&marker)
+            let old: Vec<u32> = agent_server::exec::orphans::marked(&marker)
                 .into_iter()
-                .filter(|(_, start)| *start < server_start)
+                .filter(|pid| start_ticks(*pid) < server_start)
                 .collect();
             if old.is_empty() {
                 break;

@@ -32,37 +32,33 @@ pub fn marker_value(state_dirs: &[&Path]) -> String {
         .collect()
 }
 
-/// Kills the processes (and their process groups) whose environment holds `MARKER=value`,
-/// except this process; returns how many were found. Blocking: reads `/proc`.
-pub fn sweep(value: &str) -> usize {
+/// The processes other than this one whose environment holds `MARKER=value`. Blocking: reads
+/// `/proc`.
+pub fn marked(value: &str) -> Vec<u32> {
     let needle = format!("{MARKER}={value}");
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
-    let mut found = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if !environ
-            .split(|b| *b == 0)
-            .any(|var| var == needle.as_bytes())
-        {
-            continue;
-        }
-        found += 1;
-        let Ok(raw) = i32::try_from(pid) else {
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let found = environ
+                .split(|b| *b == 0)
+                .any(|var| var == needle.as_bytes());
+            (found && pid != me).then_some(pid)
+        })
+        .collect()
+}
+
+/// Kills the processes (and their process groups) whose environment holds `MARKER=value`,
+/// except this process; returns how many were found. Blocking: reads `/proc`.
+pub fn sweep(value: &str) -> usize {
+    let found = marked(value);
+    for pid in &found {
+        let Ok(raw) = i32::try_from(*pid) else {
             continue;
         };
         let pid = Pid::from_raw(raw);
@@ -74,7 +70,7 @@ pub fn sweep(value: &str) -> usize {
         }
         let _ = kill(pid, Signal::SIGKILL);
     }
-    found
+    found.len()
 }
 
 #[cfg(test)]
