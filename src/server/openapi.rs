@@ -21,6 +21,12 @@ pub(super) fn base() -> OpenApi {
                 ))
                 .build(),
         )
+        // Schemas referenced only from query parameters are not collected from the routes.
+        .components(Some(
+            utoipa::openapi::ComponentsBuilder::new()
+                .schema_from::<crate::exec::BashEventSortOrder>()
+                .build(),
+        ))
         .build()
 }
 

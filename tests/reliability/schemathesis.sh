@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Property-based API check: schemathesis (from PyPI, in its own venv) generates requests from our
+# /openapi.json (examples, coverage and fuzzing phases) and fails on any 5xx answer.
+#   tests/reliability/schemathesis.sh [--short|--long] [BINARY]
+#   --short (default, CI): 60 s    --long (by hand): 240 s
+# The server runs on a free loopback port in a throw-away directory and is stopped at the end.
+# The last line is schemathesis' summary; the exit status is its own.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+seconds=60
+case "${1:-}" in
+  --short) shift ;;
+  --long) seconds=240; shift ;;
+esac
+binary=$(realpath "${1:-$root/target/release/agent-server}")
+venv=${SCHEMATHESIS_VENV:-$HOME/.cache/agent-server-schemathesis}
+version=4.32.5
+log() { echo "[schemathesis] $*" >&2; }
+
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
+  base=""
+  for c in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 python3; do
+    if command -v "$c" >/dev/null 2>&1; then base=$(command -v "$c"); break; fi
+  done
+  [[ -n "$base" ]] || { log "no python3"; exit 1; }
+  log "installing schemathesis $version into $venv"
+  "$base" -m venv "$venv"
+  "$venv/bin/pip" install -q "schemathesis==$version"
+fi
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cd "$work"
+setsid "$binary" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill -- -"$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$port/health" >/dev/null || { log "the server did not start:"; tail -20 "$work/server.log" >&2; exit 1; }
+log "checking http://127.0.0.1:$port for $seconds s"
+"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
+  --checks not_a_server_error --phases examples,coverage,fuzzing \
+  --max-time "$seconds" -w 2 --no-color 2>&1 | tail -n 12
