@@ -795,3 +795,52 @@ async fn impossible_and_forbidden_paths_are_client_errors() {
         );
     }
 }
+
+/// A full disk (a 1 MiB tmpfs): an upload that does not fit fails with the OS's words, the file
+/// it would have replaced is intact, no temp file is left, and the server keeps serving.
+#[tokio::test]
+#[ignore = "needs root to mount a tmpfs; run with --include-ignored"]
+async fn full_disk_upload_fails_cleanly_and_changes_nothing() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "cannot mount a tmpfs (root needed)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_path_buf());
+    let target = dir.path().join("data.bin");
+    std::fs::write(&target, b"the old content").unwrap();
+
+    let resp = upload(&server, target.to_str().unwrap(), vec![7u8; 3 << 20]).await;
+    let code = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert!(code >= 400, "{code} {body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"the old content");
+    // The temp file is removed in the background right after the failure.
+    let names = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    for _ in 0..100 {
+        if names().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(names(), ["data.bin"], "temp files left behind");
+    // Still serving, and a small upload fits.
+    let resp = upload(&server, target.to_str().unwrap(), b"new".to_vec()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(std::fs::read(&target).unwrap(), b"new");
+}
