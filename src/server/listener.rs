@@ -52,7 +52,8 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let mut shutdown = pin!(shutdown);
-    let mut failing_since: Option<tokio::time::Instant> = None;
+    // Set while accepts fail, so a streak of failures is logged once, not once per try.
+    let mut failing = false;
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -60,14 +61,13 @@ pub async fn serve(
         };
         let tcp = match tcp {
             Ok((tcp, _)) => {
-                failing_since = None;
+                failing = false;
                 tcp
             }
             Err(e) => {
-                // Log once per streak of failures, not once per try.
-                if failing_since.is_none() {
+                if !failing {
                     tracing::warn!(error = %e, "accept failed; retrying");
-                    failing_since = Some(tokio::time::Instant::now());
+                    failing = true;
                 }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
