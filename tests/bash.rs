@@ -621,6 +621,11 @@ async fn ws_connect(srv: &TestServer, query: &str) -> Result<Ws, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Sends `v` as one text frame.
+async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
 /// The next text frame as JSON, or the close code.
 async fn ws_next(ws: &mut Ws) -> Result<Value, Option<CloseCode>> {
     loop {
@@ -682,13 +687,7 @@ async fn websocket_auth_and_live_events() {
 
     // Right key: live events, inbound requests, errors for bad frames.
     let mut ws = ws_connect(&srv, "").await.unwrap();
-    ws.send(Message::Text(
-        json!({"type": "auth", "session_api_key": key})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_json(&mut ws, json!({"type": "auth", "session_api_key": key})).await;
     ws.send(Message::Text(
         json!({"command": "echo via-socket"}).to_string().into(),
     ))
@@ -792,13 +791,7 @@ async fn session_key_never_reaches_the_log_even_at_trace() {
     let (status, _) = search(&srv, "").await;
     assert_eq!(status, 200);
     let mut ws = ws_connect(&srv, "").await.unwrap();
-    ws.send(Message::Text(
-        json!({"type": "auth", "session_api_key": key})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_json(&mut ws, json!({"type": "auth", "session_api_key": key})).await;
     ws.send(Message::Text(
         json!({"command": "echo traced"}).to_string().into(),
     ))
@@ -821,14 +814,7 @@ async fn session_key_never_reaches_the_log_even_at_trace() {
 #[tokio::test]
 async fn commands_left_by_a_killed_server_are_killed_at_the_next_start() {
     let state = tempfile::tempdir().unwrap();
-    let opts = ServerOptions {
-        conversations_dir: Some(state.path().join("conversations")),
-        env: vec![(
-            "OH_BASH_EVENTS_DIR".into(),
-            state.path().join("bash_events").display().to_string(),
-        )],
-        ..ServerOptions::default()
-    };
+    let opts = ServerOptions::on_state(state.path());
     let pid_file = state.path().join("bg.pid");
     let mut first = TestServer::start_with(opts.clone());
     start(

@@ -74,14 +74,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let state = tempfile::tempdir().unwrap();
     let work = state.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let opts = ServerOptions {
-        conversations_dir: Some(state.path().join("conversations")),
-        env: vec![(
-            "OH_BASH_EVENTS_DIR".into(),
-            state.path().join("bash_events").display().to_string(),
-        )],
-        ..ServerOptions::default()
-    };
+    let opts = ServerOptions::on_state(state.path());
     let marker = agent_server::exec::orphans::marker_value(&[
         &state.path().join("conversations"),
         &state.path().join("bash_events"),

@@ -1415,11 +1415,12 @@ impl Conversation {
     /// Publishes a `full_state` snapshot to the subscribers whose subscription number is at
     /// most `upto` (later ones got a snapshot of their own when they connected).
     pub fn publish_full_state_to(&self, upto: u64) {
-        let value = self.full_state_value();
-        let mut inner = lock(&self.inner);
-        if !inner.subscribers.iter().any(|s| s.id <= upto) {
+        // The snapshot is built only when someone will receive it.
+        if !lock(&self.inner).subscribers.iter().any(|s| s.id <= upto) {
             return;
         }
+        let value = self.full_state_value();
+        let mut inner = lock(&self.inner);
         let ts = inner.clock.tick();
         let ev = events::finalize(
             events::state_update("full_state", value),

@@ -48,6 +48,21 @@ pub fn sdk_python() -> PathBuf {
     python
 }
 
+impl ServerOptions {
+    /// Options for servers that share `state` (conversations and bash events), so that a
+    /// restarted server finds what an earlier one left.
+    pub fn on_state(state: &Path) -> Self {
+        ServerOptions {
+            conversations_dir: Some(state.join("conversations")),
+            env: vec![(
+                "OH_BASH_EVENTS_DIR".into(),
+                state.join("bash_events").display().to_string(),
+            )],
+            ..ServerOptions::default()
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
