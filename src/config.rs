@@ -36,6 +36,7 @@ fn default_max_connections() -> usize {
     long_about = "A fast, wire-compatible Rust replacement for the OpenHands agent-server.\n\n\
 Environment (as the reference server reads them):\n  \
 SESSION_API_KEY, OH_SESSION_API_KEYS_0..N, OH_SESSION_API_KEYS (JSON list)  API keys; none = no auth\n  \
+OH_PERSISTENCE_DIR         settings, secrets and LLM profiles (default ~/.openhands)\n  \
 OH_CONVERSATIONS_PATH      where conversations are persisted (default workspace/conversations)\n  \
 OH_BASH_EVENTS_DIR         where global bash events are kept (default workspace/bash_events)\n  \
 OH_WORKSPACE_PATH          default workspace (default workspace/project)\n  \
@@ -94,6 +95,8 @@ pub struct Config {
     pub conversations_path: PathBuf,
     pub workspace_path: PathBuf,
     pub bash_events_dir: PathBuf,
+    /// Settings, secrets and LLM profiles (`OH_PERSISTENCE_DIR`, else `~/.openhands`).
+    pub persistence_dir: PathBuf,
     /// Key for encrypting secrets at rest (`OH_SECRET_KEY`, else the first API key).
     pub secret_key: Option<String>,
     pub max_concurrent_runs: usize,
@@ -235,6 +238,10 @@ impl Config {
                 file.bash_events_dir,
                 "workspace/bash_events",
             ),
+            persistence_dir: env("OH_PERSISTENCE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(default_persistence_dir),
             secret_key,
             max_concurrent_runs,
             max_request_body_bytes,
@@ -258,6 +265,7 @@ impl Config {
             conversations_path: root.join("conversations"),
             workspace_path: root.join("project"),
             bash_events_dir: root.join("bash_events"),
+            persistence_dir: root.join("persistence"),
             secret_key: None,
             max_concurrent_runs: 10,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
@@ -393,4 +401,13 @@ mod tests {
         let c = cfg(&[("OH_CONVERSATIONS_PATH", "/x/convs")], None);
         assert_eq!(c.conversations_path, PathBuf::from("/x/convs"));
     }
+}
+
+/// `~/.openhands` (the reference's user-level persistence directory), or `.openhands` in the
+/// working directory when there is no home.
+fn default_persistence_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".openhands"))
+        .unwrap_or_else(|| PathBuf::from(".openhands"))
 }

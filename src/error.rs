@@ -54,6 +54,7 @@ fn issue_ctx(kind: &str, msg: &str) -> Option<Value> {
         "less_than" => bound("lt", "Input should be less than "),
         "less_than_equal" => bound("le", "Input should be less than or equal to "),
         "enum" => after("Input should be ").map(|e| json!({ "expected": e })),
+        "value_error" => after("Value error, ").map(|e| json!({ "error": e })),
         "string_pattern_mismatch" => after("String should match pattern ")
             .map(|p| json!({ "pattern": p.trim_matches('\'') })),
         _ => None,
@@ -99,6 +100,15 @@ pub enum ApiError {
     ServiceUnavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// 422 whose `detail` is a sentence (the reference's `HTTPException(422, ...)`).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 503 whose `detail` is a sentence the client may show.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 whose `detail` is a sentence the client may show.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl ApiError {
@@ -123,7 +133,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -131,6 +143,37 @@ impl ApiError {
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::settings::SettingsError> for ApiError {
+    fn from(e: crate::settings::SettingsError) -> Self {
+        use crate::settings::SettingsError as E;
+        match e {
+            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::Invalid(m) => ApiError::Unprocessable(m),
+            E::Fields(errors) => ApiError::Validation(
+                errors
+                    .into_iter()
+                    .map(|f| {
+                        let mut loc = vec![Value::String("body".into())];
+                        loc.extend(f.loc.into_iter().map(Value::String));
+                        ValidationIssue {
+                            kind: f.kind.into(),
+                            loc,
+                            msg: f.msg,
+                            input: f.input,
+                        }
+                    })
+                    .collect(),
+            ),
+            e @ E::KeyMismatch { conflict: true, .. } => ApiError::Conflict(e.to_string()),
+            e @ E::KeyMismatch { .. } => ApiError::Failed(e.to_string()),
+            e @ E::NoKey => ApiError::Unavailable(e.to_string()),
+            E::Io(m) => ApiError::Internal(m),
+        }
     }
 }
 
@@ -245,6 +288,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                     issue_from_serde("body", &text)
                 } else {
                     issue_from_serde("body", &format!("{path}: {text}"))
+                };
+                // pydantic reports a missing field with the object it is missing from.
+                let issue = if issue.kind == "missing" {
+                    let container = &issue.loc[1..issue.loc.len().saturating_sub(1)];
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let input = container.iter().try_fold(&body, |v, key| match key {
+                        Value::String(k) => v.get(k.as_str()),
+                        _ => None,
+                    });
+                    let input = input.cloned().unwrap_or(Value::Null);
+                    issue.with_input(input)
+                } else {
+                    issue
                 };
                 Err(ApiError::Validation(vec![issue]))
             }

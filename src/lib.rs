@@ -9,6 +9,7 @@
 //! - [`files`] and [`git`]: the file and git services behind `/api/file/*` and `/api/git/*`.
 //! - [`llm`]: LLM clients behind the [`llm::LlmClient`] trait.
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
+//! - [`settings`]: persisted settings, custom secrets and LLM profiles.
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 
 pub mod client;
@@ -20,5 +21,6 @@ pub mod files;
 pub mod git;
 pub mod llm;
 pub mod server;
+pub mod settings;
 pub mod tools;
 pub mod util;

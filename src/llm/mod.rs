@@ -275,6 +275,43 @@ pub trait LlmClient: Send + Sync {
     }
 }
 
+/// Pre-flight check of an SDK `LLM` object (`POST /api/profiles/{name}/validate`): one
+/// single-attempt call asking for one token, within 15 s (or the LLM's shorter timeout).
+/// `Err((class, message))` names what is wrong; rate limits and timeouts pass (they say
+/// nothing about the configuration), unless the 429 says a quota or budget is used up.
+pub async fn preflight(llm: &Value) -> Result<(), (String, String)> {
+    let mut settings =
+        LlmSettings::from_agent_llm_json(llm).map_err(|m| ("LLMBadRequestError".to_string(), m))?;
+    settings.num_retries = 0;
+    settings.stream = false;
+    settings.max_output_tokens = Some(1);
+    let limit = settings.timeout_secs.unwrap_or(15.0).min(15.0);
+    settings.timeout_secs = Some(limit);
+    let request = CompletionRequest {
+        messages: vec![
+            Message::text(Role::System, "Reply with one token."),
+            Message::text(Role::User, "ping"),
+        ],
+        ..Default::default()
+    };
+    let client = client_for(&settings);
+    let call = client.complete(request);
+    match tokio::time::timeout(std::time::Duration::from_secs_f64(limit + 1.0), call).await {
+        Ok(Ok(_)) | Err(_) => Ok(()),
+        Ok(Err(e @ (LlmError::RateLimit(_) | LlmError::Timeout(_)))) => {
+            let quota = ["quota", "budget", "insufficient"]
+                .iter()
+                .any(|w| e.message().to_ascii_lowercase().contains(w));
+            if quota {
+                Err((e.code().to_string(), e.message().to_string()))
+            } else {
+                Ok(())
+            }
+        }
+        Ok(Err(e)) => Err((e.code().to_string(), e.message().to_string())),
+    }
+}
+
 /// The client for `settings` (provider chosen from the model prefix and `api_mode`).
 ///
 /// Like LiteLLM in the reference server, a missing API key or base URL falls back to the

@@ -12,6 +12,7 @@ mod git;
 mod keepalive;
 mod listener;
 mod openapi;
+mod settings;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub activity: Arc<Activity>,
     /// Server-side conversations (`/api/conversations/*`, `/sockets/events/*`).
     pub conversations: Arc<ConversationService>,
+    /// Settings, secrets and LLM profiles (`/api/settings*`, `/api/profiles*`).
+    pub settings: Arc<crate::settings::SettingsService>,
     /// Set once start-up work is done; `/ready` answers 503 before.
     ready: Arc<AtomicBool>,
 }
@@ -76,7 +79,12 @@ impl AppState {
             config.secret_key.as_deref(),
             config.max_concurrent_runs,
         )?);
+        let settings = Arc::new(crate::settings::SettingsService::new(
+            config.persistence_dir.clone(),
+            config.secret_key.as_deref(),
+        ));
         Ok(AppState {
+            settings,
             config: Arc::new(config),
             bash,
             activity: Arc::new(Activity::new()),
@@ -142,6 +150,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(git::router())
         .merge(conversations::router())
         .merge(events::router())
+        .merge(settings::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in
