@@ -101,3 +101,38 @@ conv.close()
         tail(&stderr, 4000)
     );
 }
+
+/// `RemoteWorkspace.get_llm()` (settings, then the active profile), `get_llm(profile_name)`,
+/// `get_secrets()`, `get_secrets(names)`, `get_mcp_config()` from the official client, and a
+/// secret handed to a conversation as a `LookupSecret` used by the agent in a command.
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn settings_secrets_and_profiles_through_the_python_sdk() {
+    let python = sdk_python();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
+    let server = TestServer::start_with(crate::support::ServerOptions {
+        env: vec![("OH_SECRET_KEY".into(), "flow-key-1".into())],
+        ..Default::default()
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/settings_flow.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([&server.url, &llm.base_url])
+        .env("OPENHANDS_SUPPRESS_BANNER", "1")
+        .current_dir(server.root_path())
+        .output()
+        .expect("run the SDK flow");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("PASS settings_flow"),
+        "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
+        tail(&stderr, 4000),
+        tail(&server.log(), 4000)
+    );
+    assert!(
+        !server.log().contains("ghp_flow_7d1"),
+        "the secret reached the log"
+    );
+}

@@ -13,3 +13,4 @@ mod launchers;
 mod readme;
 mod sdk_flows;
 mod server_details;
+mod settings;

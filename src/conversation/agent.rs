@@ -270,6 +270,7 @@ pub async fn install_runtime(
 async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), ConversationError> {
     let agent = conv.agent_json();
     conv.register_usage(&rt.usage_id, &rt.model);
+    conv.resolve_lookup_secrets().await;
     let secrets = conv.secret_values();
     for t in rt.tools.iter() {
         t.set_secrets(&secrets);

@@ -33,6 +33,8 @@ pub struct ConversationService {
     active_runs: Arc<AtomicUsize>,
     convs: Mutex<HashMap<Uuid, Arc<Conversation>>>,
     create_lock: tokio::sync::Mutex<()>,
+    /// Answers `LookupSecret`s that point at this server (set once at start-up).
+    local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
 }
 
 impl std::fmt::Debug for ConversationService {
@@ -226,6 +228,9 @@ pub struct Conversation {
     max_runs: usize,
     /// The conversation-scoped bash runner (`<dir>/bash_events`), created on first use.
     bash: std::sync::OnceLock<Arc<crate::exec::BashService>>,
+    /// Values of the `LookupSecret`s last resolved (name, value).
+    lookups: std::sync::RwLock<Vec<(String, String)>>,
+    local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
 }
 
 /// Keys of `StoredConversation` taken from the create request, with their defaults.
@@ -443,6 +448,7 @@ impl ConversationService {
             active_runs: Arc::new(AtomicUsize::new(0)),
             convs: Mutex::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
+            local_secrets: Arc::new(std::sync::OnceLock::new()),
         };
         let mut loaded = HashMap::new();
         for entry in std::fs::read_dir(&svc.root)?.flatten() {
@@ -499,7 +505,14 @@ impl ConversationService {
             active_runs: self.active_runs.clone(),
             max_runs: self.max_runs,
             bash: std::sync::OnceLock::new(),
+            lookups: std::sync::RwLock::new(Vec::new()),
+            local_secrets: self.local_secrets.clone(),
         }
+    }
+
+    /// Lets `LookupSecret`s that name this server's own secret URLs be answered from `local`.
+    pub fn set_local_secrets(&self, local: crate::settings::lookup::LocalSecrets) {
+        let _ = self.local_secrets.set(local);
     }
 
     /// Lists one conversation directory at start-up: only the summary is kept in memory; a
@@ -1008,23 +1021,44 @@ impl Conversation {
         self.state_value("agent").unwrap_or(Value::Null)
     }
 
-    /// Secret name → plaintext value, for tools and masking.
+    /// Secret name → plaintext value, for tools and masking: static secrets, and the
+    /// `LookupSecret`s as last resolved ([`Conversation::resolve_lookup_secrets`]).
     pub fn secret_values(&self) -> Vec<(String, String)> {
-        let inner = self.loaded();
         let mut out = Vec::new();
-        if let Some(src) = inner
+        for (k, v) in self.secret_sources() {
+            if let Some(s) = v.get("value").and_then(Value::as_str) {
+                out.push((k, s.to_string()));
+            }
+        }
+        let lookups = self.lookups.read().unwrap_or_else(|e| e.into_inner());
+        out.extend(lookups.iter().cloned());
+        out
+    }
+
+    fn secret_sources(&self) -> Vec<(String, Value)> {
+        let inner = self.loaded();
+        inner
             .state
             .get("secret_registry")
             .and_then(|r| r.get("secret_sources"))
             .and_then(Value::as_object)
-        {
-            for (k, v) in src {
-                if let Some(s) = v.get("value").and_then(Value::as_str) {
-                    out.push((k.clone(), s.to_string()));
-                }
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Fetches the values of the `LookupSecret`s (this server's own URLs from its store).
+    pub async fn resolve_lookup_secrets(&self) {
+        let mut values = Vec::new();
+        for (name, source) in self.secret_sources() {
+            if source.get("kind").and_then(Value::as_str) != Some("LookupSecret") {
+                continue;
+            }
+            match crate::settings::lookup::resolve(&source, self.local_secrets.get()).await {
+                Some(v) => values.push((name, v)),
+                None => tracing::warn!(secret = %name, "a LookupSecret has no value"),
             }
         }
-        out
+        *self.lookups.write().unwrap_or_else(|e| e.into_inner()) = values;
     }
 
     /// The bash runner of the conversation-scoped `/bash` routes: events under
@@ -1763,6 +1797,7 @@ impl Conversation {
         };
         self.set_fields(vec![("secret_registry", reg)], false)
             .await?;
+        self.resolve_lookup_secrets().await;
         let secrets = self.secret_values();
         if let Some(rt) = self.runtime.lock().await.as_ref() {
             for t in rt.tools.iter() {

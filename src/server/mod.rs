@@ -83,6 +83,10 @@ impl AppState {
             config.persistence_dir.clone(),
             config.secret_key.as_deref(),
         ));
+        conversations.set_local_secrets(crate::settings::lookup::LocalSecrets {
+            service: settings.clone(),
+            port: config.port,
+        });
         Ok(AppState {
             settings,
             config: Arc::new(config),

@@ -8,6 +8,7 @@
 //! are never overwritten: writes refuse with [`SettingsError::KeyMismatch`].
 
 pub mod document;
+pub mod lookup;
 pub mod profiles;
 pub mod secrets;
 mod store;

@@ -49,15 +49,21 @@ pub fn sdk_python() -> PathBuf {
 }
 
 impl ServerOptions {
-    /// Options for servers that share `state` (conversations and bash events), so that a
-    /// restarted server finds what an earlier one left.
+    /// Options for servers that share `state` (conversations, bash events, settings), so that
+    /// a restarted server finds what an earlier one left.
     pub fn on_state(state: &Path) -> Self {
         ServerOptions {
             conversations_dir: Some(state.join("conversations")),
-            env: vec![(
-                "OH_BASH_EVENTS_DIR".into(),
-                state.join("bash_events").display().to_string(),
-            )],
+            env: vec![
+                (
+                    "OH_BASH_EVENTS_DIR".into(),
+                    state.join("bash_events").display().to_string(),
+                ),
+                (
+                    "OH_PERSISTENCE_DIR".into(),
+                    state.join("persistence").display().to_string(),
+                ),
+            ],
             ..ServerOptions::default()
         }
     }

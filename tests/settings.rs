@@ -1,0 +1,285 @@
+//! Settings, secrets and LLM profiles through the real binary: persistence across restarts,
+//! secrets sealed at rest and kept out of logs, a wrong `OH_SECRET_KEY` refused with a clear
+//! error, validation answers like the reference.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::{ServerOptions, TestServer};
+
+async fn call(srv: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = srv.client().request(method, format!("{}{path}", srv.url));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn plaintext_settings(srv: &TestServer) -> Value {
+    let r = srv
+        .client()
+        .get(format!("{}/api/settings", srv.url))
+        .header("X-Expose-Secrets", "plaintext")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn with_key(state: &std::path::Path, key: &str) -> ServerOptions {
+    let mut opts = ServerOptions::on_state(state);
+    opts.env.push(("OH_SECRET_KEY".into(), key.into()));
+    opts
+}
+
+/// Set, list (names only), read, restart, still there; sealed on disk and never in the log;
+/// a server with another key cannot read them and refuses to overwrite them.
+#[tokio::test]
+async fn secrets_and_settings_survive_restarts_and_a_wrong_key_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let srv = TestServer::start_with(with_key(state.path(), "key-a"));
+    let body = json!({"name": "DEPLOY_TOKEN", "value": "val-3f9c", "description": "deploys"});
+    let (code, item) = call(&srv, Method::PUT, "/api/settings/secrets", Some(body)).await;
+    assert_eq!(
+        (code, item),
+        (
+            200,
+            json!({"name": "DEPLOY_TOKEN", "description": "deploys"})
+        )
+    );
+    let diff = json!({"agent_settings_diff": {"llm": {"model": "openai/m", "api_key": "sk-llm-77e"}},
+                      "conversation_settings_diff": {"max_iterations": 42}});
+    let (code, answer) = call(&srv, Method::PATCH, "/api/settings", Some(diff)).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["agent_settings"]["llm"]["api_key"], "**********");
+    let first_log = srv.log();
+    drop(srv);
+
+    let srv = TestServer::start_with(with_key(state.path(), "key-a"));
+    let (_, list) = call(&srv, Method::GET, "/api/settings/secrets", None).await;
+    assert_eq!(
+        list,
+        json!({"secrets": [{"name": "DEPLOY_TOKEN", "description": "deploys"}]})
+    );
+    let (code, value) = call(
+        &srv,
+        Method::GET,
+        "/api/settings/secrets/DEPLOY_TOKEN",
+        None,
+    )
+    .await;
+    assert_eq!((code, value), (200, json!("val-3f9c")));
+    let settings = plaintext_settings(&srv).await;
+    assert_eq!(settings["agent_settings"]["llm"]["api_key"], "sk-llm-77e");
+    assert_eq!(settings["conversation_settings"]["max_iterations"], 42);
+    assert_eq!(settings["llm_api_key_is_set"], true);
+    let persistence = state.path().join("persistence");
+    let on_disk = std::fs::read_to_string(persistence.join("secrets.json")).unwrap()
+        + &std::fs::read_to_string(persistence.join("settings.json")).unwrap();
+    for value in ["val-3f9c", "sk-llm-77e"] {
+        assert!(!on_disk.contains(value), "{value} stored in clear");
+        assert!(
+            !first_log.contains(value) && !srv.log().contains(value),
+            "{value} logged"
+        );
+    }
+    drop(srv);
+
+    let srv = TestServer::start_with(with_key(state.path(), "key-b"));
+    let (code, _) = call(
+        &srv,
+        Method::GET,
+        "/api/settings/secrets/DEPLOY_TOKEN",
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    let body = json!({"name": "OTHER", "value": "x"});
+    let (code, err) = call(&srv, Method::PUT, "/api/settings/secrets", Some(body)).await;
+    assert_eq!(code, 500, "{err}");
+    assert!(
+        err["detail"].as_str().unwrap().contains("OH_SECRET_KEY"),
+        "{err}"
+    );
+    let diff = json!({"misc_settings_diff": {"a": 1}});
+    let (code, err) = call(&srv, Method::PATCH, "/api/settings", Some(diff)).await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["detail"].as_str().unwrap().contains("different key"),
+        "{err}"
+    );
+    let settings = plaintext_settings(&srv).await;
+    assert!(settings["agent_settings"]["llm"]["api_key"].is_null());
+    assert_eq!(settings["agent_settings"]["llm"]["model"], "openai/m");
+    let after = std::fs::read_to_string(persistence.join("secrets.json")).unwrap()
+        + &std::fs::read_to_string(persistence.join("settings.json")).unwrap();
+    assert_eq!(
+        on_disk, after,
+        "a server with the wrong key rewrote the files"
+    );
+    drop(srv);
+
+    // The right key still reads everything.
+    let srv = TestServer::start_with(with_key(state.path(), "key-a"));
+    let (code, value) = call(
+        &srv,
+        Method::GET,
+        "/api/settings/secrets/DEPLOY_TOKEN",
+        None,
+    )
+    .await;
+    assert_eq!((code, value), (200, json!("val-3f9c")));
+}
+
+/// Bad input gets the reference's answers and changes nothing.
+#[tokio::test]
+async fn bad_settings_secrets_and_profiles_are_refused() {
+    let srv = TestServer::start();
+    let before = call(&srv, Method::GET, "/api/settings", None).await.1;
+    for (body, code) in [
+        (json!({}), 400),
+        (
+            json!({"agent_settings_diff": {"llm": {"temperature": "hot"}}}),
+            422,
+        ),
+        (
+            json!({"conversation_settings_diff": {"security_analyzer": "maybe"}}),
+            422,
+        ),
+        (json!({"agent_settings_diff": "x"}), 422),
+        (json!({"active_profile": "missing"}), 404),
+    ] {
+        let (got, answer) = call(&srv, Method::PATCH, "/api/settings", Some(body.clone())).await;
+        assert_eq!(got, code, "{body} → {answer}");
+    }
+    let mut after = call(&srv, Method::GET, "/api/settings", None).await.1;
+    after["agent_settings"]["agent_context"]["current_datetime"] =
+        before["agent_settings"]["agent_context"]["current_datetime"].clone();
+    assert_eq!(before, after);
+    for (body, code) in [
+        (json!({"name": "1bad", "value": "x"}), 422),
+        (json!({"name": "EMPTY", "value": "  "}), 422),
+        (json!({"name": "MASKED", "value": "**********"}), 422),
+        (json!({"name": "NOVALUE"}), 422),
+    ] {
+        let (got, _) = call(
+            &srv,
+            Method::PUT,
+            "/api/settings/secrets",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(got, code, "{body}");
+    }
+    assert_eq!(
+        call(&srv, Method::GET, "/api/settings/secrets", None)
+            .await
+            .1,
+        json!({"secrets": []})
+    );
+    let (code, err) = call(
+        &srv,
+        Method::POST,
+        "/api/profiles/p1",
+        Some(json!({"llm": {}})),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        err["detail"][0]["msg"],
+        "Value error, model must be specified in LLM"
+    );
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/api/profiles/.x",
+        Some(json!({"llm": {"model": "m"}})),
+    )
+    .await;
+    assert_eq!(code, 422);
+    let (code, _) = call(&srv, Method::GET, "/api/settings", Some(json!(null))).await;
+    assert_eq!(code, 200);
+    let r = srv
+        .client()
+        .get(format!("{}/api/settings", srv.url))
+        .header("X-Expose-Secrets", "encrypted")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "encrypted secrets without a key");
+}
+
+/// Profiles: save, list, activate (the settings take its LLM), rename (the active pointer
+/// follows), delete (the pointer clears); MCP servers: create, conflict, patch, delete.
+#[tokio::test]
+async fn profiles_and_mcp_servers() {
+    let srv = TestServer::start_with(ServerOptions {
+        env: vec![("OH_SECRET_KEY".into(), "k".into())],
+        ..Default::default()
+    });
+    let llm =
+        json!({"llm": {"model": "openai/fast", "api_key": "sk-fast", "base_url": "http://x"}});
+    let (code, _) = call(&srv, Method::POST, "/api/profiles/fast", Some(llm)).await;
+    assert_eq!(code, 201);
+    let (_, detail) = call(&srv, Method::GET, "/api/profiles/fast", None).await;
+    assert!(
+        detail["config"]["api_key"].is_null() && detail["api_key_set"] == true,
+        "{detail}"
+    );
+    let (code, answer) = call(&srv, Method::POST, "/api/profiles/fast/activate", None).await;
+    assert_eq!((code, answer["llm_applied"].clone()), (200, json!(true)));
+    let settings = plaintext_settings(&srv).await;
+    assert_eq!(settings["active_profile"], "fast");
+    assert_eq!(settings["agent_settings"]["llm"]["api_key"], "sk-fast");
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/api/profiles/fast/rename",
+        Some(json!({"new_name": "quick"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, list) = call(&srv, Method::GET, "/api/profiles", None).await;
+    assert_eq!(list["active_profile"], "quick");
+    assert_eq!(list["profiles"][0]["name"], "quick");
+    let (code, _) = call(&srv, Method::DELETE, "/api/profiles/quick", None).await;
+    assert_eq!(code, 200);
+    let (_, list) = call(&srv, Method::GET, "/api/profiles", None).await;
+    assert_eq!(list, json!({"profiles": [], "active_profile": null}));
+
+    let server =
+        json!({"url": "http://127.0.0.1:9/mcp", "transport": "http", "headers": {"X-Key": "h-1"}});
+    let (code, answer) = call(
+        &srv,
+        Method::POST,
+        "/api/settings/mcp/svc",
+        Some(server.clone()),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(
+        answer["agent_settings"]["mcp_config"]["svc"]["headers"]["X-Key"],
+        "**********"
+    );
+    let (code, _) = call(&srv, Method::POST, "/api/settings/mcp/svc", Some(server)).await;
+    assert_eq!(code, 409);
+    let patch = json!({"headers": {"X-Key": null, "X-B": "2"}});
+    let (code, _) = call(&srv, Method::PATCH, "/api/settings/mcp/svc", Some(patch)).await;
+    assert_eq!(code, 200);
+    let settings = plaintext_settings(&srv).await;
+    assert_eq!(
+        settings["agent_settings"]["mcp_config"]["svc"]["headers"],
+        json!({"X-B": "2"})
+    );
+    let (code, _) = call(&srv, Method::DELETE, "/api/settings/mcp/svc", None).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(&srv, Method::DELETE, "/api/settings/mcp/svc", None).await;
+    assert_eq!(code, 404);
+}
