@@ -36,6 +36,7 @@ fn default_max_connections() -> usize {
     long_about = "A fast, wire-compatible Rust replacement for the OpenHands agent-server.\n\n\
 Environment (as the reference server reads them):\n  \
 SESSION_API_KEY, OH_SESSION_API_KEYS_0..N, OH_SESSION_API_KEYS (JSON list)  API keys; none = no auth\n  \
+OH_ENABLE_VSCODE           false: /api/vscode/* report VS Code as disabled\n  \
 OH_PERSISTENCE_DIR         settings, secrets and LLM profiles (default ~/.openhands)\n  \
 OH_CONVERSATIONS_PATH      where conversations are persisted (default workspace/conversations)\n  \
 OH_BASH_EVENTS_DIR         where global bash events are kept (default workspace/bash_events)\n  \
@@ -95,8 +96,13 @@ pub struct Config {
     pub conversations_path: PathBuf,
     pub workspace_path: PathBuf,
     pub bash_events_dir: PathBuf,
+    /// `OH_ENABLE_VSCODE` (default true): what `/api/vscode/status` reports as configured.
+    pub enable_vscode: bool,
     /// Settings, secrets and LLM profiles (`OH_PERSISTENCE_DIR`, else `~/.openhands`).
     pub persistence_dir: PathBuf,
+    /// Where `workspaces.json` is kept: `OH_PERSISTENCE_DIR`, else `.openhands` beside the
+    /// conversations directory (as the reference).
+    pub workspaces_dir: PathBuf,
     /// Key for encrypting secrets at rest (`OH_SECRET_KEY`, else the first API key).
     pub secret_key: Option<String>,
     pub max_concurrent_runs: usize,
@@ -207,6 +213,14 @@ impl Config {
             .filter(|v| !v.is_empty())
             .or(file.secret_key)
             .or_else(|| keys.first().cloned());
+        let persistence_override = env("OH_PERSISTENCE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let conversations_path = path(
+            "OH_CONVERSATIONS_PATH",
+            file.conversations_path,
+            "workspace/conversations",
+        );
         let host = args.host.unwrap_or_else(|| {
             if keys.is_empty() {
                 "127.0.0.1"
@@ -223,11 +237,6 @@ impl Config {
             allow_cors_origins: cors,
             allow_cors_origin_regex: env("OH_ALLOW_CORS_ORIGIN_REGEX")
                 .or(file.allow_cors_origin_regex),
-            conversations_path: path(
-                "OH_CONVERSATIONS_PATH",
-                file.conversations_path,
-                "workspace/conversations",
-            ),
             workspace_path: path(
                 "OH_WORKSPACE_PATH",
                 file.workspace_path,
@@ -238,10 +247,22 @@ impl Config {
                 file.bash_events_dir,
                 "workspace/bash_events",
             ),
-            persistence_dir: env("OH_PERSISTENCE_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
+            enable_vscode: !matches!(
+                env("OH_ENABLE_VSCODE")
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .as_deref(),
+                Some("false" | "0" | "no" | "off")
+            ),
+            persistence_dir: persistence_override
+                .clone()
                 .unwrap_or_else(default_persistence_dir),
+            workspaces_dir: persistence_override.unwrap_or_else(|| {
+                conversations_path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(".openhands")
+            }),
+            conversations_path,
             secret_key,
             max_concurrent_runs,
             max_request_body_bytes,
@@ -266,6 +287,8 @@ impl Config {
             workspace_path: root.join("project"),
             bash_events_dir: root.join("bash_events"),
             persistence_dir: root.join("persistence"),
+            workspaces_dir: root.join("persistence"),
+            enable_vscode: true,
             secret_key: None,
             max_concurrent_runs: 10,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,

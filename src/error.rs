@@ -55,6 +55,13 @@ fn issue_ctx(kind: &str, msg: &str) -> Option<Value> {
         "less_than_equal" => bound("le", "Input should be less than or equal to "),
         "enum" => after("Input should be ").map(|e| json!({ "expected": e })),
         "value_error" => after("Value error, ").map(|e| json!({ "error": e })),
+        "uuid_parsing" => after("Input should be a valid UUID, ").map(|e| json!({ "error": e })),
+        "string_too_short" => after("String should have at least ")
+            .and_then(|n| n.split(' ').next())
+            .map(|n| json!({ "min_length": number(n) })),
+        "string_too_long" => after("String should have at most ")
+            .and_then(|n| n.split(' ').next())
+            .map(|n| json!({ "max_length": number(n) })),
         "string_pattern_mismatch" => after("String should match pattern ")
             .map(|p| json!({ "pattern": p.trim_matches('\'') })),
         _ => None,
@@ -159,7 +166,7 @@ impl From<crate::settings::SettingsError> for ApiError {
                     .into_iter()
                     .map(|f| {
                         let mut loc = vec![Value::String("body".into())];
-                        loc.extend(f.loc.into_iter().map(Value::String));
+                        loc.extend(f.loc);
                         ValidationIssue {
                             kind: f.kind.into(),
                             loc,
@@ -193,6 +200,36 @@ impl IntoResponse for ApiError {
             other => json!({ "detail": other.to_string() }),
         };
         (status, Json(body)).into_response()
+    }
+}
+
+/// Rewords serde's "invalid type: integer `5`, expected a string" as pydantic does.
+fn pydantic_type_issue(issue: ValidationIssue) -> ValidationIssue {
+    let Some(expected) = issue
+        .msg
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.split(", expected ").nth(1))
+    else {
+        return issue;
+    };
+    let expected = expected.split(" at line ").next().unwrap_or(expected);
+    let (kind, msg) = match expected {
+        "a string" => ("string_type", "Input should be a valid string"),
+        "a boolean" => ("bool_type", "Input should be a valid boolean"),
+        "f64" | "f32" => ("float_type", "Input should be a valid number"),
+        e if e.starts_with('i') || e.starts_with('u') => {
+            ("int_type", "Input should be a valid integer")
+        }
+        "a sequence" => ("list_type", "Input should be a valid list"),
+        e if e.starts_with("a map") || e.starts_with("struct") => {
+            ("dict_type", "Input should be a valid dictionary")
+        }
+        _ => return issue,
+    };
+    ValidationIssue {
+        kind: kind.into(),
+        msg: msg.into(),
+        ..issue
     }
 }
 
@@ -289,12 +326,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 } else {
                     issue_from_serde("body", &format!("{path}: {text}"))
                 };
+                let issue = pydantic_type_issue(issue);
                 // pydantic reports a missing field with the object it is missing from.
                 let issue = if issue.kind == "missing" {
                     let container = &issue.loc[1..issue.loc.len().saturating_sub(1)];
                     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let input = container.iter().try_fold(&body, |v, key| match key {
                         Value::String(k) => v.get(k.as_str()),
+                        _ => None,
+                    });
+                    let input = input.cloned().unwrap_or(Value::Null);
+                    issue.with_input(input)
+                } else if issue.kind.ends_with("_type") {
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let input = issue.loc[1..].iter().try_fold(&body, |v, key| match key {
+                        Value::String(k) => v.get(k.as_str()),
+                        Value::Number(n) => n.as_u64().and_then(|i| v.get(i as usize)),
                         _ => None,
                     });
                     let input = input.cloned().unwrap_or(Value::Null);

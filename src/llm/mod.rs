@@ -14,6 +14,7 @@
 //! per-token prices are configured: LiteLLM's price table is not shipped.
 
 mod anthropic;
+pub mod catalog;
 mod chat;
 mod responses;
 mod settings;

@@ -49,12 +49,44 @@ pub async fn require_session_key(
         .headers()
         .get(SESSION_KEY_HEADER)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|k| key_matches(keys, k));
+        .is_some_and(|k| key_matches(keys, k))
+        || (is_workspace_browser(path)
+            && session_cookie(req.headers()).is_some_and(|k| key_matches(keys, &k)));
     if ok {
         next.run(req).await
     } else {
         ApiError::Unauthorized.into_response()
     }
+}
+
+/// The cookie `POST /api/auth/workspace-session` sets (browsers cannot send the header from an
+/// `<iframe src>`); it is honoured by the conversation workspace browser only.
+pub const WORKSPACE_SESSION_COOKIE: &str = "oh_workspace_session_key";
+
+/// `/api/conversations/{id}/workspace` and everything below it.
+fn is_workspace_browser(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').splitn(5, '/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (
+            Some("api"),
+            Some("conversations"),
+            Some(_),
+            Some("workspace")
+        )
+    )
+}
+
+/// The value of the workspace-session cookie, if sent.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == WORKSPACE_SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"').to_string())
 }
 
 /// What the handshake of a WebSocket says about its credentials.

@@ -747,24 +747,6 @@ refuse!(
     "/api/conversations/{conversation_id}/children",
     "Child conversations"
 );
-refuse!(
-    workspace_listing,
-    get,
-    "/api/conversations/{conversation_id}/workspace",
-    "The conversation workspace browser"
-);
-
-/// Not supported: the conversation workspace browser.
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/workspace/{file_path}", tag = "Conversations",
-    params(("conversation_id" = Uuid, Path), ("file_path" = String, Path)),
-    responses((status = 400, description = "Not supported by this server")))]
-async fn workspace_file(
-    State(state): State<AppState>,
-    ValidPath((id, _path)): ValidPath<(Uuid, String)>,
-) -> Result<Json<Value>, ApiError> {
-    find(&state, &id)?;
-    Err(unsupported("The conversation workspace browser"))
-}
 
 /// Conversation routes.
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -794,8 +776,6 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(switch_acp_model))
         .routes(routes!(load_plugin))
         .routes(routes!(children))
-        .routes(routes!(workspace_listing))
-        .routes(routes!(workspace_file))
 }
 
 /// The workspace-checked copies of the file and git routes under

@@ -11,8 +11,10 @@ mod files;
 mod git;
 mod keepalive;
 mod listener;
+mod llm;
 mod openapi;
 mod settings;
+mod workspaces;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +53,8 @@ pub struct AppState {
     pub conversations: Arc<ConversationService>,
     /// Settings, secrets and LLM profiles (`/api/settings*`, `/api/profiles*`).
     pub settings: Arc<crate::settings::SettingsService>,
+    /// Saved workspaces of a GUI (`/api/workspaces*`).
+    pub workspaces: Arc<crate::settings::workspaces::WorkspacesStore>,
     /// Set once start-up work is done; `/ready` answers 503 before.
     ready: Arc<AtomicBool>,
 }
@@ -87,7 +91,11 @@ impl AppState {
             service: settings.clone(),
             port: config.port,
         });
+        let workspaces = Arc::new(crate::settings::workspaces::WorkspacesStore::new(
+            config.workspaces_dir.clone(),
+        ));
         Ok(AppState {
+            workspaces,
             settings,
             config: Arc::new(config),
             bash,
@@ -108,7 +116,7 @@ impl AppState {
 
     /// Names of the agent tools this server really provides.
     pub fn usable_tools(&self) -> Vec<&'static str> {
-        Vec::new()
+        crate::tools::ToolSet::registered_names()
     }
 }
 
@@ -155,6 +163,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(conversations::router())
         .merge(events::router())
         .merge(settings::router())
+        .merge(llm::router())
+        .merge(workspaces::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in

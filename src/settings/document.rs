@@ -97,7 +97,8 @@ pub fn default_llm() -> Value {
 /// A problem with one field, worded like pydantic (`kind` is its error type).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
-    pub loc: Vec<String>,
+    /// Keys and list indexes below the request body.
+    pub loc: Vec<Value>,
     pub kind: &'static str,
     pub msg: String,
     pub input: Value,
@@ -182,7 +183,7 @@ fn check_fields(doc: &Value, specs: &HashMap<String, FieldSpec>, prefix: &str) -
         }
         if let Some((kind, msg)) = check_value(&specs[key], cursor) {
             errors.push(FieldError {
-                loc: path.iter().map(|s| s.to_string()).collect(),
+                loc: path.iter().map(|s| Value::from(*s)).collect(),
                 kind,
                 msg,
                 input: cursor.clone(),
@@ -239,7 +240,7 @@ pub fn validate_mcp_server(server: &Value) -> Result<Value, Vec<FieldError>> {
     let mut out = Map::new();
     let mut errors = Vec::new();
     let err = |field: &str, kind: &'static str, msg: &str, input: &Value| FieldError {
-        loc: vec![field.to_string()],
+        loc: vec![field.into()],
         kind,
         msg: msg.into(),
         input: input.clone(),
@@ -667,7 +668,10 @@ impl Settings {
                 match validate_mcp_server(server) {
                     Ok(clean) => *server = clean,
                     Err(e) => errors.extend(e.into_iter().map(|mut e| {
-                        e.loc.splice(0..0, ["mcp_config".to_string(), name.clone()]);
+                        e.loc.splice(
+                            0..0,
+                            [Value::from("mcp_config"), Value::from(name.as_str())],
+                        );
                         e
                     })),
                 }

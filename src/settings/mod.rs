@@ -12,6 +12,7 @@ pub mod lookup;
 pub mod profiles;
 pub mod secrets;
 mod store;
+pub mod workspaces;
 
 use std::path::PathBuf;
 use std::sync::Arc;

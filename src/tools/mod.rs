@@ -203,9 +203,26 @@ impl ToolSet {
         self.tools.iter()
     }
 
-    /// Names of the tools this build can provide (for `/server_info`).
-    pub fn available_names() -> Vec<&'static str> {
-        vec!["terminal", "file_editor", "task_tracker", "finish", "think"]
+    /// Registered tool names a client may put in an agent's `tools` list, in the reference's
+    /// registration order (`GET /api/tools/`, `usable_tools`).
+    pub fn registered_names() -> Vec<&'static str> {
+        vec!["file_editor", "task_tracker", "terminal"]
+    }
+
+    /// `GET /api/tools/catalog`: the reference's catalogue entries, `usable` only for the
+    /// tools this server runs (the others are listed so a client can show them as unavailable).
+    pub fn catalog() -> Vec<serde_json::Value> {
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("catalog.json")).unwrap_or_default();
+        let ours = Self::registered_names();
+        entries
+            .into_iter()
+            .map(|mut e| {
+                let usable = e["name"].as_str().is_some_and(|n| ours.contains(&n));
+                e["usable"] = serde_json::Value::Bool(usable);
+                e
+            })
+            .collect()
     }
 
     /// Hands the conversation's secrets (name, resolved value) to the tools that use them;
