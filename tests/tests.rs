@@ -9,6 +9,7 @@ mod crash_loop;
 mod fakes;
 mod files;
 mod git;
+mod gui_routes;
 mod launchers;
 mod readme;
 mod sdk_flows;

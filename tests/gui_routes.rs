@@ -1,0 +1,286 @@
+//! Routes a GUI uses around the agent: saved workspaces, VS Code status, the workspace-session
+//! cookie and the workspace browser, hook configurations, the LLM and tool catalogues.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::mock_llm::MockLlm;
+use crate::support::{ServerOptions, TestServer};
+
+async fn call(srv: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = srv.client().request(method, format!("{}{path}", srv.url));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Saved workspaces are deduplicated by path, survive a restart, and a corrupted file is
+/// reported (409) and left as it is.
+#[tokio::test]
+async fn workspaces_persist_and_a_corrupted_file_is_not_overwritten() {
+    let state = tempfile::tempdir().unwrap();
+    let srv = TestServer::start_with(ServerOptions::on_state(state.path()));
+    let body = json!({"workspaces": [
+        {"id": "1", "name": "A", "path": "/a", "parent_path": "/p"},
+        {"id": "2", "name": "dup", "path": "/a"},
+        {"id": "3", "name": "B", "path": "/b"}]});
+    let (code, list) = call(&srv, Method::POST, "/api/workspaces", Some(body)).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        list["workspaces"],
+        json!([
+        {"id": "1", "name": "A", "path": "/a", "parentPath": "/p"},
+        {"id": "3", "name": "B", "path": "/b"}])
+    );
+    let parents = json!({"parents": [{"id": "p", "name": "P", "path": "/p"}]});
+    assert_eq!(
+        call(&srv, Method::POST, "/api/workspaces/parents", Some(parents))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&srv, Method::DELETE, "/api/workspaces?path=/b", None).await,
+        (200, json!({"deleted": true}))
+    );
+    assert_eq!(
+        call(&srv, Method::DELETE, "/api/workspaces?path=/b", None)
+            .await
+            .0,
+        404
+    );
+    let (code, err) = call(
+        &srv,
+        Method::POST,
+        "/api/workspaces",
+        Some(json!({"workspaces": [{"id": ""}]})),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        err["detail"][0]["loc"],
+        json!(["body", "workspaces", 0, "id"])
+    );
+    drop(srv);
+
+    let srv = TestServer::start_with(ServerOptions::on_state(state.path()));
+    let (_, list) = call(&srv, Method::GET, "/api/workspaces", None).await;
+    assert_eq!(
+        list,
+        json!({
+        "workspaces": [{"id": "1", "name": "A", "path": "/a", "parentPath": "/p"}],
+        "workspaceParents": [{"id": "p", "name": "P", "path": "/p"}]})
+    );
+    let file = state.path().join("persistence/workspaces.json");
+    std::fs::write(&file, "{broken").unwrap();
+    assert_eq!(
+        call(&srv, Method::GET, "/api/workspaces", None).await.0,
+        409
+    );
+    let body = json!({"workspaces": [{"id": "9", "name": "C", "path": "/c"}]});
+    assert_eq!(
+        call(&srv, Method::POST, "/api/workspaces", Some(body))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "{broken");
+}
+
+/// The cookie `POST /api/auth/workspace-session` sets opens the workspace browser (and only
+/// it); the browser serves files and directory `index.html`, and refuses paths outside.
+#[tokio::test]
+async fn workspace_session_cookie_opens_the_workspace_browser_only() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("key-7c1".into()),
+        ..Default::default()
+    });
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    std::fs::create_dir_all(wd.join("site")).unwrap();
+    std::fs::write(wd.join("site/index.html"), "<h1>hi</h1>").unwrap();
+    std::fs::write(wd.join("notes.txt"), "hello\n").unwrap();
+    let create = json!({"agent": llm.agent(),
+        "workspace": {"working_dir": wd.to_string_lossy(), "kind": "LocalWorkspace"}});
+    let (code, conv) = call(&srv, Method::POST, "/api/conversations", Some(create)).await;
+    assert_eq!(code, 201, "{conv}");
+    let id = conv["id"].as_str().unwrap();
+
+    let r = srv
+        .client()
+        .post(format!("{}/api/auth/workspace-session", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("oh_workspace_session_key=key-7c1; HttpOnly; Max-Age=315360000; Path=/api/conversations"), "{cookie}");
+    let bare = reqwest::Client::new();
+    let get = |path: String, with_cookie: bool| {
+        let mut req = bare.get(format!("{}{path}", srv.url));
+        if with_cookie {
+            req = req.header("Cookie", "oh_workspace_session_key=key-7c1");
+        }
+        req.send()
+    };
+    let file = format!("/api/conversations/{id}/workspace/notes.txt");
+    assert_eq!(get(file.clone(), false).await.unwrap().status(), 401);
+    let r = get(file, true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap(), "hello\n");
+    let r = get(format!("/api/conversations/{id}/workspace/site"), true)
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "<h1>hi</h1>");
+    let r = get(
+        format!("/api/conversations/{id}/workspace/..%2F..%2Fetc%2Fpasswd"),
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r.status().as_u16(), 400 | 404), "{}", r.status());
+    assert_eq!(
+        get(format!("/api/conversations/{id}/workspace"), true)
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Elsewhere the cookie is not a credential.
+    assert_eq!(
+        get("/api/workspaces".into(), true).await.unwrap().status(),
+        401
+    );
+    let r = srv
+        .client()
+        .delete(format!("{}/api/auth/workspace-session", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+}
+
+/// Hook files in the three formats are normalised; broken ones answer `null`.
+#[tokio::test]
+async fn hook_configurations_are_normalised() {
+    let srv = TestServer::start();
+    let dir = srv.workdir();
+    std::fs::create_dir_all(dir.join(".openhands")).unwrap();
+    let file = dir.join(".openhands/hooks.json");
+    let ask = || {
+        call(
+            &srv,
+            Method::POST,
+            "/api/hooks",
+            Some(json!({"project_dir": dir.to_string_lossy()})),
+        )
+    };
+    std::fs::write(
+        &file,
+        r#"{"PreToolUse":[{"matcher":"terminal","hooks":[{"command":"echo hi","timeout":10}]}]}"#,
+    )
+    .unwrap();
+    let (code, answer) = ask().await;
+    assert_eq!(code, 200);
+    let cfg = &answer["hook_config"];
+    assert_eq!(
+        cfg["pre_tool_use"][0]["hooks"][0],
+        json!({"type": "command", "name": null,
+        "command": "echo hi", "prompt": null, "system_prompt": null, "tools": [], "timeout": 10,
+        "max_iterations": 3, "async": false})
+    );
+    assert_eq!(cfg["stop"], json!([]));
+    std::fs::write(
+        &file,
+        r#"{"hooks":{"stop":[{"hooks":[{"command":"true"}]}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(ask().await.1["hook_config"]["stop"][0]["matcher"], "*");
+    std::fs::write(&file, r#"{"Bogus":[]}"#).unwrap();
+    assert_eq!(ask().await.1, json!({"hook_config": null}));
+    std::fs::write(&file, "garbage").unwrap();
+    assert_eq!(ask().await.1, json!({"hook_config": null}));
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/api/hooks",
+        Some(json!({"project_dir": 5})),
+    )
+    .await;
+    assert_eq!(code, 422);
+}
+
+/// Catalogues: providers, models (filtered by provider), verified models; the tools this server
+/// runs, also in `/server_info`; VS Code reported as not running.
+#[tokio::test]
+async fn catalogues_tools_and_vscode_status() {
+    let srv = TestServer::start();
+    let (_, providers) = call(&srv, Method::GET, "/api/llm/providers", None).await;
+    assert!(providers["providers"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("anthropic")));
+    let (_, all) = call(&srv, Method::GET, "/api/llm/models", None).await;
+    let (_, some) = call(
+        &srv,
+        Method::GET,
+        "/api/llm/models?provider=anthropic",
+        None,
+    )
+    .await;
+    let (all, some) = (
+        all["models"].as_array().unwrap().len(),
+        some["models"].as_array().unwrap().len(),
+    );
+    assert!(some > 0 && some < all, "{some} of {all}");
+    let (_, verified) = call(&srv, Method::GET, "/api/llm/models/verified", None).await;
+    assert!(verified["models"]["openhands"]
+        .as_array()
+        .is_some_and(|m| !m.is_empty()));
+    let (_, tools) = call(&srv, Method::GET, "/api/tools/", None).await;
+    assert_eq!(tools, json!(["file_editor", "task_tracker", "terminal"]));
+    let (_, catalog) = call(&srv, Method::GET, "/api/tools/catalog", None).await;
+    let usable: Vec<&str> = catalog["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["usable"] == true)
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(usable, ["file_editor", "task_tracker", "terminal"]);
+    let (_, info) = call(&srv, Method::GET, "/server_info", None).await;
+    assert!(info["usable_tools"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("terminal")));
+    assert_eq!(
+        call(&srv, Method::GET, "/api/vscode/status", None).await.1,
+        json!({"running": false, "enabled": true})
+    );
+    assert_eq!(
+        call(&srv, Method::GET, "/api/vscode/url", None).await.1,
+        json!({"url": null})
+    );
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/api/llm/subscription/openai/device/start",
+        None,
+    )
+    .await;
+    assert_eq!(code, 503);
+}
