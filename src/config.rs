@@ -354,6 +354,15 @@ fn env_list(env: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Vec<Str
     Ok(out)
 }
 
+/// `~/.openhands` (the reference's user-level persistence directory), or `.openhands` in the
+/// working directory when there is no home.
+fn default_persistence_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".openhands"))
+        .unwrap_or_else(|| PathBuf::from(".openhands"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,13 +433,4 @@ mod tests {
         let c = cfg(&[("OH_CONVERSATIONS_PATH", "/x/convs")], None);
         assert_eq!(c.conversations_path, PathBuf::from("/x/convs"));
     }
-}
-
-/// `~/.openhands` (the reference's user-level persistence directory), or `.openhands` in the
-/// working directory when there is no home.
-fn default_persistence_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".openhands"))
-        .unwrap_or_else(|| PathBuf::from(".openhands"))
 }

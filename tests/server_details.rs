@@ -422,3 +422,64 @@ async fn idle_and_half_sent_connections_are_closed_and_floods_capped() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Every operation of the reference's contract is either declared in our `/openapi.json` with
+/// the reference's operation id, or listed in the README as not served (never both), and every
+/// declared reference operation is routed (not answered by the router's 404/405 fallbacks).
+#[tokio::test]
+async fn every_reference_operation_is_declared_or_named_in_the_readme() {
+    let contract: Value =
+        serde_json::from_str(include_str!("../src/server/contract/openapi-1.58.2.json")).unwrap();
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("<!-- not-served:start -->")
+        .nth(1)
+        .and_then(|s| s.split("<!-- not-served:end -->").next())
+        .expect("README lists the operations not served");
+    let listed: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let srv = TestServer::start();
+    let ours: Value = srv
+        .client()
+        .get(format!("{}/openapi.json", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut declared = 0;
+    for (path, item) in contract["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let key = format!("{} {path}", method.to_uppercase());
+            let mine = &ours["paths"][path][method];
+            if listed.contains(&key) {
+                assert!(mine.is_null(), "{key} is declared and listed as not served");
+                continue;
+            }
+            assert_eq!(
+                mine["operationId"], op["operationId"],
+                "{key}: not declared with the reference's operation id, nor listed in the README"
+            );
+            declared += 1;
+            // Routed: a request reaches a handler (any answer but the fallbacks' 405, or their
+            // 404 for a path without parameters; with parameters a handler may answer 404).
+            let url = format!("{}{}", srv.url, path.replace('{', "x").replace('}', ""));
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = srv.client().request(m, url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            let fallback_404 =
+                status == 404 && body == r#"{"detail":"Not Found"}"# && !path.contains('{');
+            assert!(
+                status != 405 && !fallback_404,
+                "{key} is declared but not routed ({status} {body})"
+            );
+        }
+    }
+    assert_eq!(declared + listed.len(), 177);
+}

@@ -53,6 +53,7 @@ pub fn providers() -> &'static Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -796,23 +796,6 @@ pub(super) fn scoped_router() -> axum::Router<AppState> {
             "/api/conversations/{conversation_id}/bash/{*rest}",
             axum::routing::any(scoped),
         )
-        .route(
-            "/api/conversations/{conversation_id}/vscode/{*rest}",
-            axum::routing::any(scoped_vscode),
-        )
-}
-
-async fn scoped_vscode(
-    State(state): State<AppState>,
-    axum::extract::Path((raw_id, _rest)): axum::extract::Path<(String, String)>,
-) -> Response {
-    match Uuid::parse_str(&raw_id)
-        .ok()
-        .and_then(|id| state.conversations.get(&id))
-    {
-        Some(_) => unsupported("VSCode").into_response(),
-        None => ApiError::NotFound(format!("Conversation not found: {raw_id}")).into_response(),
-    }
 }
 
 fn unprocessable(msg: &str) -> Response {

@@ -67,11 +67,11 @@ async fn get_openai_subscription_status() -> Json<Value> {
     not_connected()
 }
 
-/// ChatGPT device-code sign-in is not offered by this server: a 503 that says so (the
-/// reference fails there too when the sign-in service cannot be reached).
+/// ChatGPT device-code sign-in is not offered by this server: a 400 that says so, like the
+/// other features it refuses.
 #[utoipa::path(post, path = "/api/llm/subscription/openai/device/start", tag = "LLM")]
 async fn start_openai_subscription_device_login() -> Result<Json<Value>, ApiError> {
-    Err(ApiError::Unavailable(
+    Err(ApiError::BadRequest(
         "ChatGPT subscription sign-in is not supported by this server; use an API key \
          (a saved LLM profile or the settings' llm.api_key)"
             .into(),

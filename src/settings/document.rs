@@ -652,10 +652,7 @@ impl Settings {
                 input: agent["agent_kind"].clone(),
             });
         }
-        if !agent["llm"]["model"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-        {
+        if agent["llm"]["model"].as_str().is_none_or(str::is_empty) {
             errors.push(FieldError {
                 loc: vec!["llm".into()],
                 kind: "value_error",
@@ -705,6 +702,7 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -565,6 +565,7 @@ fn invalid_secret_name() -> SettingsError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

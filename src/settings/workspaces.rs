@@ -212,6 +212,7 @@ impl WorkspacesStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -32,7 +32,9 @@ fi
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cd "$work"
-setsid "$binary" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
+mkdir -p "$work/home"
+# Settings, profiles and secrets the fuzzer writes stay in the scratch directory.
+HOME="$work/home" OH_PERSISTENCE_DIR="$work/persistence" setsid "$binary" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill -- -"$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
