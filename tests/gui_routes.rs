@@ -275,12 +275,13 @@ async fn catalogues_tools_and_vscode_status() {
         call(&srv, Method::GET, "/api/vscode/url", None).await.1,
         json!({"url": null})
     );
-    let (code, _) = call(
+    let (code, err) = call(
         &srv,
         Method::POST,
         "/api/llm/subscription/openai/device/start",
         None,
     )
     .await;
-    assert_eq!(code, 503);
+    assert_eq!(code, 400);
+    assert!(err["detail"].as_str().unwrap().contains("not supported"), "{err}");
 }
