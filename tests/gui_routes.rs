@@ -283,5 +283,8 @@ async fn catalogues_tools_and_vscode_status() {
     )
     .await;
     assert_eq!(code, 400);
-    assert!(err["detail"].as_str().unwrap().contains("not supported"), "{err}");
+    assert!(
+        err["detail"].as_str().unwrap().contains("not supported"),
+        "{err}"
+    );
 }

@@ -283,3 +283,111 @@ async fn profiles_and_mcp_servers() {
     let (code, _) = call(&srv, Method::DELETE, "/api/settings/mcp/svc", None).await;
     assert_eq!(code, 404);
 }
+
+/// `switch_profile` and `switch_llm`: the next run uses the new model, one state update with
+/// the new agent (key masked) is recorded, the conversation shows it; bad requests are refused.
+#[tokio::test]
+async fn a_conversation_switches_its_llm_to_a_profile_and_back() {
+    let srv = TestServer::start_with(ServerOptions {
+        env: vec![("OH_SECRET_KEY".into(), "k".into())],
+        ..Default::default()
+    });
+    let llm = crate::support::mock_llm::MockLlm::start().await;
+    let wd = srv.workdir();
+    let create = json!({"agent": llm.agent(),
+        "workspace": {"working_dir": wd.to_string_lossy(), "kind": "LocalWorkspace"}});
+    let (code, conv) = call(&srv, Method::POST, "/api/conversations", Some(create)).await;
+    assert_eq!(code, 201, "{conv}");
+    let id = conv["id"].as_str().unwrap().to_string();
+    let profile = json!({"llm": {"model": "openai/mock-fast", "base_url": llm.base_url,
+                                 "api_key": "sk-fast-4d2", "num_retries": 0}});
+    assert_eq!(
+        call(&srv, Method::POST, "/api/profiles/fast", Some(profile))
+            .await
+            .0,
+        201
+    );
+
+    let switch_path = format!("/api/conversations/{id}/switch_profile");
+    let switch = |body: Value| call(&srv, Method::POST, &switch_path, Some(body));
+    assert_eq!(
+        switch(json!({"profile_name": "fast"})).await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(switch(json!({"profile_name": "nope"})).await.0, 404);
+    assert_eq!(switch(json!({"profile_name": "../etc"})).await.0, 400);
+    assert_eq!(switch(json!({})).await.0, 422);
+    let unknown = "/api/conversations/00000000-0000-0000-0000-000000000000/switch_profile";
+    assert_eq!(
+        call(
+            &srv,
+            Method::POST,
+            unknown,
+            Some(json!({"profile_name": "fast"}))
+        )
+        .await
+        .0,
+        404
+    );
+
+    let message = json!({"role": "user", "content": [{"type": "text", "text": "[[mock:text]] go"}], "run": true});
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        &format!("/api/conversations/{id}/events"),
+        Some(message),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, c) = call(&srv, Method::GET, &format!("/api/conversations/{id}"), None).await;
+        if c["execution_status"] == "finished" {
+            assert_eq!(c["agent"]["llm"]["model"], "openai/mock-fast");
+            assert_eq!(c["agent"]["llm"]["usage_id"], "profile:fast");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run did not finish: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let models: Vec<Value> = llm.requests().iter().map(|r| r["model"].clone()).collect();
+    assert_eq!(models.last(), Some(&json!("mock-fast")), "{models:?}");
+    let (_, page) = call(
+        &srv,
+        Method::GET,
+        &format!("/api/conversations/{id}/events/search?limit=100"),
+        None,
+    )
+    .await;
+    let updates: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "ConversationStateUpdateEvent" && e["key"] == "agent")
+        .collect();
+    assert_eq!(updates.len(), 1, "{page}");
+    assert_eq!(updates[0]["value"]["llm"]["api_key"], "**********");
+    assert!(!srv.log().contains("sk-fast-4d2"));
+
+    let back =
+        json!({"llm": {"model": "openai/mock-back", "base_url": llm.base_url, "api_key": "k2"}});
+    let path = format!("/api/conversations/{id}/switch_llm");
+    assert_eq!(
+        call(&srv, Method::POST, &path, Some(back)).await,
+        (200, json!({"success": true}))
+    );
+    let (_, c) = call(&srv, Method::GET, &format!("/api/conversations/{id}"), None).await;
+    assert_eq!(c["agent"]["llm"]["model"], "openai/mock-back");
+    let (code, err) = call(&srv, Method::POST, &path, Some(json!({"llm": {}}))).await;
+    assert_eq!(code, 422);
+    assert_eq!(err["detail"][0]["loc"], json!(["body", "llm"]));
+    assert_eq!(
+        call(&srv, Method::POST, &path, Some(json!({"model": "x"})))
+            .await
+            .0,
+        422
+    );
+}

@@ -8,7 +8,7 @@
 //!
 //! Not implemented (answered with a clear 400/422 or ignored): `agent_settings` /
 //! `agent_profile_id` agent sources, ACP agents, MCP tools, plugins, sub-agents and child
-//! conversations, goal mode, LLM switching, prompt/agent hooks (command hooks only), worktrees,
+//! conversations, goal mode, prompt/agent hooks (command hooks only), worktrees,
 //! ownership leases, security analyzers other than "use the risk the LLM gave".
 
 pub mod agent;
@@ -19,6 +19,7 @@ pub mod service;
 pub mod stats;
 pub mod store;
 pub mod stuck;
+pub mod switch;
 
 pub use service::{Conversation, ConversationService};
 

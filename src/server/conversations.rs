@@ -717,18 +717,77 @@ refuse!(
     "/api/conversations/{conversation_id}/goal/resume",
     "Goal mode"
 );
-refuse!(
-    switch_profile,
-    post,
-    "/api/conversations/{conversation_id}/switch_profile",
-    "Switching LLM profiles"
-);
-refuse!(
-    switch_llm,
-    post,
-    "/api/conversations/{conversation_id}/switch_llm",
-    "Switching the LLM of a running conversation"
-);
+/// Body of `/switch_profile`.
+#[derive(Debug, Deserialize)]
+struct SwitchProfileRequest {
+    profile_name: Option<String>,
+}
+
+/// Switch the conversation to a saved LLM profile (its LLM is used from the next step on).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/switch_profile", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)),
+    responses((status = 200, description = "Switched")))]
+async fn switch_profile(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    body: Result<ValidJson<SwitchProfileRequest>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let name = match body {
+        Ok(ValidJson(SwitchProfileRequest {
+            profile_name: Some(n),
+        })) => n,
+        _ => {
+            return Err(ApiError::invalid(
+                "missing",
+                &["body", "profile_name"],
+                "Field required",
+            ))
+        }
+    };
+    let conv = find(&state, &id)?;
+    if !crate::settings::profiles::valid_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid profile name: '{name}'. Profile names must be 1-64 characters, start with \
+             a letter or digit, and contain only letters, digits, '.', '_', or '-'."
+        )));
+    }
+    let mut llm = state.settings.profile_llm(&name).await?;
+    llm["usage_id"] = json!(format!("profile:{name}"));
+    crate::conversation::switch::switch_llm(&conv, llm)
+        .await
+        .map_err(api_error)?;
+    Ok(success())
+}
+
+/// Body of `/switch_llm`.
+#[derive(Debug, Deserialize)]
+struct SwitchLlmRequest {
+    llm: Option<Value>,
+}
+
+/// Switch the conversation to the given LLM (from the next step on).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/switch_llm", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)),
+    responses((status = 200, description = "Switched")))]
+async fn switch_llm(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    body: Result<ValidJson<SwitchLlmRequest>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let Ok(ValidJson(SwitchLlmRequest { llm: Some(llm) })) = body else {
+        return Err(ApiError::invalid(
+            "missing",
+            &["body", "llm"],
+            "Field required",
+        ));
+    };
+    let llm = state.settings.incoming_llm(&llm)?;
+    let conv = find(&state, &id)?;
+    crate::conversation::switch::switch_llm(&conv, llm)
+        .await
+        .map_err(api_error)?;
+    Ok(success())
+}
 refuse!(
     switch_acp_model,
     post,

@@ -449,14 +449,11 @@ impl SettingsService {
         Ok(json!({"name": name, "config": llm, "api_key_set": key_set}))
     }
 
-    /// Saves `llm` (validated; secrets arriving as our tokens are decrypted) as `name`.
-    pub async fn save_profile(
-        &self,
-        name: String,
-        llm: Value,
-        include_secrets: bool,
-    ) -> Result<(), SettingsError> {
-        let mut llm = document::validate_llm(&llm).map_err(|errors| {
+    /// An LLM object from a request: validated like the SDK's `LLM` (errors located under
+    /// `llm`), completed with the defaults, secrets sent as tokens of our key decrypted. A
+    /// provider connection cannot be resolved (this server keeps none).
+    pub fn incoming_llm(&self, llm: &Value) -> Result<Value, SettingsError> {
+        let mut llm = document::validate_llm(llm).map_err(|errors| {
             SettingsError::Fields(
                 errors
                     .into_iter()
@@ -467,6 +464,12 @@ impl SettingsService {
                     .collect(),
             )
         })?;
+        if let Some(id) = llm["provider_connection_id"].as_str() {
+            return Err(SettingsError::Invalid(format!(
+                "LLM config references provider connection '{id}', which does not exist. \
+                 Update the profile or recreate the connection."
+            )));
+        }
         if let Some(cipher) = &self.cipher {
             for field in document::LLM_SECRET_FIELDS {
                 if let Some(s) = llm[field].as_str() {
@@ -476,6 +479,17 @@ impl SettingsService {
                 }
             }
         }
+        Ok(llm)
+    }
+
+    /// Saves `llm` (see [`SettingsService::incoming_llm`]) as `name`.
+    pub async fn save_profile(
+        &self,
+        name: String,
+        llm: Value,
+        include_secrets: bool,
+    ) -> Result<(), SettingsError> {
+        let llm = self.incoming_llm(&llm)?;
         let _guard = self.lock.lock().await;
         let (store, cipher) = (self.profiles.clone(), self.cipher());
         blocking(move || {
