@@ -213,7 +213,20 @@ fn pydantic_type_issue(issue: ValidationIssue) -> ValidationIssue {
         return issue;
     };
     let expected = expected.split(" at line ").next().unwrap_or(expected);
+    let from_string = issue.msg.starts_with("invalid type: string");
     let (kind, msg) = match expected {
+        "a boolean" if from_string => (
+            "bool_parsing",
+            "Input should be a valid boolean, unable to interpret input",
+        ),
+        "f64" | "f32" if from_string => (
+            "float_parsing",
+            "Input should be a valid number, unable to parse string as a number",
+        ),
+        e if from_string && (e.starts_with('i') || e.starts_with('u')) => (
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
         "a string" => ("string_type", "Input should be a valid string"),
         "a boolean" => ("bool_type", "Input should be a valid boolean"),
         "f64" | "f32" => ("float_type", "Input should be a valid number"),

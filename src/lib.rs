@@ -10,6 +10,7 @@
 //! - [`llm`]: LLM clients behind the [`llm::LlmClient`] trait.
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
 //! - [`settings`]: persisted settings, custom secrets and LLM profiles.
+//! - [`skills`]: skills loaded from the project, the user's directories and installed ones.
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 
 pub mod client;
@@ -22,5 +23,6 @@ pub mod git;
 pub mod llm;
 pub mod server;
 pub mod settings;
+pub mod skills;
 pub mod tools;
 pub mod util;

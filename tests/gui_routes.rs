@@ -288,3 +288,145 @@ async fn catalogues_tools_and_vscode_status() {
         "{err}"
     );
 }
+
+/// Skills: project files in the reference's order and shapes, user skills, an installed skill
+/// that joins the user tier until disabled, and the install errors.
+#[tokio::test]
+async fn skills_from_the_project_the_user_and_installs() {
+    let srv = TestServer::start();
+    let project = srv.workdir();
+    let write = |path: std::path::PathBuf, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(project.join("AGENTS.md"), "# Rules\n");
+    write(
+        project.join(".openhands/skills/foo.md"),
+        "---\ntriggers:\n- foo\n---\nFoo body.\n",
+    );
+    write(
+        project.join(".agents/skills/bar/SKILL.md"),
+        "---\nname: bar\ndescription: Bar.\n---\nBar body.\n",
+    );
+    let home = srv.root_path().join("home");
+    write(
+        home.join(".agents/skills/mine/SKILL.md"),
+        "---\nname: mine\n---\nMine.\n",
+    );
+    let source = srv.root_path().join("src/deep-skill");
+    write(
+        source.join("SKILL.md"),
+        "---\nname: deep-skill\ndescription: Deep.\n---\nDeep body.\n",
+    );
+
+    let body = json!({"load_public": false, "project_dir": project.to_string_lossy()});
+    let (code, answer) = call(&srv, Method::POST, "/api/skills", Some(body.clone())).await;
+    assert_eq!(code, 200, "{answer}");
+    let names: Vec<&str> = answer["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine", "agents", "bar", "foo"]);
+    assert_eq!(
+        answer["sources"],
+        json!({"sandbox": 0, "registered_marketplaces": 0, "sdk_base": 1, "org": 0, "project": 3})
+    );
+    let foo = &answer["skills"][3];
+    assert_eq!(
+        (
+            foo["type"].clone(),
+            foo["triggers"].clone(),
+            foo["content"].clone()
+        ),
+        (json!("knowledge"), json!(["foo"]), json!("Foo body."))
+    );
+
+    let install = json!({"source": source.to_string_lossy()});
+    let (code, got) = call(
+        &srv,
+        Method::POST,
+        "/api/skills/install",
+        Some(install.clone()),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(
+        (got["name"].clone(), got["enabled"].clone()),
+        (json!("deep-skill"), json!(true))
+    );
+    assert_eq!(
+        call(&srv, Method::POST, "/api/skills/install", Some(install))
+            .await
+            .0,
+        409
+    );
+    let (_, answer) = call(&srv, Method::POST, "/api/skills", Some(body.clone())).await;
+    assert!(answer["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "deep-skill"));
+    let (code, _) = call(
+        &srv,
+        Method::PATCH,
+        "/api/skills/installed/deep-skill",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, answer) = call(&srv, Method::POST, "/api/skills", Some(body)).await;
+    assert!(!answer["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "deep-skill"));
+    let (_, list) = call(&srv, Method::GET, "/api/skills/installed", None).await;
+    assert_eq!(list["skills"][0]["enabled"], false);
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/api/skills/installed/deep-skill/refresh",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        call(
+            &srv,
+            Method::DELETE,
+            "/api/skills/installed/deep-skill",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &srv,
+            Method::DELETE,
+            "/api/skills/installed/deep-skill",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(&srv, Method::GET, "/api/skills/installed/Bad_Name", None)
+            .await
+            .0,
+        422
+    );
+    let missing = json!({"source": srv.root_path().join("nope").to_string_lossy()});
+    assert_eq!(
+        call(&srv, Method::POST, "/api/skills/install", Some(missing))
+            .await
+            .0,
+        400
+    );
+    let (_, catalog) = call(&srv, Method::GET, "/api/skills/catalog", None).await;
+    assert_eq!(catalog["skills"][0]["origin"], "user");
+}

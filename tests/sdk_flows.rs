@@ -103,7 +103,8 @@ conv.close()
 }
 
 /// `RemoteWorkspace.get_llm()` (settings, then the active profile), `get_llm(profile_name)`,
-/// `get_secrets()`, `get_secrets(names)`, `get_mcp_config()` from the official client, and a
+/// `get_secrets()`, `get_secrets(names)`, `get_mcp_config()`, `load_skills_from_agent_server()`
+/// from the official client, and a
 /// secret handed to a conversation as a `LookupSecret` used by the agent in a command.
 #[test]
 #[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
@@ -116,9 +117,15 @@ fn settings_secrets_and_profiles_through_the_python_sdk() {
         ..Default::default()
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/settings_flow.py");
+    let project = server.workdir();
+    std::fs::write(project.join("AGENTS.md"), "Run the tests first.\n").unwrap();
+    let skill = project.join(".openhands/skills/deploy.md");
+    std::fs::create_dir_all(skill.parent().unwrap()).unwrap();
+    std::fs::write(&skill, "---\ntriggers:\n- deploy\n---\nDeploy with make.\n").unwrap();
     let out = Command::new(python)
         .arg(script)
         .args([&server.url, &llm.base_url])
+        .arg(&project)
         .env("OPENHANDS_SUPPRESS_BANNER", "1")
         .current_dir(server.root_path())
         .output()

@@ -14,6 +14,7 @@ mod listener;
 mod llm;
 mod openapi;
 mod settings;
+mod skills;
 mod workspaces;
 
 use std::future::Future;
@@ -165,6 +166,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(llm::router())
         .merge(workspaces::router())
+        .merge(skills::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in

@@ -2,11 +2,12 @@
 
 Stores an LLM, a secret, an MCP server and a named profile over REST, then reads them back
 the way SDK users do: `RemoteWorkspace.get_llm()`, `get_llm(profile_name=...)`,
-`get_secrets()`, `get_secrets(names)`, `get_mcp_config()`; finally hands the secrets to a
+`get_secrets()`, `get_secrets(names)`, `get_mcp_config()`,
+`load_skills_from_agent_server()`; finally hands the secrets to a
 conversation as `LookupSecret`s and has the agent use one in a terminal command (the value
 is fetched by the server, never by the client).
 
-Usage: settings_flow.py SERVER_URL MOCK_LLM_URL   (prints PASS settings_flow)
+Usage: settings_flow.py SERVER_URL MOCK_LLM_URL PROJECT_DIR   (prints PASS settings_flow)
 """
 
 import hashlib
@@ -67,6 +68,14 @@ assert workspace.get_secrets(names=["NOPE"]) == {}
 mcp = workspace.get_mcp_config()
 assert list(mcp) == ["files"] and mcp["files"].command == "npx", mcp
 assert mcp["files"].env["ROOT"].get_secret_value() == "/w"
+
+# Project skills, as the SDK loads them for a workspace directory.
+project = sys.argv[3]
+skills, context = workspace.load_skills_from_agent_server(project_dirs=[project])
+names = [s.name for s in skills]
+assert names == ["agents", "deploy"], names
+assert skills[1].trigger is not None and "deploy" in skills[1].trigger.keywords, skills[1]
+assert len(context.skills) == 2
 
 seen = []
 agent_llm = llm.model_copy(update={"api_key": SecretStr("mock-key")})
