@@ -36,6 +36,7 @@ fn default_max_connections() -> usize {
     long_about = "A fast, wire-compatible Rust replacement for the OpenHands agent-server.\n\n\
 Environment (as the reference server reads them):\n  \
 SESSION_API_KEY, OH_SESSION_API_KEYS_0..N, OH_SESSION_API_KEYS (JSON list)  API keys; none = no auth\n  \
+OH_DEFERRED_INIT           true: start dormant until POST /api/init brings the configuration\n  \
 OH_ENABLE_VSCODE           false: /api/vscode/* report VS Code as disabled\n  \
 OH_PERSISTENCE_DIR         settings, secrets and LLM profiles (default ~/.openhands)\n  \
 OH_CONVERSATIONS_PATH      where conversations are persisted (default workspace/conversations)\n  \
@@ -96,6 +97,8 @@ pub struct Config {
     pub conversations_path: PathBuf,
     pub workspace_path: PathBuf,
     pub bash_events_dir: PathBuf,
+    /// `OH_DEFERRED_INIT`: start dormant; `/api/*` answers 503 until `POST /api/init`.
+    pub deferred_init: bool,
     /// `OH_ENABLE_VSCODE` (default true): what `/api/vscode/status` reports as configured.
     pub enable_vscode: bool,
     /// Settings, secrets and LLM profiles (`OH_PERSISTENCE_DIR`, else `~/.openhands`).
@@ -247,6 +250,12 @@ impl Config {
                 file.bash_events_dir,
                 "workspace/bash_events",
             ),
+            deferred_init: matches!(
+                env("OH_DEFERRED_INIT")
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .as_deref(),
+                Some("true" | "1" | "yes" | "on")
+            ),
             enable_vscode: !matches!(
                 env("OH_ENABLE_VSCODE")
                     .map(|v| v.trim().to_ascii_lowercase())
@@ -289,6 +298,7 @@ impl Config {
             persistence_dir: root.join("persistence"),
             workspaces_dir: root.join("persistence"),
             enable_vscode: true,
+            deferred_init: false,
             secret_key: None,
             max_concurrent_runs: 10,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,

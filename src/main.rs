@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use agent_server::config::{Args, Config};
 
 mod init;
-use agent_server::server::{serve, AppState};
+use agent_server::server::{serve, serve_deferred, AppState};
 
 /// glibc malloc arenas the server may use. The default (8 per core) lets every tokio worker keep
 /// its own arena of freed buffers: after a large transfer the resident set stays tens of MiB
@@ -52,15 +52,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "binding {local} without a session API key: anyone who can reach it can run commands"
         );
     }
+    let deferred = config.deferred_init;
     let state = AppState::new(config).context("cannot initialise the server state")?;
     // Printed on stdout so that `--port 0` users (and launchers) learn the address.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "agent-server listening on http://{local}");
     let _ = out.flush();
     tracing::info!(%local, "listening");
-    serve(listener, state, shutdown_signal())
-        .await
-        .context("server failed")?;
+    if deferred {
+        tracing::info!("deferred init: dormant until POST /api/init");
+        serve_deferred(listener, state, shutdown_signal())
+            .await
+            .context("server failed")?;
+    } else {
+        serve(listener, state, shutdown_signal())
+            .await
+            .context("server failed")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

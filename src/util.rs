@@ -82,17 +82,42 @@ pub type EnvVar = (std::ffi::OsString, std::ffi::OsString);
 
 /// The environment of every child the server starts (workspace commands, the agent's terminal,
 /// hooks): the server's own, without its credentials, with `AI_AGENT` set. Children start from
-/// an empty environment plus this. Computed once (the server does not change its environment).
-pub fn child_env() -> &'static [EnvVar] {
-    static ENV: std::sync::OnceLock<Vec<EnvVar>> = std::sync::OnceLock::new();
-    ENV.get_or_init(|| {
+/// an empty environment plus this. Computed on first use; [`extend_child_env`] adds to it
+/// (deferred init delivers variables later).
+pub fn child_env() -> std::sync::Arc<Vec<EnvVar>> {
+    let slot = CHILD_ENV.get_or_init(|| {
         let mut env = filter_env(std::env::vars_os());
         if let Some((name, value)) = CHILD_MARKER.get() {
             env.retain(|(k, _)| k != name.as_str());
             env.push((name.into(), value.into()));
         }
-        env
-    })
+        std::sync::RwLock::new(std::sync::Arc::new(env))
+    });
+    slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+static CHILD_ENV: std::sync::OnceLock<std::sync::RwLock<std::sync::Arc<Vec<EnvVar>>>> =
+    std::sync::OnceLock::new();
+
+/// Sets `vars` (name, value) in the environment of every child started from now on (credential
+/// names are filtered like the server's own).
+pub fn extend_child_env(vars: &[(String, String)]) {
+    let current = child_env();
+    let mut env: Vec<EnvVar> = current.as_ref().clone();
+    let added = filter_env(
+        vars.iter()
+            .map(|(k, v)| (std::ffi::OsString::from(k), std::ffi::OsString::from(v))),
+    );
+    for (k, v) in added {
+        if k == "AI_AGENT" {
+            continue;
+        }
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    }
+    if let Some(slot) = CHILD_ENV.get() {
+        *slot.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(env);
+    }
 }
 
 /// `NAME=VALUE` added to [`child_env`] (see `exec::orphans`); set once at start-up.

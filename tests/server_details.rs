@@ -1,7 +1,7 @@
 //! Server details, auth on REST, error bodies.
 
 use crate::support::{ServerOptions, TestServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn health_alive_ready_and_server_info() {
@@ -482,4 +482,88 @@ async fn every_reference_operation_is_declared_or_named_in_the_readme() {
         }
     }
     assert_eq!(declared + listed.len(), 177);
+}
+
+/// Deferred init: dormant (503 on `/api/*`, `/health` fine), `POST /api/init` checked against
+/// the secret key, a failed attempt reported and retried, then the delivered session key and
+/// paths are in force.
+#[tokio::test]
+async fn deferred_init_from_dormant_to_ready() {
+    let srv = TestServer::start_with(crate::support::ServerOptions {
+        env: vec![
+            ("OH_DEFERRED_INIT".into(), "true".into()),
+            ("OH_SECRET_KEY".into(), "boot-key".into()),
+        ],
+        ..Default::default()
+    });
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", srv.url)).send();
+    let init = |body: Value, key: &str| {
+        http.post(format!("{}/api/init", srv.url))
+            .header("X-Init-API-Key", key)
+            .json(&body)
+            .send()
+    };
+    let status = get("/api/init")
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(status, json!({"state": "dormant", "error": null}));
+    let r = get("/api/workspaces").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("deferred-init state 'dormant'"));
+    assert_eq!(get("/health").await.unwrap().status(), 200);
+    assert_eq!(init(json!({}), "wrong").await.unwrap().status(), 401);
+    assert_eq!(
+        init(json!({"bogus": 1}), "boot-key")
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+
+    let bad = json!({"conversations_path": "/proc/no-such-dir/convs"});
+    assert_eq!(init(bad, "boot-key").await.unwrap().status(), 500);
+    let status = get("/api/init")
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "dormant");
+    assert!(status["error"].is_string(), "{status}");
+
+    let convs = srv.root_path().join("delivered/conversations");
+    let body = json!({"session_api_keys": ["user-key"], "conversations_path": convs.to_string_lossy(),
+                      "env": {"DELIVERED_VAR": "v-17"}});
+    let r = init(body, "boot-key").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"state": "ready", "error": null})
+    );
+    assert_eq!(get("/api/workspaces").await.unwrap().status(), 401);
+    let with_key = |path: &str| {
+        http.get(format!("{}{path}", srv.url))
+            .header("X-Session-API-Key", "user-key")
+            .send()
+    };
+    assert_eq!(with_key("/api/workspaces").await.unwrap().status(), 200);
+    assert_eq!(init(json!({}), "boot-key").await.unwrap().status(), 400);
+    // Commands see the delivered environment; conversations live under the delivered path.
+    let r = http
+        .post(format!("{}/api/bash/execute_bash_command", srv.url))
+        .header("X-Session-API-Key", "user-key")
+        .json(&json!({"command": "echo $DELIVERED_VAR"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("v-17"));
+    assert!(convs.is_dir());
 }

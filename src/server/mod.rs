@@ -9,6 +9,7 @@ mod details;
 mod events;
 mod files;
 mod git;
+pub mod init;
 mod keepalive;
 mod listener;
 mod llm;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub settings: Arc<crate::settings::SettingsService>,
     /// Saved workspaces of a GUI (`/api/workspaces*`).
     pub workspaces: Arc<crate::settings::workspaces::WorkspacesStore>,
+    /// Deferred init (`OH_DEFERRED_INIT`): the shared init state; `None` otherwise.
+    pub init: Option<Arc<init::InitHandle>>,
     /// Set once start-up work is done; `/ready` answers 503 before.
     ready: Arc<AtomicBool>,
 }
@@ -96,6 +99,7 @@ impl AppState {
             config.workspaces_dir.clone(),
         ));
         Ok(AppState {
+            init: None,
             workspaces,
             settings,
             config: Arc::new(config),
@@ -167,6 +171,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(llm::router())
         .merge(workspaces::router())
         .merge(skills::router())
+        .merge(init::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in
@@ -221,6 +226,11 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_session_key,
+        ))
+        // Before authentication, as the reference: a dormant server answers 503 first.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            init::dormant_gate,
         ))
         // Every body extractor honours this (file uploads lift it on their own routes: they
         // stream to disk).
@@ -278,6 +288,44 @@ fn is_local_origin(origin: &str) -> bool {
         .or_else(|| origin.strip_prefix("https://"));
     let host = rest.map(|r| r.split(':').next().unwrap_or_default());
     matches!(host, Some("localhost") | Some("127.0.0.1"))
+}
+
+/// Serves a dormant server (`OH_DEFERRED_INIT`) on `listener`: requests go to the application of
+/// `state` until `POST /api/init` succeeds, then to the one built from the delivered
+/// configuration. At shutdown the running commands of both are stopped.
+pub async fn serve_deferred(
+    listener: TcpListener,
+    mut state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = init::InitHandle::new(state.config.as_ref().clone());
+    state.init = Some(handle.clone());
+    state.set_ready();
+    let dormant = app(state.clone());
+    let switch_handle = handle.clone();
+    let switch = Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let router = switch_handle
+            .ready_app()
+            .map(|(_, app)| app)
+            .unwrap_or_else(|| dormant.clone());
+        async move { tower::ServiceExt::oneshot(router, req).await }
+    }));
+    let limits = listener::ConnectionLimits {
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: state.config.max_connections,
+    };
+    state.conversations.start_idle_release();
+    let shutdown = async move {
+        shutdown.await;
+        if let Some((ready, _)) = handle.ready_app() {
+            ready.conversations.shutdown().await;
+            ready.bash.shutdown().await;
+        }
+        state.conversations.shutdown().await;
+        state.bash.shutdown().await;
+    };
+    listener::serve(listener, switch, limits, shutdown).await;
+    Ok(())
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops running commands.

@@ -533,7 +533,7 @@ impl Session {
         cmd.cwd(&opts.working_dir);
         // The server's environment without its credentials (one builder for every child).
         cmd.env_clear();
-        for (key, value) in crate::util::child_env() {
+        for (key, value) in crate::util::child_env().iter() {
             cmd.env(key, value);
         }
         cmd.env("TERM", "xterm-256color");
