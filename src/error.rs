@@ -53,7 +53,7 @@ fn issue_ctx(kind: &str, msg: &str) -> Option<Value> {
         "greater_than_equal" => bound("ge", "Input should be greater than or equal to "),
         "less_than" => bound("lt", "Input should be less than "),
         "less_than_equal" => bound("le", "Input should be less than or equal to "),
-        "enum" => after("Input should be ").map(|e| json!({ "expected": e })),
+        "enum" | "literal_error" => after("Input should be ").map(|e| json!({ "expected": e })),
         "value_error" => after("Value error, ").map(|e| json!({ "error": e })),
         "uuid_parsing" => after("Input should be a valid UUID, ").map(|e| json!({ "error": e })),
         "string_too_short" => after("String should have at least ")
@@ -113,6 +113,9 @@ pub enum ApiError {
     /// 503 whose `detail` is a sentence the client may show.
     #[error("{0}")]
     Unavailable(String),
+    /// 504: something this request waited for took too long.
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// 500 whose `detail` is a sentence the client may show.
     #[error("{0}")]
     Failed(String),
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
@@ -190,7 +194,9 @@ impl IntoResponse for ApiError {
         let body = match &self {
             ApiError::Validation(issues) => json!({ "detail": issues }),
             // 5xx: the reference moves the message into `exception`, prefixed with the status.
-            ApiError::ServiceUnavailable(msg) | ApiError::Internal(msg) => {
+            ApiError::ServiceUnavailable(msg)
+            | ApiError::Internal(msg)
+            | ApiError::GatewayTimeout(msg) => {
                 tracing::error!(status = status.as_u16(), error = %msg, "request failed");
                 json!({
                     "detail": "Internal Server Error",

@@ -11,6 +11,7 @@
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
 //! - [`settings`]: persisted settings, custom secrets and LLM profiles.
 //! - [`skills`]: skills loaded from the project, the user's directories and installed ones.
+//! - [`gateway`]: the OpenAI-compatible gateway (one agent turn per completion request).
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 
 pub mod client;
@@ -19,6 +20,7 @@ pub mod conversation;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod gateway;
 pub mod git;
 pub mod llm;
 pub mod server;

@@ -430,3 +430,133 @@ async fn skills_from_the_project_the_user_and_installs() {
     let (_, catalog) = call(&srv, Method::GET, "/api/skills/catalog", None).await;
     assert_eq!(catalog["skills"][0]["origin"], "user");
 }
+
+/// The OpenAI-compatible gateway: profiles as models, one agent turn per completion (plain
+/// and streamed), a conversation reused through its header, bearer-token auth, Responses.
+#[tokio::test]
+async fn openai_gateway_runs_agent_turns() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("gw-key".into()),
+        ..Default::default()
+    });
+    let llm = MockLlm::start().await;
+    let profile = json!({"llm": {"model": "openai/mock", "base_url": llm.base_url, "api_key": "k", "num_retries": 0}});
+    assert_eq!(
+        call(&srv, Method::POST, "/api/profiles/mock", Some(profile))
+            .await
+            .0,
+        201
+    );
+    let bare = reqwest::Client::new();
+    let r = bare
+        .get(format!("{}/v1/models", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = bare
+        .get(format!("{}/v1/models", srv.url))
+        .bearer_auth("gw-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"object": "list", "data": [
+        {"id": "openhands_mock", "created": 0, "object": "model", "owned_by": "openhands"}]})
+    );
+
+    let ask = json!({"model": "openhands_mock", "messages": [
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "[[mock:text]] hi"}]});
+    let r = srv
+        .client()
+        .post(format!("{}/v1/chat/completions", srv.url))
+        .json(&ask)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let conv_id = r.headers()["x-openhands-serverconversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "MOCK_TEXT_REPLY: hello"
+    );
+    let first_total = answer["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(first_total > 0, "{answer}");
+    let (_, conv) = call(
+        &srv,
+        Method::GET,
+        &format!("/api/conversations/{conv_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        conv["agent"]["agent_context"]["system_message_suffix"],
+        "Be terse."
+    );
+
+    let mut again = ask.clone();
+    again["stream"] = json!(true);
+    again["stream_options"] = json!({"include_usage": true});
+    let r = srv
+        .client()
+        .post(format!("{}/v1/chat/completions", srv.url))
+        .header("X-OpenHands-ServerConversation-ID", &conv_id)
+        .json(&again)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    let chunks: Vec<&str> = text.split("\n\n").filter(|c| !c.is_empty()).collect();
+    assert_eq!(chunks.len(), 5, "{text}");
+    assert_eq!(chunks[4], "data: [DONE]");
+    let usage: Value = serde_json::from_str(chunks[3].trim_start_matches("data: ")).unwrap();
+    assert!(
+        usage["usage"]["total_tokens"].as_u64().unwrap() > first_total,
+        "usage is cumulative"
+    );
+
+    let (code, err) = call(
+        &srv,
+        Method::POST,
+        "/v1/chat/completions",
+        Some(json!({"model": "openhands_nope", "messages": [{"role": "user", "content": "x"}]})),
+    )
+    .await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (404, json!("Profile 'nope' not found"))
+    );
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/v1/chat/completions",
+        Some(json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, resp) = call(&srv, Method::POST, "/v1/responses",
+        Some(json!({"model": "openhands_mock", "input": "[[mock:text]] hi", "instructions": "Short."}))).await;
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(
+        resp["output"][0]["content"][0]["text"],
+        "MOCK_TEXT_REPLY: hello"
+    );
+    assert_eq!(resp["instructions"], "Short.");
+    let (code, _) = call(
+        &srv,
+        Method::POST,
+        "/v1/responses",
+        Some(json!({"model": "openhands_mock", "input": "x", "stream": true})),
+    )
+    .await;
+    assert_eq!(code, 400);
+}

@@ -105,6 +105,28 @@ pub fn state_update(key: &str, value: Value) -> Value {
     json!({"source": "environment", "key": key, "value": value, "kind": "ConversationStateUpdateEvent"})
 }
 
+/// The agent's answer to the latest user message: the `finish` message, else the text of the
+/// last agent `MessageEvent` after it (empty when there is none).
+pub fn final_response(evs: &[Value]) -> String {
+    for e in evs.iter().rev() {
+        match kind(e) {
+            "ActionEvent" if str_field(e, "tool_name") == Some("finish") => {
+                if let Some(m) = e
+                    .get("action")
+                    .and_then(|a| a.get("message"))
+                    .and_then(Value::as_str)
+                {
+                    return m.to_string();
+                }
+            }
+            "MessageEvent" if str_field(e, "source") == Some("agent") => return message_text(e),
+            "MessageEvent" if str_field(e, "source") == Some("user") => return String::new(),
+            _ => {}
+        }
+    }
+    String::new()
+}
+
 /// A user-role `MessageEvent` from `source` with the given content list.
 pub fn user_message(source: &str, content: Value) -> Value {
     json!({

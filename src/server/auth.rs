@@ -42,7 +42,31 @@ pub async fn require_session_key(
 ) -> Response {
     let keys = &state.config.session_api_keys;
     let path = req.uri().path();
-    if keys.is_empty() || !path.starts_with("/api") || is_exempt(path) {
+    if keys.is_empty() || is_exempt(path) {
+        return next.run(req).await;
+    }
+    // The OpenAI-compatible gateway also takes the key as a bearer token (OpenAI clients).
+    if path.starts_with("/v1/") {
+        let bearer = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let header = req
+            .headers()
+            .get(SESSION_KEY_HEADER)
+            .and_then(|v| v.to_str().ok());
+        return if [bearer, header]
+            .into_iter()
+            .flatten()
+            .any(|k| key_matches(keys, k))
+        {
+            next.run(req).await
+        } else {
+            ApiError::Unauthorized.into_response()
+        };
+    }
+    if !path.starts_with("/api") {
         return next.run(req).await;
     }
     let ok = req

@@ -632,29 +632,7 @@ async fn agent_final_response(
 ) -> Result<Json<Value>, ApiError> {
     let conv = find(&state, &id)?;
     let response = conv
-        .with_events(|evs| {
-            for e in evs.iter().rev() {
-                match events::kind(e) {
-                    "ActionEvent" if events::str_field(e, "tool_name") == Some("finish") => {
-                        if let Some(m) = e
-                            .get("action")
-                            .and_then(|a| a.get("message"))
-                            .and_then(Value::as_str)
-                        {
-                            return m.to_string();
-                        }
-                    }
-                    "MessageEvent" if events::str_field(e, "source") == Some("agent") => {
-                        return events::message_text(e);
-                    }
-                    "MessageEvent" if events::str_field(e, "source") == Some("user") => {
-                        return String::new()
-                    }
-                    _ => {}
-                }
-            }
-            String::new()
-        })
+        .with_events(events::final_response)
         .await
         .map_err(io_error)?;
     Ok(Json(json!({"response": response})))

@@ -13,6 +13,7 @@ pub mod init;
 mod keepalive;
 mod listener;
 mod llm;
+mod openai;
 mod openapi;
 mod settings;
 mod skills;
@@ -172,6 +173,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(workspaces::router())
         .merge(skills::router())
         .merge(init::router())
+        .merge(openai::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in
