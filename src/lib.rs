@@ -8,6 +8,7 @@
 //! - [`exec`]: bash commands run by the workspace API (process groups, output chunking, bash events).
 //! - [`files`] and [`git`]: the file and git services behind `/api/file/*` and `/api/git/*`.
 //! - [`llm`]: LLM clients behind the [`llm::LlmClient`] trait.
+//! - [`mcp`]: MCP server connections (stdio and streamable HTTP) whose tools the agent uses.
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
 //! - [`settings`]: persisted settings, custom secrets and LLM profiles.
 //! - [`skills`]: skills loaded from the project, the user's directories and installed ones.
@@ -23,6 +24,7 @@ pub mod files;
 pub mod gateway;
 pub mod git;
 pub mod llm;
+pub mod mcp;
 pub mod server;
 pub mod settings;
 pub mod skills;

@@ -143,3 +143,62 @@ fn settings_secrets_and_profiles_through_the_python_sdk() {
         "the secret reached the log"
     );
 }
+
+/// An MCP server over streamable HTTP (the official `mcp` package's FastMCP): the test route
+/// lists and calls its tool, and an agent uses it in a run.
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn mcp_server_over_streamable_http() {
+    use serde_json::{json, Value};
+    let python = sdk_python();
+    let port = crate::support::free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/mcp_http_server.py");
+    let mut mcp = Command::new(python)
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the MCP server");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
+    let server = TestServer::start();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let result = rt.block_on(async {
+        let http = server.client();
+        let body = json!({"server": {"type": "http", "url": url},
+                          "tool_call": {"name": "echo_text", "arguments": {"text": "x"}}});
+        let mut answer = Value::Null;
+        for _ in 0..100 {
+            answer = http.post(format!("{}/api/mcp/test", server.url)).json(&body).send().await.unwrap()
+                .json().await.unwrap();
+            if answer["ok"] == true {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(answer["tool_result"]["text"], "HTTP ECHO: x", "{answer}");
+        let mut agent = llm.agent();
+        agent["mcp_config"] = json!({"web": {"url": url, "transport": "http"}});
+        let create = json!({"agent": agent,
+            "workspace": {"working_dir": server.workdir().to_string_lossy(), "kind": "LocalWorkspace"},
+            "initial_message": {"role": "user", "content": [{"type": "text", "text": "[[mock:mcp text=over-http]]"}], "run": true}});
+        let conv: Value = http.post(format!("{}/api/conversations", server.url)).json(&create).send().await.unwrap()
+            .json().await.unwrap();
+        let id = conv["id"].as_str().unwrap().to_string();
+        for _ in 0..300 {
+            let c: Value = http.get(format!("{}/api/conversations/{id}", server.url)).send().await.unwrap()
+                .json().await.unwrap();
+            if c["execution_status"] == "finished" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let page: Value = http.get(format!("{}/api/conversations/{id}/events/search?limit=100", server.url))
+            .send().await.unwrap().json().await.unwrap();
+        page.to_string()
+    });
+    let _ = mcp.kill();
+    let _ = mcp.wait();
+    assert!(result.contains("HTTP ECHO: over-http"), "{result}");
+}

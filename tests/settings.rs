@@ -391,3 +391,98 @@ async fn a_conversation_switches_its_llm_to_a_profile_and_back() {
         422
     );
 }
+
+/// MCP: a stdio server's tools join the agent's tools, a call reaches the server (with the
+/// configured environment) and its answer is the observation; `POST /api/mcp/test` lists the
+/// tools and runs one.
+#[tokio::test]
+async fn mcp_server_tools_work_in_the_agent_loop_and_the_test_route() {
+    let srv = TestServer::start();
+    let llm = crate::support::mock_llm::MockLlm::start().await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_echo_server.py");
+    let server = json!({"command": "python3", "args": [script.to_string_lossy()], "env": {"MCP_GREETING": "from-env"}});
+
+    let test =
+        json!({"server": server, "tool_call": {"name": "echo_text", "arguments": {"text": "t1"}}});
+    let (code, answer) = call(&srv, Method::POST, "/api/mcp/test", Some(test)).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["tools"], json!(["echo_text", "fail"]));
+    assert_eq!(answer["tool_result"]["text"], "ECHO: t1 from-env");
+    let bad = json!({"server": {"command": "/nonexistent/mcp-server"}});
+    let (code, answer) = call(&srv, Method::POST, "/api/mcp/test", Some(bad)).await;
+    assert_eq!(
+        (code, answer["ok"].clone(), answer["error_kind"].clone()),
+        (200, json!(false), json!("connection"))
+    );
+
+    let mut agent = llm.agent();
+    agent["mcp_config"] = json!({"echo": server});
+    let wd = srv.workdir();
+    let create = json!({"agent": agent,
+        "workspace": {"working_dir": wd.to_string_lossy(), "kind": "LocalWorkspace"},
+        "initial_message": {"role": "user", "content": [{"type": "text", "text": "[[mock:mcp text=hello-mcp]]"}], "run": true}});
+    let (code, conv) = call(&srv, Method::POST, "/api/conversations", Some(create)).await;
+    assert_eq!(code, 201, "{conv}");
+    let id = conv["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, c) = call(&srv, Method::GET, &format!("/api/conversations/{id}"), None).await;
+        if c["execution_status"] == "finished" || c["execution_status"] == "error" {
+            assert_eq!(c["execution_status"], "finished", "{c}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no end: {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, page) = call(
+        &srv,
+        Method::GET,
+        &format!("/api/conversations/{id}/events/search?limit=100"),
+        None,
+    )
+    .await;
+    let items = page["items"].as_array().unwrap();
+    let action = items
+        .iter()
+        .find(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "echo_text")
+        .expect("an MCP action");
+    assert_eq!(
+        action["action"],
+        json!({"data": {"text": "hello-mcp"}, "kind": "MCPToolAction"})
+    );
+    let obs = items
+        .iter()
+        .find(|e| e["kind"] == "ObservationEvent" && e["tool_name"] == "echo_text")
+        .expect("an MCP observation");
+    assert_eq!(obs["observation"]["kind"], "MCPToolObservation");
+    assert_eq!(
+        obs["observation"]["content"][1]["text"],
+        "ECHO: hello-mcp from-env"
+    );
+    let prompt = items
+        .iter()
+        .find(|e| e["kind"] == "SystemPromptEvent")
+        .unwrap();
+    assert!(
+        prompt["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["title"] == "echo_text"),
+        "{prompt}"
+    );
+    // The LLM got the tool and its result.
+    let sent: Vec<Value> = llm
+        .requests()
+        .into_iter()
+        .filter(|r| r["tools"].is_array())
+        .collect();
+    assert!(sent[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["function"]["name"] == "echo_text"));
+    assert!(sent[1].to_string().contains("ECHO: hello-mcp from-env"));
+}

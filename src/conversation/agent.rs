@@ -201,10 +201,13 @@ pub async fn ensure_initialized(
         .get("include_default_tools")
         .and_then(Value::as_array)
         .cloned();
-    let (toolset, unknown) =
+    let (mut toolset, unknown) =
         ToolSet::from_agent_spec_with_defaults(&specs, defaults.as_deref(), &base_ctx);
     if !unknown.is_empty() {
         tracing::warn!(conversation = %conv.id, tools = ?unknown, "agent names tools this server does not provide");
+    }
+    for tool in mcp_tools(conv, agent.get("mcp_config")).await {
+        toolset.push(tool);
     }
     let mut rt = AgentRuntime::new(
         llm::client_for(&settings),
@@ -221,6 +224,50 @@ pub async fn ensure_initialized(
     announce(conv, &rt).await?;
     *guard = Some(rt.clone());
     Ok(rt)
+}
+
+/// Longest wait for one MCP server to connect and list its tools.
+const MCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects the agent's MCP servers (all at once) and returns their tools; a server that
+/// cannot be reached is logged and left out.
+async fn mcp_tools(
+    conv: &Arc<Conversation>,
+    config: Option<&Value>,
+) -> Vec<Arc<dyn crate::tools::Tool>> {
+    let servers = config.map(crate::mcp::enabled_servers).unwrap_or_default();
+    let connects = servers.iter().map(|(name, server)| async move {
+        let client = crate::mcp::McpClient::connect(name, server, MCP_CONNECT_TIMEOUT).await?;
+        let tools = tokio::time::timeout(MCP_CONNECT_TIMEOUT, client.tools())
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::mcp::McpError {
+                    kind: "timeout",
+                    message: "tools/list timed out".into(),
+                })
+            })?;
+        Ok::<_, crate::mcp::McpError>((client, tools))
+    });
+    let mut out: Vec<Arc<dyn crate::tools::Tool>> = Vec::new();
+    for (result, (name, _)) in futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .zip(&servers)
+    {
+        match result {
+            Ok((client, tools)) => {
+                for t in &tools {
+                    if let Some(tool) = crate::tools::mcp::McpTool::new(client.clone(), t) {
+                        out.push(Arc::new(tool));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(conversation = %conv.id, server = %name, error = %e, "MCP server unavailable; its tools are left out")
+            }
+        }
+    }
+    out
 }
 
 impl AgentRuntime {

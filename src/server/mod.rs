@@ -13,6 +13,7 @@ pub mod init;
 mod keepalive;
 mod listener;
 mod llm;
+mod mcp;
 mod openai;
 mod openapi;
 mod settings;
@@ -174,6 +175,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(skills::router())
         .merge(init::router())
         .merge(openai::router())
+        .merge(mcp::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in

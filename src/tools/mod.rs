@@ -9,6 +9,7 @@ mod args;
 mod builtins;
 pub mod client;
 mod file_editor;
+pub mod mcp;
 mod task_tracker;
 mod terminal;
 mod truncate;
@@ -223,6 +224,13 @@ impl ToolSet {
                 e
             })
             .collect()
+    }
+
+    /// Adds `tool` unless one of that name is there already.
+    pub fn push(&mut self, tool: Arc<dyn Tool>) {
+        if self.tools.iter().all(|t| t.name() != tool.name()) {
+            self.tools.push(tool);
+        }
     }
 
     /// Hands the conversation's secrets (name, resolved value) to the tools that use them;

@@ -185,6 +185,14 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
             ),
             _ => finish(),
         },
+        // `[[mock:mcp text=TEXT]]`: calls the MCP tool `echo_text`, then finish.
+        "mcp" => match step {
+            0 => Step::Tool(
+                "echo_text",
+                json!({"text": arg("text").unwrap_or("hi".into())}),
+            ),
+            _ => finish(),
+        },
         "think" => match step {
             0 => Step::Tool("think", json!({"thought": "MOCK_THOUGHT"})),
             _ => finish(),
