@@ -202,3 +202,53 @@ fn mcp_server_over_streamable_http() {
     let _ = mcp.wait();
     assert!(result.contains("HTTP ECHO: over-http"), "{result}");
 }
+
+/// The SDK's own remote-agent-server examples 01 and 11–16 (vendored unmodified in
+/// `tests/fixtures/upstream_examples`) run against our binary with the scripted LLM of
+/// `tests/sdk/example_mock.py`; each must exit 0 (they assert what they need themselves).
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn upstream_examples_run_unmodified_against_our_server() {
+    let python = sdk_python();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runner = root.join("tests/sdk/run_example.py");
+    let examples = root.join("tests/fixtures/upstream_examples");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for name in [
+        "01_convo_with_local_agent_server.py",
+        "11_conversation_fork.py",
+        "12_settings_and_secrets_api.py",
+        "13_workspace_get_llm.py",
+        "14_client_defined_tools.py",
+        "15_openai_compatible_gateway.py",
+        "16_deferred_init.py",
+    ] {
+        let out = Command::new(&python)
+            .arg(&runner)
+            .arg(examples.join(name))
+            .arg(env!("CARGO_BIN_EXE_agent-server"))
+            // Settings, profiles and conversations of the examples stay in the scratch dir.
+            .env("HOME", scratch.path())
+            .env(
+                "OH_PERSISTENCE_DIR",
+                scratch.path().join(name).join("persistence"),
+            )
+            .env(
+                "OH_CONVERSATIONS_PATH",
+                scratch.path().join(name).join("conversations"),
+            )
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .output()
+            .expect("run the example");
+        if !out.status.success() {
+            failures.push(format!(
+                "{name}: {}\nstdout (tail):\n{}\nstderr (tail):\n{}",
+                out.status,
+                tail(&String::from_utf8_lossy(&out.stdout), 3000),
+                tail(&String::from_utf8_lossy(&out.stderr), 3000)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
