@@ -1214,3 +1214,27 @@ async fn replay_of_a_finished_conversation_matches_search() {
     }
     assert_eq!(sent, listed);
 }
+
+/// The answer to a create names the modules of the built-in tools the agent uses (as the
+/// reference records them for other clients), keeping those the client gave.
+#[tokio::test]
+async fn create_records_the_modules_of_built_in_tools() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let mut agent = llm.agent();
+    agent["tools"] =
+        json!([{"name": "terminal"}, {"name": "file_editor"}, {"name": "task_tracker"}]);
+    let body = json!({"agent": agent,
+        "workspace": {"working_dir": wd.to_string_lossy(), "kind": "LocalWorkspace"},
+        "tool_module_qualnames": {"terminal": "my.own.module"}});
+    let (code, info) = create(&srv, body).await;
+    assert_eq!(code, 201, "{info}");
+    assert_eq!(
+        info["tool_module_qualnames"],
+        json!({
+        "terminal": "my.own.module",
+        "file_editor": "openhands.tools.file_editor.definition",
+        "task_tracker": "openhands.tools.task_tracker.definition"})
+    );
+}

@@ -380,6 +380,30 @@ fn parse_create(body: &Value, cipher: Option<&Cipher>) -> Result<CreateRequest, 
     } else {
         return Err(invalid("tags: Input should be a valid dictionary"));
     }
+    // Modules of the built-in tools the agent names, so that any client can deserialize the
+    // tool events (the reference records the server-resolved ones).
+    let client_tool_names: Vec<String> = meta["client_tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .collect();
+    if let Some(modules) = meta
+        .get_mut("tool_module_qualnames")
+        .and_then(Value::as_object_mut)
+    {
+        for tool in agent["tools"].as_array().into_iter().flatten() {
+            let Some(name) = tool["name"].as_str() else {
+                continue;
+            };
+            if client_tool_names.iter().any(|c| c == name) {
+                continue;
+            }
+            if let Some(module) = crate::tools::ToolSet::module_of(name) {
+                modules.entry(name).or_insert_with(|| json!(module));
+            }
+        }
+    }
     // Secrets may be given as plain strings or `{"value": ...}`.
     if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
         for v in secrets.values_mut() {

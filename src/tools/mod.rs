@@ -210,6 +210,16 @@ impl ToolSet {
         vec!["file_editor", "task_tracker", "terminal"]
     }
 
+    /// The reference's Python module defining the built-in tool `name`.
+    pub fn module_of(name: &str) -> Option<&'static str> {
+        match name {
+            "terminal" => Some("openhands.tools.terminal.definition"),
+            "file_editor" => Some("openhands.tools.file_editor.definition"),
+            "task_tracker" => Some("openhands.tools.task_tracker.definition"),
+            _ => None,
+        }
+    }
+
     /// `GET /api/tools/catalog`: the reference's catalogue entries, `usable` only for the
     /// tools this server runs (the others are listed so a client can show them as unavailable).
     pub fn catalog() -> Vec<serde_json::Value> {
