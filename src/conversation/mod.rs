@@ -7,7 +7,7 @@
 //! detection), [`hooks`] (command hooks).
 //!
 //! Not implemented (answered with a clear 400/422 or ignored): `agent_settings` /
-//! `agent_profile_id` agent sources, ACP agents, MCP tools, plugins, sub-agents and child
+//! `agent_profile_id` agent sources, ACP agents, plugins, sub-agents and child
 //! conversations, goal mode, prompt/agent hooks (command hooks only), worktrees,
 //! ownership leases, security analyzers other than "use the risk the LLM gave".
 

@@ -217,10 +217,11 @@ pub fn validate_llm(llm: &Value) -> Result<Value, Vec<FieldError>> {
         return Err(errors);
     }
     let mut full = default_llm();
-    let full_map = full.as_object_mut().expect("default llm is an object");
-    for (k, v) in given {
-        if full_map.contains_key(k) {
-            full_map.insert(k.clone(), v.clone());
+    if let Some(full_map) = full.as_object_mut() {
+        for (k, v) in given {
+            if full_map.contains_key(k) {
+                full_map.insert(k.clone(), v.clone());
+            }
         }
     }
     Ok(full)

@@ -409,7 +409,7 @@ impl SettingsService {
                     conflict: false,
                 })?;
             f(&mut file, cipher)?;
-            store::write_json(&path, file.to_stored()).map_err(io)
+            store::write_json(&path, &file.to_stored()).map_err(io)
         })
         .await
     }

@@ -21,32 +21,34 @@ pub struct SecretItem {
     pub description: Option<String>,
 }
 
-/// The secrets file as read: its JSON (other keys are kept when it is rewritten).
+/// The secrets file as read: its entries, and the rest of its JSON (other keys, such as the
+/// reference's `_credential_versions`, are kept when it is rewritten).
 #[derive(Debug, Clone, Default)]
 pub struct SecretsFile {
-    doc: Value,
+    doc: Map<String, Value>,
+    entries: Map<String, Value>,
 }
 
 impl SecretsFile {
     /// Wraps a stored document (`None` for no file yet).
     pub fn new(stored: Option<Value>) -> Self {
-        let mut doc = stored.filter(Value::is_object).unwrap_or_else(|| json!({}));
-        if !doc["custom_secrets"].is_object() {
-            doc["custom_secrets"] = json!({});
-        }
-        SecretsFile { doc }
+        let mut doc = match stored {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let entries = match doc.remove("custom_secrets") {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        SecretsFile { doc, entries }
     }
 
     fn entries(&self) -> &Map<String, Value> {
-        self.doc["custom_secrets"]
-            .as_object()
-            .expect("custom_secrets is an object")
+        &self.entries
     }
 
     fn entries_mut(&mut self) -> &mut Map<String, Value> {
-        self.doc["custom_secrets"]
-            .as_object_mut()
-            .expect("custom_secrets is an object")
+        &mut self.entries
     }
 
     /// Names and descriptions, in the stored order.
@@ -103,8 +105,10 @@ impl SecretsFile {
     }
 
     /// The document to store.
-    pub fn to_stored(&self) -> &Value {
-        &self.doc
+    pub fn to_stored(&self) -> Value {
+        let mut doc = self.doc.clone();
+        doc.insert("custom_secrets".into(), Value::Object(self.entries.clone()));
+        Value::Object(doc)
     }
 }
 
