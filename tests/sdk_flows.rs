@@ -252,3 +252,26 @@ fn upstream_examples_run_unmodified_against_our_server() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The upstream live-server tests that use the server over HTTP only (vendored in
+/// `tests/fixtures/upstream_tests`; `tests/sdk/run_live_server_tests.py` lists them) pass
+/// against our binary, as they do against the reference.
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn upstream_live_server_tests_pass_against_our_server() {
+    let python = sdk_python();
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/run_live_server_tests.py");
+    let out = Command::new(python)
+        .arg(runner)
+        .arg(env!("CARGO_BIN_EXE_agent-server"))
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .output()
+        .expect("run the live-server tests");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("8 passed"),
+        "{}\n{}",
+        tail(&stdout, 6000),
+        tail(&String::from_utf8_lossy(&out.stderr), 2000)
+    );
+}
