@@ -5,21 +5,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::mock_llm::MockLlm;
-use crate::support::{ServerOptions, TestServer};
-
-async fn call(srv: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = srv.client().request(method, format!("{}{path}", srv.url));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use crate::support::{call, ServerOptions, TestServer};
 
 /// Saved workspaces are deduplicated by path, survive a restart, and a corrupted file is
 /// reported (409) and left as it is.

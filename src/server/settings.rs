@@ -421,22 +421,12 @@ struct ValidateProfileRequest {
 /// Rate limits and timeouts do not fail it (they say nothing about the configuration).
 #[utoipa::path(post, path = "/api/profiles/{name}/validate", tag = "Profiles")]
 async fn validate_profile(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     Path(name): Path<String>,
     ValidJson(body): ValidJson<ValidateProfileRequest>,
 ) -> Result<Json<Value>, ApiError> {
     profile_name(&name, &["path", "name"])?;
-    let llm = crate::settings::document::validate_llm(&body.llm).map_err(|errors| {
-        crate::settings::SettingsError::Fields(
-            errors
-                .into_iter()
-                .map(|mut e| {
-                    e.loc.insert(0, "llm".into());
-                    e
-                })
-                .collect(),
-        )
-    })?;
+    let llm = state.settings.incoming_llm(&body.llm)?;
     let verdict = crate::llm::preflight(&llm).await;
     Ok(Json(match verdict {
         Ok(()) => json!({"valid": true, "error": null}),

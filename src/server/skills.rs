@@ -187,7 +187,7 @@ async fn get_skill_marketplace(State(state): State<AppState>) -> Result<Json<Val
 async fn sync_skills(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let clone = public_clone(&state);
     let ok = blocking(move || {
-        let mut cmd = std::process::Command::new("git");
+        let mut cmd = skills::git_command();
         if clone.join(".git").is_dir() {
             cmd.arg("-C")
                 .arg(&clone)

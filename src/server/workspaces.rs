@@ -178,12 +178,13 @@ async fn get_vscode_url(
     vscode_url(&state)
 }
 
-/// The conversation `id` (hyphenated or not), 404 when unknown, 422 when not a UUID.
-fn conversation_dir(state: &AppState, id: &str) -> Result<PathBuf, ApiError> {
+/// The working directory of conversation `id` (hyphenated or not; `param` names the path
+/// parameter in a 422): 404 when unknown, 422 when not a UUID.
+fn conversation_dir(state: &AppState, id: &str, param: &str) -> Result<PathBuf, ApiError> {
     let uuid = Uuid::parse_str(id).map_err(|e| {
         ApiError::Validation(vec![ValidationIssue::new(
             "uuid_parsing",
-            &["path", "runtime_conversation_id"],
+            &["path", param],
             format!("Input should be a valid UUID, {e}"),
         )
         .with_input(id)])
@@ -204,7 +205,7 @@ async fn get_runtime_vscode_status(
     State(state): State<AppState>,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    conversation_dir(&state, &id)?;
+    conversation_dir(&state, &id, "runtime_conversation_id")?;
     Ok(vscode_status(&state))
 }
 
@@ -215,7 +216,7 @@ async fn get_runtime_vscode_url(
     ValidPath(id): ValidPath<String>,
     ValidQuery(q): ValidQuery<VscodeUrlQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let workspace = conversation_dir(&state, &id)?;
+    let workspace = conversation_dir(&state, &id, "runtime_conversation_id")?;
     if let Some(dir) = &q.workspace_dir {
         if !inside(&workspace, Path::new(dir)).await {
             return Err(ApiError::Unprocessable(
@@ -319,19 +320,7 @@ async fn delete_workspace_session(headers: HeaderMap) -> Response {
 /// Serves `file_path` of the conversation's workspace like a static web server: a directory
 /// answers its `index.html`; paths leaving the workspace are refused.
 async fn serve(state: &AppState, id: &str, file_path: &str) -> Result<Response, ApiError> {
-    let uuid = Uuid::parse_str(id).map_err(|e| {
-        ApiError::Validation(vec![ValidationIssue::new(
-            "uuid_parsing",
-            &["path", "conversation_id"],
-            format!("Input should be a valid UUID, {e}"),
-        )
-        .with_input(id)])
-    })?;
-    let conv = state
-        .conversations
-        .get(&uuid)
-        .ok_or_else(|| ApiError::NotFound(format!("Conversation not found: {uuid}")))?;
-    let root = PathBuf::from(conv.working_dir());
+    let root = conversation_dir(state, id, "conversation_id")?;
     let file_path = file_path.to_string();
     let target = tokio::task::spawn_blocking(move || -> Result<PathBuf, ApiError> {
         let root = std::fs::canonicalize(&root)

@@ -4,7 +4,6 @@
 //! URL), optionally with `repo_path` inside it. Blocking: call from `spawn_blocking`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Map, Value};
 
@@ -81,19 +80,12 @@ impl Drop for Scratch {
 fn clone(url: &str, git_ref: Option<&str>, parent: &Path) -> Option<Scratch> {
     let scratch = Scratch(parent.join(format!(".clone-{}", crate::util::hex_id())));
     std::fs::create_dir_all(scratch.path()).ok()?;
-    let mut cmd = Command::new("git");
+    let mut cmd = super::git_command();
     cmd.args(["clone", "--depth", "1", "--quiet"]);
     if let Some(r) = git_ref {
         cmd.args(["--branch", r]);
     }
     cmd.arg(url).arg(scratch.path().join("repo"));
-    cmd.env_clear()
-        .envs(crate::util::child_env().iter().map(|(k, v)| (k, v)))
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let ok = cmd.status().is_ok_and(|s| s.success());
     ok.then_some(scratch)
 }

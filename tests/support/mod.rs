@@ -69,6 +69,27 @@ impl ServerOptions {
     }
 }
 
+/// Sends `method path` (with a JSON body) to `srv`: the status and the JSON answer (a string
+/// when the answer is not JSON).
+pub async fn call(
+    srv: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = srv.client().request(method, format!("{}{path}", srv.url));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let code = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
