@@ -11,6 +11,7 @@ mod files;
 mod git;
 mod gui_routes;
 mod launchers;
+mod llm_faults;
 mod readme;
 mod sdk_flows;
 mod server_details;
