@@ -387,7 +387,10 @@ async fn mcp_server_tools_work_in_the_agent_loop_and_the_test_route() {
     let llm = crate::support::mock_llm::MockLlm::start().await;
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_echo_server.py");
-    let server = json!({"command": "python3", "args": [script.to_string_lossy()], "env": {"MCP_GREETING": "from-env"}});
+    // A token in the arguments finds this test's server among processes.
+    let token = format!("mcp-token-{}", std::process::id());
+    let server = json!({"command": "python3", "args": [script.to_string_lossy(), token],
+                        "env": {"MCP_GREETING": "from-env"}});
 
     let test =
         json!({"server": server, "tool_call": {"name": "echo_text", "arguments": {"text": "t1"}}});
@@ -471,4 +474,32 @@ async fn mcp_server_tools_work_in_the_agent_loop_and_the_test_route() {
         .iter()
         .any(|t| t["function"]["name"] == "echo_text"));
     assert!(sent[1].to_string().contains("ECHO: hello-mcp from-env"));
+    // Deleting the conversation stops its MCP server.
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &token])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    assert!(
+        running(),
+        "the MCP server should run while the conversation lives"
+    );
+    let (code, _) = call(
+        &srv,
+        Method::DELETE,
+        &format!("/api/conversations/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the MCP server outlived its conversation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
