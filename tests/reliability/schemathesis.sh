@@ -43,6 +43,22 @@ for _ in $(seq 100); do
 done
 curl -fs "http://127.0.0.1:$port/health" >/dev/null || { log "the server did not start:"; tail -20 "$work/server.log" >&2; exit 1; }
 log "checking http://127.0.0.1:$port for $seconds s"
+out="$work/schemathesis.out"
+set +e
 "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
   --checks not_a_server_error --phases examples,coverage,fuzzing \
-  --max-time "$seconds" -w 2 --no-color 2>&1 | tail -n 12
+  --max-time "$seconds" -w 2 --no-color >"$out" 2>&1
+set -e
+tail -n 14 "$out"
+# Fails on a 5xx answer, a refused or reset connection, or a server that stopped answering.
+# Not failures: a schema error (the reference's contract has a `oneOf`, in
+# SetConfirmationPolicyRequest, that no generator can satisfy) and a slow answer (an agent
+# asked something while waiting on an unreachable LLM the fuzzer configured).
+if grep -qE "Server error|Connection (refused|reset|aborted)" "$out"; then
+  grep -nE -B2 -A12 "Server error|Connection (refused|reset|aborted)" "$out" | head -80 >&2
+  log "FAILED: a 5xx answer or a broken connection"
+  exit 1
+fi
+curl -fs "http://127.0.0.1:$port/health" >/dev/null || { log "FAILED: the server stopped answering"; exit 1; }
+grep -q "generated" "$out" || { log "FAILED: schemathesis did not run"; exit 1; }
+log "no 5xx answer"
