@@ -39,6 +39,7 @@ const CAPABILITIES: &[&str] = &[
     "idempotent_conversation_create_v1",
     "conversation_runtime_routes_v1",
     "tool_catalog_v1",
+    "skill_catalog_v1",
 ];
 
 /// The reference release whose wire contract this server implements. The version fields of

@@ -152,10 +152,14 @@ pub(super) fn router(doc: OpenApi) -> Router<AppState> {
     let rendered: Arc<OnceLock<(Bytes, Bytes)>> = Arc::new(OnceLock::new());
     let render = move || -> (Bytes, Bytes) {
         let full = with_contract(&doc);
-        (
+        let rendered = (
             Bytes::from(serde_json::to_vec(&full).unwrap_or_default()),
             Bytes::from(docs_page(&full)),
-        )
+        );
+        // The parsed contract is large and short-lived: give its memory back.
+        drop(full);
+        crate::util::trim_heap_soon();
+        rendered
     };
     let render = Arc::new(render);
     let (cell, make) = (rendered.clone(), render.clone());
