@@ -52,16 +52,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "binding {local} without a session API key: anyone who can reach it can run commands"
         );
     }
-    let deferred = config.deferred_init;
-    let state = AppState::new(config).context("cannot initialise the server state")?;
+    let deferred = config.deferred_init.then(|| config.clone());
+    let state = if deferred.is_some() {
+        AppState::dormant(&config).context("cannot initialise the dormant server state")?
+    } else {
+        AppState::new(config).context("cannot initialise the server state")?
+    };
     // Printed on stdout so that `--port 0` users (and launchers) learn the address.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "agent-server listening on http://{local}");
     let _ = out.flush();
     tracing::info!(%local, "listening");
-    if deferred {
+    if let Some(base) = deferred {
         tracing::info!("deferred init: dormant until POST /api/init");
-        serve_deferred(listener, state, shutdown_signal())
+        serve_deferred(listener, state, base, shutdown_signal())
             .await
             .context("server failed")?;
     } else {

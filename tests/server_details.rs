@@ -492,15 +492,19 @@ async fn every_reference_operation_is_declared_or_named_in_the_readme() {
     assert_eq!(declared + listed.len(), 177);
 }
 
-/// Deferred init: dormant (503 on `/api/*`, `/health` fine), `POST /api/init` checked against
-/// the secret key, a failed attempt reported and retried, then the delivered session key and
-/// paths are in force.
+/// Deferred init: dormant (503 on `/api/*`, `/health` fine) even where the configured paths
+/// cannot be written yet, `POST /api/init` checked against the secret key, a failed attempt
+/// reported and retried, then the delivered session key and paths are in force.
 #[tokio::test]
 async fn deferred_init_from_dormant_to_ready() {
     let srv = TestServer::start_with(crate::support::ServerOptions {
         env: vec![
             ("OH_DEFERRED_INIT".into(), "true".into()),
             ("OH_SECRET_KEY".into(), "boot-key".into()),
+            (
+                "OH_CONVERSATIONS_PATH".into(),
+                "/proc/not-writable/conversations".into(),
+            ),
         ],
         ..Default::default()
     });

@@ -112,6 +112,18 @@ impl AppState {
         })
     }
 
+    /// The state of a dormant server (deferred init): `config` with its conversation and bash
+    /// event stores in a private scratch directory (nothing is served from them, and the
+    /// configured paths may not exist or be writable until init delivers them).
+    pub fn dormant(config: &Config) -> Result<Self, std::io::Error> {
+        let scratch =
+            std::env::temp_dir().join(format!("agent-server-dormant-{}", crate::util::hex_id()));
+        let mut config = config.clone();
+        config.conversations_path = scratch.join("conversations");
+        config.bash_events_dir = scratch.join("bash_events");
+        Self::new(config)
+    }
+
     /// Marks the server ready (`/ready` answers 200).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
@@ -300,9 +312,10 @@ fn is_local_origin(origin: &str) -> bool {
 pub async fn serve_deferred(
     listener: TcpListener,
     mut state: AppState,
+    base: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handle = init::InitHandle::new(state.config.as_ref().clone());
+    let handle = init::InitHandle::new(base);
     state.init = Some(handle.clone());
     state.set_ready();
     let dormant = app(state.clone());
