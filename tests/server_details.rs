@@ -572,10 +572,11 @@ async fn deferred_init_from_dormant_to_ready() {
     let r = http
         .post(format!("{}/api/bash/execute_bash_command", srv.url))
         .header("X-Session-API-Key", "user-key")
-        .json(&json!({"command": "echo $DELIVERED_VAR"}))
+        .json(&json!({"command": "echo \"$DELIVERED_VAR:${OH_AGENT_SERVER_CHILD_OF:+marked}\""}))
         .send()
         .await
         .unwrap();
-    assert!(r.text().await.unwrap().contains("v-17"));
+    // ...and the orphan marker (a restarted server can find them).
+    assert!(r.text().await.unwrap().contains("v-17:marked"));
     assert!(convs.is_dir());
 }

@@ -68,20 +68,28 @@ pub struct AppState {
 impl AppState {
     /// Builds the state and its services from the configuration.
     pub fn new(config: Config) -> Result<Self, std::io::Error> {
+        Self::build(config, true)
+    }
+
+    /// `new`, with or without the orphan sweep and child marker (a dormant state starts no
+    /// children: the state built at init marks them, from the delivered paths).
+    fn build(config: Config, mark_children: bool) -> Result<Self, std::io::Error> {
         // Children of an earlier server on this state that was killed are killed now, and ours
         // are marked so that the next server can do the same.
-        let marker = crate::exec::orphans::marker_value(&[
-            &config.conversations_path,
-            &config.bash_events_dir,
-        ]);
-        let leftovers = crate::exec::orphans::sweep(&marker);
-        if leftovers > 0 {
-            tracing::warn!(
-                processes = leftovers,
-                "killed processes left running by an earlier server on this state"
-            );
+        if mark_children {
+            let marker = crate::exec::orphans::marker_value(&[
+                &config.conversations_path,
+                &config.bash_events_dir,
+            ]);
+            let leftovers = crate::exec::orphans::sweep(&marker);
+            if leftovers > 0 {
+                tracing::warn!(
+                    processes = leftovers,
+                    "killed processes left running by an earlier server on this state"
+                );
+            }
+            crate::util::set_child_marker(crate::exec::orphans::MARKER, &marker);
         }
-        crate::util::set_child_marker(crate::exec::orphans::MARKER, &marker);
         crate::exec::set_max_events(config.bash_events_max);
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
         let conversations = Arc::new(ConversationService::open(
@@ -121,7 +129,7 @@ impl AppState {
         let mut config = config.clone();
         config.conversations_path = scratch.join("conversations");
         config.bash_events_dir = scratch.join("bash_events");
-        Self::new(config)
+        Self::build(config, false)
     }
 
     /// Marks the server ready (`/ready` answers 200).
