@@ -7,7 +7,9 @@
 set -euo pipefail
 VERSION=1.58.2
 VENV="${AGENT_SERVER_SDK_VENV:-$HOME/.cache/oh-compat/venv-$VERSION}"
-PKGS=("openhands-sdk==$VERSION" "openhands-tools==$VERSION" "openhands-workspace==$VERSION")
+# The agent-server package and pytest: the vendored upstream live-server tests import them.
+PKGS=("openhands-sdk==$VERSION" "openhands-tools==$VERSION" "openhands-workspace==$VERSION"
+      "openhands-agent-server==$VERSION" "pytest==8.4.2")
 log() { echo "[sdk venv] $*" >&2; }
 
 ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; }
