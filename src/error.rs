@@ -374,6 +374,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
     }
 }
 
+/// A JSON object body (`ValidJson<Value>` that answers any other JSON value with pydantic's
+/// `model_attributes_type` 422, as a model-typed body does).
+#[derive(Debug, Clone, Default)]
+pub struct ValidObject(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ValidObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ValidJson(body) = ValidJson::<Value>::from_request(req, state).await?;
+        if body.is_object() {
+            return Ok(ValidObject(body));
+        }
+        Err(ApiError::Validation(vec![ValidationIssue::new(
+            "model_attributes_type",
+            &["body"],
+            "Input should be a valid dictionary or object to extract fields from",
+        )
+        .with_input(body)]))
+    }
+}
+
 /// Maps axum's own JSON rejection (for handlers that use `Json` directly) to a 422, or a 413
 /// for a body over the limit.
 impl From<JsonRejection> for ApiError {

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use crate::config::Config;
-use crate::error::{ApiError, ValidJson, ValidationIssue};
+use crate::error::{ApiError, ValidObject, ValidationIssue};
 
 /// `dormant` → `initializing` → `ready`; a failed attempt returns to `dormant` with its error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,12 +122,7 @@ const FIELDS: [(&str, &str); 12] = [
 
 fn validate(body: &Value) -> Result<(), ApiError> {
     let Some(obj) = body.as_object() else {
-        return Err(ApiError::Validation(vec![ValidationIssue::new(
-            "model_attributes_type",
-            &["body"],
-            "Input should be a valid dictionary or object to extract fields from",
-        )
-        .with_input(body.clone())]));
+        return Ok(());
     };
     let mut issues = Vec::new();
     for (k, v) in obj {
@@ -229,7 +224,7 @@ fn merged(base: &Config, body: &Value) -> Result<Config, ApiError> {
 async fn initialize_server(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<ValidJson<Value>, ApiError>,
+    body: Result<ValidObject, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(key) = &state.config.secret_key {
         let given = headers.get("x-init-api-key").and_then(|v| v.to_str().ok());
@@ -238,7 +233,7 @@ async fn initialize_server(
         }
     }
     let handle = state.init.clone().ok_or_else(not_deferred)?;
-    let ValidJson(body) = body?;
+    let ValidObject(body) = body?;
     validate(&body)?;
     let _attempt = handle.attempt.lock().await;
     let current = handle.status();

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use crate::error::{ApiError, ValidJson, ValidationIssue};
+use crate::error::{ApiError, ValidJson, ValidObject, ValidationIssue};
 use crate::settings::document::{AGENT_SCHEMA, CONVERSATION_SCHEMA};
 use crate::settings::{profiles, Expose, McpChange, SettingsUpdate};
 
@@ -93,15 +93,8 @@ async fn get_settings(
 #[utoipa::path(patch, path = "/api/settings", tag = "Settings")]
 async fn update_settings(
     State(state): State<AppState>,
-    ValidJson(body): ValidJson<Value>,
+    ValidObject(body): ValidObject,
 ) -> Result<Json<Value>, ApiError> {
-    if !body.is_object() {
-        return Err(ApiError::invalid(
-            "model_attributes_type",
-            &["body"],
-            "Input should be a valid dictionary or object to extract fields from",
-        ));
-    }
     let mut issues = Vec::new();
     for key in [
         "agent_settings_diff",
@@ -167,26 +160,14 @@ async fn update_settings(
 const UUID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
-fn mcp_body(body: Value) -> Result<Value, ApiError> {
-    if body.is_object() {
-        Ok(body)
-    } else {
-        Err(ApiError::invalid(
-            "model_attributes_type",
-            &["body"],
-            "Input should be a valid dictionary or object to extract fields from",
-        ))
-    }
-}
-
 /// Adds one named MCP server (409 when the name is taken).
 #[utoipa::path(post, path = "/api/settings/mcp/{settings_key}", tag = "Settings")]
 async fn create_mcp_server(
     State(state): State<AppState>,
     Path(key): Path<String>,
-    ValidJson(body): ValidJson<Value>,
+    ValidObject(body): ValidObject,
 ) -> Result<Response, ApiError> {
-    let server = crate::settings::document::validate_mcp_server(&mcp_body(body)?)
+    let server = crate::settings::document::validate_mcp_server(&body)
         .map_err(crate::settings::SettingsError::Fields)?;
     let answer = state
         .settings
@@ -200,9 +181,8 @@ async fn create_mcp_server(
 async fn patch_mcp_server(
     State(state): State<AppState>,
     Path(key): Path<String>,
-    ValidJson(body): ValidJson<Value>,
+    ValidObject(patch): ValidObject,
 ) -> Result<Json<Value>, ApiError> {
-    let patch = mcp_body(body)?;
     let answer = state
         .settings
         .change_mcp_server(key, McpChange::Patch(patch))

@@ -135,20 +135,15 @@ async fn get_skill_catalog(State(state): State<AppState>) -> Result<Json<Value>,
     let persistence = state.config.persistence_dir.clone();
     let clone = public_clone(&state);
     let list = blocking(move || {
-        let mut all: Vec<(Skill, &str)> = public_skills(&clone)
-            .into_iter()
-            .map(|s| (s, "public"))
-            .collect();
-        for skill in skills::load_user(home().as_deref(), &persistence) {
-            match all.iter_mut().find(|(s, _)| s.name == skill.name) {
-                Some(slot) => *slot = (skill, "user"),
-                None => all.push((skill, "user")),
-            }
-        }
-        all.into_iter()
-            .map(|(s, origin)| {
+        let user = skills::load_user(home().as_deref(), &persistence);
+        let user_names: Vec<String> = user.iter().map(|s| s.name.clone()).collect();
+        let mut all = public_skills(&clone);
+        skills::merge(&mut all, user);
+        all.iter()
+            .map(|s| {
                 let mut info = s.info();
-                info["origin"] = json!(origin);
+                let user = user_names.contains(&s.name);
+                info["origin"] = json!(if user { "user" } else { "public" });
                 info
             })
             .collect::<Vec<_>>()

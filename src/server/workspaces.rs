@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::error::{ApiError, ValidJson, ValidPath, ValidQuery, ValidationIssue};
+use crate::error::{ApiError, ValidJson, ValidObject, ValidPath, ValidQuery, ValidationIssue};
 use crate::settings::workspaces::{validate_item, List};
 use crate::settings::SettingsError;
 
@@ -45,14 +45,6 @@ fn items(list: List, body: &Value) -> Result<Vec<Value>, ApiError> {
         List::Workspaces => "workspaces",
         List::Parents => "parents",
     };
-    if !body.is_object() {
-        return Err(ApiError::Validation(vec![ValidationIssue::new(
-            "model_attributes_type",
-            &["body"],
-            "Input should be a valid dictionary or object to extract fields from",
-        )
-        .with_input(body.clone())]));
-    }
     let Some(given) = body.get(field) else {
         return Err(ApiError::Validation(vec![ValidationIssue::new(
             "missing",
@@ -94,7 +86,7 @@ async fn list_workspaces(State(state): State<AppState>) -> Result<Json<Value>, A
 #[utoipa::path(post, path = "/api/workspaces", tag = "Workspaces")]
 async fn add_workspaces(
     State(state): State<AppState>,
-    ValidJson(body): ValidJson<Value>,
+    ValidObject(body): ValidObject,
 ) -> Result<Json<Value>, ApiError> {
     let items = items(List::Workspaces, &body)?;
     Ok(Json(state.workspaces.add(List::Workspaces, items).await?))
@@ -119,7 +111,7 @@ async fn delete_workspace(
 #[utoipa::path(post, path = "/api/workspaces/parents", tag = "Workspaces")]
 async fn add_workspace_parents(
     State(state): State<AppState>,
-    ValidJson(body): ValidJson<Value>,
+    ValidObject(body): ValidObject,
 ) -> Result<Json<Value>, ApiError> {
     let items = items(List::Parents, &body)?;
     Ok(Json(state.workspaces.add(List::Parents, items).await?))
