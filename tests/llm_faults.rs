@@ -4,13 +4,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{call, TestServer};
+use crate::support::{call, wait_for_end, TestServer};
 
 /// A model endpoint that misbehaves in one way on every request; counts the requests.
 async fn faulty_llm(mode: &'static str) -> (String, Arc<AtomicUsize>) {
@@ -91,16 +91,8 @@ async fn run_against(srv: &TestServer, mode: &'static str) -> (String, Option<Va
     let (code, conv) = call(srv, Method::POST, "/api/conversations", Some(body)).await;
     assert_eq!(code, 201, "{conv}");
     let id = conv["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let (_, c) = call(srv, Method::GET, &format!("/api/conversations/{id}"), None).await;
-        let st = c["execution_status"].as_str().unwrap_or("").to_string();
-        if st == "error" || st == "finished" {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "{mode}: no end ({st})");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let c = wait_for_end(srv, &id, 60).await;
+    let status = c["execution_status"].as_str().unwrap_or("").to_string();
     let (_, page) = call(
         srv,
         Method::GET,

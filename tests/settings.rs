@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::{call, ServerOptions, TestServer};
+use crate::support::{call, wait_for_end, ServerOptions, TestServer};
 
 async fn plaintext_settings(srv: &TestServer) -> Value {
     let r = srv
@@ -325,20 +325,10 @@ async fn a_conversation_switches_its_llm_to_a_profile_and_back() {
     )
     .await;
     assert_eq!(code, 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, c) = call(&srv, Method::GET, &format!("/api/conversations/{id}"), None).await;
-        if c["execution_status"] == "finished" {
-            assert_eq!(c["agent"]["llm"]["model"], "openai/mock-fast");
-            assert_eq!(c["agent"]["llm"]["usage_id"], "profile:fast");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run did not finish: {c}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let c = wait_for_end(&srv, &id, 30).await;
+    assert_eq!(c["execution_status"], "finished", "{c}");
+    assert_eq!(c["agent"]["llm"]["model"], "openai/mock-fast");
+    assert_eq!(c["agent"]["llm"]["usage_id"], "profile:fast");
     let models: Vec<Value> = llm.requests().iter().map(|r| r["model"].clone()).collect();
     assert_eq!(models.last(), Some(&json!("mock-fast")), "{models:?}");
     let (_, page) = call(
@@ -415,16 +405,8 @@ async fn mcp_server_tools_work_in_the_agent_loop_and_the_test_route() {
     let (code, conv) = call(&srv, Method::POST, "/api/conversations", Some(create)).await;
     assert_eq!(code, 201, "{conv}");
     let id = conv["id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (_, c) = call(&srv, Method::GET, &format!("/api/conversations/{id}"), None).await;
-        if c["execution_status"] == "finished" || c["execution_status"] == "error" {
-            assert_eq!(c["execution_status"], "finished", "{c}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no end: {c}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let c = wait_for_end(&srv, &id, 60).await;
+    assert_eq!(c["execution_status"], "finished", "{c}");
     let (_, page) = call(
         &srv,
         Method::GET,

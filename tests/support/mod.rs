@@ -90,6 +90,32 @@ pub async fn call(
     )
 }
 
+/// Waits (up to `secs`) until conversation `id` ends (`finished`, `error` or `stuck`) and
+/// returns the conversation as the server then shows it.
+pub async fn wait_for_end(srv: &TestServer, id: &str, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, c) = call(
+            srv,
+            reqwest::Method::GET,
+            &format!("/api/conversations/{id}"),
+            None,
+        )
+        .await;
+        if matches!(
+            c["execution_status"].as_str(),
+            Some("finished" | "error" | "stuck")
+        ) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "conversation {id} did not end: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
