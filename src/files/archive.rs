@@ -227,10 +227,7 @@ pub async fn create(req: ArchiveRequest) -> Result<Archive, FileError> {
         .metadata()
         .await
         .map_err(|e| FileError::Failed(format!("Failed to archive directory: {e}")))?;
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = archive_name(&root);
     Ok(Archive {
         file,
         metadata,
@@ -526,12 +523,17 @@ fn ascii_json(s: &str) -> String {
     out
 }
 
+/// The top-level name of an archive of `root`: its directory name, `root` for `/` (archive
+/// entry names must be relative).
+fn archive_name(root: &Path) -> String {
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into())
+}
+
 /// Streams a gzip tarball of `root` (no symlinks followed) into `output`, with a manifest.
 fn write_tar_gz(root: &Path, output: &Path, excludes: &[String]) -> std::io::Result<()> {
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = archive_name(root);
     let out = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -642,6 +644,13 @@ fn write_tar_gz(root: &Path, output: &Path, excludes: &[String]) -> std::io::Res
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_root_directory_archives_under_a_relative_name() {
+        // Entry names must be relative: `/` would make them absolute (a 500 found by fuzzing).
+        assert_eq!(super::archive_name(std::path::Path::new("/")), "root");
+        assert_eq!(super::archive_name(std::path::Path::new("/a/proj")), "proj");
+    }
+
     use super::*;
 
     #[test]
