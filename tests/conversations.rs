@@ -97,6 +97,30 @@ async fn wait_status(srv: &TestServer, id: &str, want: &[&str], secs: u64) -> St
     }
 }
 
+/// Waits until a run has begun after the first `since` events: a terminal status read before
+/// the run task sets `running` would otherwise be taken for the run's end (the status of a
+/// conversation in `error` is not reset by a new message, here as in the reference).
+async fn wait_run_started(srv: &TestServer, id: &str, since: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let evs = all_events(srv, id).await;
+        let started = evs.iter().skip(since).any(|e| {
+            e["kind"] == "ConversationStateUpdateEvent"
+                && e["key"] == "execution_status"
+                && e["value"] == "running"
+        });
+        if started {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run started; events: {:?}",
+            kinds(&evs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn kinds(evs: &[Value]) -> Vec<String> {
     evs.iter()
         .map(|e| match e["kind"].as_str() {
@@ -701,7 +725,9 @@ async fn llm_failure_stuck_and_confirmation() {
     assert!(!err["detail"].as_str().unwrap().is_empty());
 
     // The same action with the same output four times: stuck.
+    let since = all_events(&srv, &id).await.len();
     say(&srv, &id, "[[mock:repeat]] tok-rep", true).await;
+    wait_run_started(&srv, &id, since, 30).await;
     assert_eq!(
         wait_status(&srv, &id, &["stuck", "error", "finished"], 60).await,
         "stuck"
