@@ -119,6 +119,9 @@ pub enum ApiError {
     /// 500 whose `detail` is a sentence the client may show.
     #[error("{0}")]
     Failed(String),
+    /// 422 whose `detail` is this value as the reference words it (not FastAPI's shape).
+    #[error("validation failed")]
+    Rejected(Value),
 }
 
 impl ApiError {
@@ -144,7 +147,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) | ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) | ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -180,6 +183,7 @@ impl From<crate::settings::SettingsError> for ApiError {
                     })
                     .collect(),
             ),
+            E::Rejected(detail) => ApiError::Rejected(detail),
             e @ E::KeyMismatch { conflict: true, .. } => ApiError::Conflict(e.to_string()),
             e @ E::KeyMismatch { .. } => ApiError::Failed(e.to_string()),
             e @ E::NoKey => ApiError::Unavailable(e.to_string()),
@@ -193,6 +197,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = match &self {
             ApiError::Validation(issues) => json!({ "detail": issues }),
+            ApiError::Rejected(detail) => json!({ "detail": detail }),
             // 5xx: the reference moves the message into `exception`, prefixed with the status.
             ApiError::ServiceUnavailable(msg)
             | ApiError::Internal(msg)

@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod git;
 pub mod llm;
 pub mod mcp;
+pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod skills;

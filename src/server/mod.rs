@@ -16,6 +16,7 @@ mod llm;
 mod mcp;
 mod openai;
 mod openapi;
+mod profiles;
 mod settings;
 mod skills;
 mod workspaces;
@@ -190,6 +191,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(conversations::router())
         .merge(events::router())
         .merge(settings::router())
+        .merge(profiles::router())
         .merge(llm::router())
         .merge(workspaces::router())
         .merge(skills::router())

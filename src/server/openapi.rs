@@ -38,8 +38,7 @@ pub(super) fn base() -> OpenApi {
         .build()
 }
 
-/// The reference's exported OpenAPI document: the wire contract.
-const CONTRACT: &str = include_str!("contract/openapi-1.58.2.json");
+use crate::schema::CONTRACT;
 
 /// Routes served outside the utoipa routers, as the reference names them: the server details,
 /// the conversation-scoped bash/file/git copies (one wildcard route forwards them all) and the

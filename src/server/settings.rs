@@ -273,7 +273,7 @@ async fn delete_secret(
 }
 
 /// Checks a profile name against the reference's path pattern (422 like pydantic).
-fn profile_name(name: &str, loc: &[&str]) -> Result<(), ApiError> {
+pub(super) fn profile_name(name: &str, loc: &[&str]) -> Result<(), ApiError> {
     if profiles::valid_name(name) {
         return Ok(());
     }

@@ -697,6 +697,27 @@ impl Settings {
     }
 
     /// Replaces the LLM with `llm` (a validated, complete LLM object).
+    /// Sets the active meta-profile and mirrors it into OpenHands agent settings (routing on
+    /// while one is active; `meta`, when given, is its configuration). Agent settings that
+    /// cannot route (ACP) clear the pointer instead.
+    pub fn apply_active_meta_profile(&mut self, name: Option<String>, meta: Option<Value>) {
+        if self.agent_settings["agent_kind"] != "openhands" {
+            self.active_meta_profile = None;
+            return;
+        }
+        if let Some(agent) = self.agent_settings.as_object_mut() {
+            agent.insert("active_meta_profile".into(), json!(name));
+            agent.insert(
+                "enable_classify_and_switch_llm_tool".into(),
+                json!(name.is_some()),
+            );
+            if let Some(meta) = meta {
+                agent.insert("meta_profile".into(), meta);
+            }
+        }
+        self.active_meta_profile = name;
+    }
+
     pub fn set_llm(&mut self, llm: Value) {
         self.agent_settings["llm"] = llm;
     }

@@ -7,8 +7,10 @@
 //! lock, on the blocking pool, and is written atomically. Stored secrets the key cannot decrypt
 //! are never overwritten: writes refuse with [`SettingsError::KeyMismatch`].
 
+pub mod agent_profiles;
 pub mod document;
 pub mod lookup;
+pub mod meta_profiles;
 pub mod profiles;
 pub mod secrets;
 mod store;
@@ -46,6 +48,9 @@ pub enum SettingsError {
     /// 422 with pydantic-like issues (`loc` relative to the request body).
     #[error("validation failed")]
     Fields(Vec<FieldError>),
+    /// 422 whose `detail` is this list, as the reference words it (agent profiles).
+    #[error("validation failed")]
+    Rejected(Value),
     /// The stored file holds secrets (or JSON) this server's key cannot read; `conflict`
     /// decides between the reference's 409 (settings) and 500 (secrets).
     #[error("{what} file is corrupted or encrypted with a different key: restore that key as OH_SECRET_KEY or add it to OH_PREVIOUS_SECRET_KEYS")]
@@ -226,7 +231,7 @@ impl SettingsService {
     }
 
     /// Applies a partial update (`PATCH /api/settings`); answers with secrets redacted.
-    pub async fn update(&self, update: SettingsUpdate) -> Result<Value, SettingsError> {
+    pub async fn update(self: &Arc<Self>, update: SettingsUpdate) -> Result<Value, SettingsError> {
         if update.is_empty() {
             return Err(SettingsError::BadRequest(
                 "At least one of agent_settings_diff, conversation_settings_diff, \
@@ -235,16 +240,11 @@ impl SettingsService {
                     .into(),
             ));
         }
-        if let Some(Some(id)) = &update.active_agent_profile_id {
-            return Err(SettingsError::NotFound(format!(
-                "Agent profile with id '{id}' not found"
-            )));
-        }
-        if let Some(Some(name)) = &update.active_meta_profile {
-            return Err(SettingsError::NotFound(format!(
-                "Meta-profile '{name}' not found"
-            )));
-        }
+        self.check_pointer_targets(
+            update.active_agent_profile_id.clone().flatten().as_deref(),
+            update.active_meta_profile.clone().flatten().as_deref(),
+        )
+        .await?;
         // Setting the active profile loads its LLM, unless the update brings its own.
         let explicit_llm = update
             .agent_settings_diff
@@ -275,7 +275,9 @@ impl SettingsService {
                     s.active_agent_profile_id = id;
                 }
                 if let Some(meta) = update.active_meta_profile {
-                    s.active_meta_profile = meta;
+                    s.apply_active_meta_profile(meta, None);
+                } else if s.agent_settings["agent_kind"] != "openhands" {
+                    s.active_meta_profile = None;
                 }
                 Ok(())
             })
@@ -504,9 +506,23 @@ impl SettingsService {
     pub async fn delete_profile(&self, name: String) -> Result<(), SettingsError> {
         {
             let _guard = self.lock.lock().await;
-            let store = self.profiles.clone();
+            let (store, agents) = (self.profiles.clone(), self.agent_store());
             let n = name.clone();
-            blocking(move || store.delete(&n).map_err(|e| profile_error(&n, e))).await?;
+            blocking(move || {
+                // An LLM profile an agent profile references cannot go.
+                let referrers = agents
+                    .referrers(&n)
+                    .map_err(|e| SettingsError::Io(format!("{e:?}")))?;
+                if !referrers.is_empty() {
+                    return Err(SettingsError::Conflict(format!(
+                        "LLM profile is referenced by {} agent profile(s): {}",
+                        referrers.len(),
+                        referrers.join(", ")
+                    )));
+                }
+                store.delete(&n).map_err(|e| profile_error(&n, e))
+            })
+            .await?;
         }
         self.retarget_active(&name, None).await
     }
@@ -519,13 +535,18 @@ impl SettingsService {
     ) -> Result<(), SettingsError> {
         {
             let _guard = self.lock.lock().await;
-            let store = self.profiles.clone();
+            let (store, agents) = (self.profiles.clone(), self.agent_store());
             let (old, new) = (name.clone(), new_name.clone());
             blocking(move || {
                 store.rename(&old, &new).map_err(|e| match e {
                     ProfileError::Exists => profile_error(&new, e),
                     e => profile_error(&old, e),
-                })
+                })?;
+                // Agent profiles follow the rename.
+                agents
+                    .cascade_rename(&old, &new)
+                    .map(|_| ())
+                    .map_err(|e| SettingsError::Io(format!("{e:?}")))
             })
             .await?;
         }
@@ -586,7 +607,10 @@ mod tests {
     #[tokio::test]
     async fn settings_survive_a_new_service_and_a_wrong_key_refuses_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let service = SettingsService::new(dir.path().to_path_buf(), Some("key-1"));
+        let service = Arc::new(SettingsService::new(
+            dir.path().to_path_buf(),
+            Some("key-1"),
+        ));
         let update = SettingsUpdate::from_json(
             &json!({"agent_settings_diff": {"llm": {"model": "m", "api_key": "sk-9"}}}),
         );
@@ -599,7 +623,10 @@ mod tests {
         let shown = again.settings_response(Expose::Plaintext).await.unwrap();
         assert_eq!(shown["agent_settings"]["llm"]["api_key"], "sk-9");
 
-        let wrong = SettingsService::new(dir.path().to_path_buf(), Some("key-2"));
+        let wrong = Arc::new(SettingsService::new(
+            dir.path().to_path_buf(),
+            Some("key-2"),
+        ));
         let shown = wrong.settings_response(Expose::Plaintext).await.unwrap();
         assert!(shown["agent_settings"]["llm"]["api_key"].is_null());
         let update = SettingsUpdate::from_json(&json!({"misc_settings_diff": {"a": 1}}));
