@@ -248,3 +248,100 @@ async fn meta_profiles_route_only_when_they_can() {
     let (code, _) = call(&srv, Method::GET, "/api/meta-profiles/router", None).await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test]
+async fn provider_connections_share_a_key_and_refuse_to_dangle() {
+    let state = tempfile::tempdir().unwrap();
+    let mut opts = ServerOptions::on_state(state.path());
+    opts.env.push(("OH_SECRET_KEY".into(), "conn-key".into()));
+    let srv = TestServer::start_with(opts);
+    let base = "/api/llm/provider-connections";
+    let bad = json!({"display_name": "", "api_key": "  "});
+    let (code, err) = call(&srv, Method::POST, base, Some(bad)).await;
+    assert_eq!(code, 422);
+    let kinds: Vec<&str> = err["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["string_too_short", "value_error"]);
+
+    let body = json!({"display_name": "Team key", "api_key": "sk-shared-91", "base_url": "http://127.0.0.1:9/v1"});
+    let (code, created) = call(&srv, Method::POST, base, Some(body)).await;
+    assert_eq!((code, created["api_key_set"].clone()), (201, json!(true)));
+    let id = created["id"].as_str().unwrap().to_string();
+    let file = state
+        .path()
+        .join("persistence/provider-connections/provider_connections.json");
+    let raw = std::fs::read_to_string(file).unwrap();
+    assert!(
+        raw.contains(&id) && !raw.contains("sk-shared-91"),
+        "the key is sealed at rest"
+    );
+
+    // A linked profile keeps no key of its own; its key is the connection's.
+    let llm = json!({"llm": {"model": "openai/gpt-4o", "provider_connection_id": id, "api_key": "sk-inline"}});
+    call(&srv, Method::POST, "/api/profiles/linked", Some(llm)).await;
+    let (_, list) = call(&srv, Method::GET, "/api/profiles", None).await;
+    assert_eq!(list["profiles"][0]["api_key_set"], true);
+    assert_eq!(list["profiles"][0]["provider_connection_broken"], false);
+    let (_, detail) = call(&srv, Method::GET, "/api/profiles/linked", None).await;
+    assert_eq!(
+        (
+            detail["api_key_set"].clone(),
+            detail["config"]["base_url"].clone()
+        ),
+        (json!(true), Value::Null)
+    );
+
+    // Activation resolves the connection into the settings; the key rotates for every user.
+    call(&srv, Method::POST, "/api/profiles/linked/activate", None).await;
+    let (_, s) = call(&srv, Method::GET, "/api/settings", None).await;
+    assert_eq!(
+        s["agent_settings"]["llm"]["base_url"],
+        "http://127.0.0.1:9/v1"
+    );
+    let (code, err) = call(&srv, Method::DELETE, &format!("{base}/{id}"), None).await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        err["detail"],
+        "Provider connection cannot be deleted while it is referenced by LLM profile(s): linked and referenced by the active agent settings. Update those references before deleting it."
+    );
+    let (code, _) = call(
+        &srv,
+        Method::PATCH,
+        &format!("{base}/{id}"),
+        Some(json!({"api_key": null})),
+    )
+    .await;
+    assert_eq!(code, 422, "a key cannot be cleared");
+    let (code, updated) = call(
+        &srv,
+        Method::PATCH,
+        &format!("{base}/{id}"),
+        Some(json!({"display_name": "Renamed"})),
+    )
+    .await;
+    assert_eq!(
+        (code, updated["display_name"].clone()),
+        (200, json!("Renamed"))
+    );
+    let (code, _) = call(
+        &srv,
+        Method::PATCH,
+        &format!("{base}/nope"),
+        Some(json!({"display_name": "x"})),
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    // Unlinked, it can go.
+    call(&srv, Method::DELETE, "/api/profiles/linked", None).await;
+    let diff = json!({"agent_settings_diff": {"llm": {"model": "openai/gpt-4o", "provider_connection_id": null}}});
+    call(&srv, Method::PATCH, "/api/settings", Some(diff)).await;
+    let (code, gone) = call(&srv, Method::DELETE, &format!("{base}/{id}"), None).await;
+    assert_eq!((code, gone["api_key_set"].clone()), (200, json!(false)));
+    let (_, list) = call(&srv, Method::GET, base, None).await;
+    assert_eq!(list, json!([]));
+}

@@ -760,6 +760,7 @@ async fn switch_llm(
         ));
     };
     let llm = state.settings.incoming_llm(&llm)?;
+    let llm = state.settings.resolve_connection(llm).await?;
     let conv = find(&state, &id)?;
     crate::conversation::switch::switch_llm(&conv, llm)
         .await

@@ -1,4 +1,5 @@
-//! `/api/agent-profiles*` (agent launch specs) and `/api/meta-profiles*` (model routing):
+//! `/api/agent-profiles*` (agent launch specs), `/api/meta-profiles*` (model routing) and
+//! `/api/llm/provider-connections*` (credentials shared by LLM profiles):
 //! thin wrappers over [`crate::settings::SettingsService`]. Their schemas in `/openapi.json`
 //! are the reference's (see `openapi.rs`).
 
@@ -14,7 +15,7 @@ use utoipa_axum::routes;
 use super::settings::profile_name;
 use super::AppState;
 use crate::error::{ApiError, ValidBytes, ValidJson, ValidObject, ValidationIssue};
-use crate::settings::meta_profiles;
+use crate::settings::{connections, meta_profiles};
 
 /// Routes of the Agent Profiles and Meta-profiles groups.
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -35,6 +36,14 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
             delete_meta_profile
         ))
         .routes(routes!(activate_meta_profile))
+        .routes(routes!(
+            list_provider_connections,
+            create_provider_connection
+        ))
+        .routes(routes!(
+            update_provider_connection,
+            delete_provider_connection
+        ))
 }
 
 fn mutation(name: &str, message: String) -> Json<Value> {
@@ -278,5 +287,67 @@ async fn activate_meta_profile(
     };
     Ok(Json(
         json!({"name": name, "message": message, "applied": applied}),
+    ))
+}
+
+/// Every provider connection (never a key).
+#[utoipa::path(
+    get,
+    path = "/api/llm/provider-connections",
+    tag = "LLM Provider Connections"
+)]
+async fn list_provider_connections(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.settings.list_connections().await?))
+}
+
+/// Creates a provider connection (its key sealed at rest).
+#[utoipa::path(
+    post,
+    path = "/api/llm/provider-connections",
+    tag = "LLM Provider Connections"
+)]
+async fn create_provider_connection(
+    State(state): State<AppState>,
+    ValidObject(body): ValidObject,
+) -> Result<Response, ApiError> {
+    let body = connections::validate_request("ProviderConnectionCreateRequest", &body)
+        .map_err(ApiError::Validation)?;
+    let created = state.settings.create_connection(body).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Changes the fields given (a key can be rotated, not cleared).
+#[utoipa::path(
+    patch,
+    path = "/api/llm/provider-connections/{connection_id}",
+    tag = "LLM Provider Connections"
+)]
+async fn update_provider_connection(
+    State(state): State<AppState>,
+    Path(connection_id): Path<String>,
+    ValidObject(body): ValidObject,
+) -> Result<Json<Value>, ApiError> {
+    connections::validate_request("ProviderConnectionUpdateRequest", &body)
+        .map_err(ApiError::Validation)?;
+    Ok(Json(
+        state
+            .settings
+            .update_connection(&connection_id, body)
+            .await?,
+    ))
+}
+
+/// Deletes a connection no profile and not the active settings reference.
+#[utoipa::path(
+    delete,
+    path = "/api/llm/provider-connections/{connection_id}",
+    tag = "LLM Provider Connections"
+)]
+async fn delete_provider_connection(
+    State(state): State<AppState>,
+    Path(connection_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        state.settings.delete_connection(&connection_id).await?,
     ))
 }

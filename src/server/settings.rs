@@ -407,6 +407,7 @@ async fn validate_profile(
 ) -> Result<Json<Value>, ApiError> {
     profile_name(&name, &["path", "name"])?;
     let llm = state.settings.incoming_llm(&body.llm)?;
+    let llm = state.settings.resolve_connection(llm).await?;
     let verdict = crate::llm::preflight(&llm).await;
     Ok(Json(match verdict {
         Ok(()) => json!({"valid": true, "error": null}),

@@ -8,6 +8,7 @@
 //! are never overwritten: writes refuse with [`SettingsError::KeyMismatch`].
 
 pub mod agent_profiles;
+pub mod connections;
 pub mod document;
 pub mod lookup;
 pub mod meta_profiles;
@@ -418,19 +419,49 @@ impl SettingsService {
 
     /// The saved profiles and the active one.
     pub async fn list_profiles(&self) -> Result<Value, SettingsError> {
-        let store = self.profiles.clone();
-        let list = blocking(move || store.list().map_err(|e| profile_error("", e))).await?;
+        let (store, connections, cipher) =
+            (self.profiles.clone(), self.connections(), self.cipher());
+        let list = blocking(move || {
+            let mut list = store.list().map_err(|e| profile_error("", e))?;
+            // A linked profile's key is its connection's.
+            if list.iter().any(|p| p.provider_connection_id.is_some()) {
+                let all = connections.list(cipher.as_deref()).unwrap_or_default();
+                for p in list.iter_mut() {
+                    if let Some(id) = &p.provider_connection_id {
+                        match all.iter().find(|c| &c.id == id) {
+                            None => p.provider_connection_broken = true,
+                            Some(c) => p.api_key_set |= c.api_key.is_some(),
+                        }
+                    }
+                }
+            }
+            Ok(list)
+        })
+        .await?;
         let active = self.settings().await?.active_profile;
         Ok(json!({"profiles": list, "active_profile": active}))
     }
 
-    /// The complete LLM of profile `name`, secrets decrypted.
+    /// The complete LLM of profile `name`, secrets decrypted, its provider connection applied.
     pub async fn profile_llm(&self, name: &str) -> Result<Value, SettingsError> {
         let (store, cipher, name) = (self.profiles.clone(), self.cipher(), name.to_string());
+        let connections = self.connections();
         blocking(move || {
-            store
+            let mut llm = store
                 .load(cipher.as_deref(), &name)
-                .map_err(|e| profile_error(&name, e))
+                .map_err(|e| profile_error(&name, e))?;
+            connections.resolve(cipher.as_deref(), &format!("Profile '{name}'"), &mut llm)?;
+            Ok(llm)
+        })
+        .await
+    }
+
+    /// Applies the provider connection an LLM from a request references (422 when it is gone).
+    pub async fn resolve_connection(&self, mut llm: Value) -> Result<Value, SettingsError> {
+        let (connections, cipher) = (self.connections(), self.cipher());
+        blocking(move || {
+            connections.resolve(cipher.as_deref(), "LLM config", &mut llm)?;
+            Ok(llm)
         })
         .await
     }
@@ -438,8 +469,23 @@ impl SettingsService {
     /// `ProfileDetailResponse`: the LLM with secrets as `mode` says (no header: `api_key` null).
     pub async fn profile_detail(&self, name: &str, mode: Expose) -> Result<Value, SettingsError> {
         self.check_expose(mode)?;
-        let mut llm = self.profile_llm(name).await?;
-        let key_set = ProfileStore::api_key_set(&llm);
+        // The profile as stored: a linked profile shows its link, its key is the connection's.
+        let (store, connections, cipher) =
+            (self.profiles.clone(), self.connections(), self.cipher());
+        let n = name.to_string();
+        let (mut llm, key_set) = blocking(move || {
+            let llm = store
+                .load(cipher.as_deref(), &n)
+                .map_err(|e| profile_error(&n, e))?;
+            let mut key_set = ProfileStore::api_key_set(&llm);
+            if let (false, Some(id)) = (key_set, llm["provider_connection_id"].as_str()) {
+                key_set = connections
+                    .get(cipher.as_deref(), id)?
+                    .is_some_and(|c| c.api_key.is_some());
+            }
+            Ok((llm, key_set))
+        })
+        .await?;
         for field in document::LLM_SECRET_FIELDS {
             if let Some(s) = llm[field].as_str().map(str::to_string) {
                 llm[field] = document::expose_value(self.cipher.as_deref(), &s, mode);
@@ -453,7 +499,7 @@ impl SettingsService {
 
     /// An LLM object from a request: validated like the SDK's `LLM` (errors located under
     /// `llm`), completed with the defaults, secrets sent as tokens of our key decrypted. A
-    /// provider connection cannot be resolved (this server keeps none).
+    /// provider connection it references is applied by [`SettingsService::resolve_connection`].
     pub fn incoming_llm(&self, llm: &Value) -> Result<Value, SettingsError> {
         let mut llm = document::validate_llm(llm).map_err(|errors| {
             SettingsError::Fields(
@@ -466,12 +512,6 @@ impl SettingsService {
                     .collect(),
             )
         })?;
-        if let Some(id) = llm["provider_connection_id"].as_str() {
-            return Err(SettingsError::Invalid(format!(
-                "LLM config references provider connection '{id}', which does not exist. \
-                 Update the profile or recreate the connection."
-            )));
-        }
         if let Some(cipher) = &self.cipher {
             for field in document::LLM_SECRET_FIELDS {
                 if let Some(s) = llm[field].as_str() {

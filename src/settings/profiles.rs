@@ -111,6 +111,15 @@ impl ProfileStore {
         }
     }
 
+    /// Every readable profile file as stored, by name.
+    pub fn list_raw(&self) -> Vec<(String, Value)> {
+        self.names()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| Self::read(&self.path(&n)).ok().map(|d| (n, d)))
+            .collect()
+    }
+
     /// Summaries of the valid profiles, by name; unreadable files are skipped.
     pub fn list(&self) -> Result<Vec<ProfileInfo>, ProfileError> {
         let mut out = Vec::new();
