@@ -192,6 +192,18 @@ impl From<crate::settings::SettingsError> for ApiError {
     }
 }
 
+impl From<crate::settings::launch::LaunchError> for ApiError {
+    fn from(e: crate::settings::launch::LaunchError) -> Self {
+        use crate::settings::launch::LaunchError as E;
+        match e {
+            E::Invalid(m) => ApiError::Unprocessable(m),
+            E::Unresolved(detail) => ApiError::Rejected(detail),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Settings(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

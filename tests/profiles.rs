@@ -5,7 +5,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::{call, ServerOptions, TestServer};
+use crate::support::mock_llm::MockLlm;
+use crate::support::{call, wait_for_end, ServerOptions, TestServer};
 
 async fn agent_profile(srv: &TestServer, name: &str) -> Value {
     let (code, body) = call(
@@ -344,4 +345,137 @@ async fn provider_connections_share_a_key_and_refuse_to_dangle() {
     assert_eq!((code, gone["api_key_set"].clone()), (200, json!(false)));
     let (_, list) = call(&srv, Method::GET, base, None).await;
     assert_eq!(list, json!([]));
+}
+
+/// A conversation started from an agent profile runs with the LLM profile it references, the
+/// profile's prompt suffix and only the secrets it allows; `agent_settings` work too.
+#[tokio::test]
+async fn conversations_start_from_a_profile_or_from_agent_settings() {
+    let state = tempfile::tempdir().unwrap();
+    let srv = TestServer::start_with(ServerOptions::on_state(state.path()));
+    let llm = MockLlm::start().await;
+    let workspace =
+        json!({"working_dir": srv.workdir().to_string_lossy(), "kind": "LocalWorkspace"});
+
+    let (code, err) = call(&srv, Method::POST, "/api/conversations",
+        Some(json!({"agent_profile_id": "00000000-0000-0000-0000-00000000000a", "workspace": workspace}))).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (
+            404,
+            json!("Agent profile with id '00000000-0000-0000-0000-00000000000a' not found")
+        )
+    );
+
+    let profile = json!({"llm_profile_ref": "mock", "system_message_suffix": "Always answer in haiku.",
+                         "secret_refs": ["ALLOWED"], "mcp_server_refs": ["nowhere"]});
+    call(
+        &srv,
+        Method::POST,
+        "/api/agent-profiles/poet",
+        Some(profile),
+    )
+    .await;
+    let id = agent_profile(&srv, "poet").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = json!({"agent_profile_id": id, "workspace": workspace,
+                       "secrets": {"ALLOWED": "a-1", "FORBIDDEN": "f-2"},
+                       "initial_message": {"role": "user", "content": [{"type": "text", "text": "[[mock:text]] tok-prof"}], "run": true}});
+    let (code, err) = call(
+        &srv,
+        Method::POST,
+        "/api/conversations",
+        Some(start.clone()),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(err["detail"]["code"], "unresolved_profile_references");
+    assert_eq!(err["detail"]["dangling_llm_profile_ref"], "mock");
+    assert_eq!(
+        err["detail"]["dangling_mcp_server_refs"],
+        json!(["nowhere"])
+    );
+
+    let profile = json!({"llm_profile_ref": "mock", "system_message_suffix": "Always answer in haiku.",
+                         "secret_refs": ["ALLOWED"]});
+    call(
+        &srv,
+        Method::POST,
+        "/api/agent-profiles/poet",
+        Some(profile),
+    )
+    .await;
+    call(
+        &srv,
+        Method::POST,
+        "/api/profiles/mock",
+        Some(json!({"llm": llm.agent()["llm"]})),
+    )
+    .await;
+    let (code, info) = call(&srv, Method::POST, "/api/conversations", Some(start)).await;
+    assert_eq!(code, 201, "{info}");
+    assert_eq!(
+        info["launched_agent_profile"]["agent_profile_id"],
+        json!(id)
+    );
+    assert_eq!(info["launched_agent_profile"]["revision"], 1);
+    let conv = info["id"].as_str().unwrap().to_string();
+    let end = wait_for_end(&srv, &conv, 60).await;
+    assert_eq!(end["execution_status"], "finished", "{end}");
+    let sent = llm.requests_with("tok-prof");
+    assert!(!sent.is_empty(), "the profile's LLM was called");
+    assert!(
+        sent.iter().any(|r| r["tools"].is_array()
+            && r["messages"]
+                .to_string()
+                .contains("Always answer in haiku.")),
+        "the profile's suffix reaches the agent's prompt"
+    );
+    let (_, again) = call(
+        &srv,
+        Method::GET,
+        &format!("/api/conversations/{conv}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        again["launched_agent_profile"]["agent_profile_id"],
+        json!(id)
+    );
+    let names: Vec<String> = again["secret_registry"]["secret_sources"]
+        .as_object()
+        .map(|s| s.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["ALLOWED"], "only the secrets the profile allows");
+
+    let clash = json!({"agent_profile_id": id, "agent": llm.agent(), "workspace": workspace});
+    let (code, err) = call(&srv, Method::POST, "/api/conversations", Some(clash)).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (
+            422,
+            json!("`agent_profile_id` is mutually exclusive with `agent`")
+        )
+    );
+
+    // Plain agent settings.
+    let start = json!({"agent_settings": {"llm": llm.agent()["llm"]}, "workspace": workspace,
+                       "initial_message": {"role": "user", "content": [{"type": "text", "text": "[[mock:text]] tok-set"}], "run": true}});
+    let (code, info) = call(&srv, Method::POST, "/api/conversations", Some(start)).await;
+    assert_eq!(code, 201, "{info}");
+    assert_eq!(info["launched_agent_profile"], Value::Null);
+    let conv = info["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_for_end(&srv, &conv, 60).await["execution_status"],
+        "finished"
+    );
+    assert!(!llm.requests_with("tok-set").is_empty());
+    let bad = json!({"agent_settings": {"enable_sub_agents": true}, "workspace": workspace});
+    let (code, err) = call(&srv, Method::POST, "/api/conversations", Some(bad)).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (422, json!("Removed agent settings: enable_sub_agents"))
+    );
 }

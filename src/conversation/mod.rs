@@ -6,10 +6,12 @@
 //! registry and one [`service::Conversation`]), [`agent`] (the run loop), [`stuck`] (stuck
 //! detection), [`hooks`] (command hooks).
 //!
-//! Not implemented (answered with a clear 400/422 or ignored): `agent_settings` /
-//! `agent_profile_id` agent sources, ACP agents, plugins, sub-agents and child
-//! conversations, goal mode, prompt/agent hooks (command hooks only), worktrees,
-//! ownership leases, security analyzers other than "use the risk the LLM gave".
+//! A request naming `agent_settings` or an `agent_profile_id` gets its `agent` from
+//! [`crate::settings::launch`] before it reaches the registry.
+//!
+//! Not implemented (answered with a clear 400/422 or ignored): ACP agents, plugins,
+//! sub-agents and child conversations, goal mode, prompt/agent hooks (command hooks only),
+//! worktrees, ownership leases, security analyzers other than "use the risk the LLM gave".
 
 pub mod agent;
 pub mod crypto;

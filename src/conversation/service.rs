@@ -263,6 +263,7 @@ fn meta_defaults() -> Vec<(&'static str, Value)> {
         ("autotitle", json!(true)),
         ("title_llm_profile", Value::Null),
         ("prompt", Value::Null),
+        ("launched_agent_profile", Value::Null),
     ]
 }
 
@@ -284,14 +285,9 @@ fn parse_create(body: &Value, cipher: Option<&Cipher>) -> Result<CreateRequest, 
         .ok_or_else(|| invalid("Input should be a valid dictionary"))?;
     let mut agent = match obj.get("agent") {
         Some(a @ Value::Object(_)) => a.clone(),
+        // `agent_settings` and `agent_profile_id` are turned into an `agent` before this
+        // (`SettingsService::resolve_agent_source`).
         Some(Value::Null) | None => {
-            if obj.get("agent_settings").is_some_and(|v| !v.is_null())
-                || obj.get("agent_profile_id").is_some_and(|v| !v.is_null())
-            {
-                return Err(invalid(
-                    "This server only supports `agent`; `agent_settings` and `agent_profile_id` are not supported",
-                ));
-            }
             return Err(invalid(
                 "One of `agent`, `agent_settings`, or `agent_profile_id` must be provided",
             ));
@@ -629,7 +625,6 @@ impl ConversationService {
         meta.insert("updated_at".into(), json!(now));
         meta.insert("forked_from_conversation_id".into(), Value::Null);
         meta.insert("forked_from_event_id".into(), Value::Null);
-        meta.insert("launched_agent_profile".into(), Value::Null);
         let mut state = Map::new();
         state.insert("agent".into(), req.agent);
         fill_state_defaults(&mut state, id, &meta);

@@ -64,6 +64,7 @@ async fn create(
     ValidQuery(q): ValidQuery<SkillsQuery>,
     ValidJson(body): ValidJson<Value>,
 ) -> Result<Response, ApiError> {
+    let body = state.settings.resolve_agent_source(body).await?;
     let (conv, created) = state.conversations.create(&body).await.map_err(api_error)?;
     let code = if created {
         StatusCode::CREATED

@@ -591,6 +591,58 @@ pub struct LaunchInputs {
 /// The reference's `AgentProfileDiagnostics` of launching `profile` (never fails: problems are
 /// reported in the body). `resolved_settings` carries no secret.
 pub fn materialize(profile: &Value, inputs: &LaunchInputs) -> Value {
+    diagnose(profile, inputs, true)
+}
+
+/// The agent settings a launch of `profile` resolves to, secrets included; or the 422 detail
+/// the reference answers when references dangle or the launch cannot be built.
+pub fn resolve_for_launch(profile: &Value, inputs: &LaunchInputs) -> Result<Value, Value> {
+    let mut d = diagnose(profile, inputs, false);
+    if d["valid"] == true {
+        return Ok(d["resolved_settings"].take());
+    }
+    let message = d["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let dangling_llm = if d["agent_kind"] == "openhands" && d["llm_profile_resolved"] == false {
+        d["llm_profile_ref"].clone()
+    } else {
+        Value::Null
+    };
+    let unresolved = !dangling_llm.is_null()
+        || d["dangling_mcp_server_refs"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        || !d["dangling_meta_profile_ref"].is_null()
+        || d["dangling_meta_profile_llm_refs"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+    if !unresolved {
+        return Err(json!({"code": "invalid_agent_launch", "message": message}));
+    }
+    Err(json!({
+        "code": "unresolved_profile_references",
+        "message": message,
+        "dangling_llm_profile_ref": dangling_llm,
+        "dangling_mcp_server_refs": d["dangling_mcp_server_refs"],
+        "dangling_meta_profile_ref": d["dangling_meta_profile_ref"],
+        "dangling_meta_profile_llm_refs": d["dangling_meta_profile_llm_refs"],
+    }))
+}
+
+fn diagnose(profile: &Value, inputs: &LaunchInputs, redact: bool) -> Value {
+    let redact_llm = |llm: Value| if redact { redact_llm(llm) } else { llm };
+    let redact_mcp = |server: &Value| {
+        if redact {
+            redact_mcp(server)
+        } else {
+            server.clone()
+        }
+    };
     let kind = profile["agent_kind"].as_str().unwrap_or("openhands");
     let empty = Map::new();
     let mcp = inputs.agent_settings["mcp_config"]

@@ -10,6 +10,7 @@
 pub mod agent_profiles;
 pub mod connections;
 pub mod document;
+pub mod launch;
 pub mod lookup;
 pub mod meta_profiles;
 pub mod profiles;

@@ -270,10 +270,55 @@ async fn complete(State(shared): State<Shared>, Json(body): Json<Value>) -> Resp
             )
         }
     };
+    let id = format!("chatcmpl-mock-{n}");
+    if body["stream"] == true {
+        return stream_answer(&id, &model, message, finish, usage);
+    }
     Json(json!({
-        "id": format!("chatcmpl-mock-{n}"), "object": "chat.completion", "created": 0, "model": model,
+        "id": id, "object": "chat.completion", "created": 0, "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": usage,
     }))
     .into_response()
+}
+
+/// The same answer as Server-Sent Events (`stream: true`): one delta with the content or the
+/// tool calls, a finish chunk, a usage chunk, `[DONE]`.
+fn stream_answer(id: &str, model: &Value, message: Value, finish: &str, usage: Value) -> Response {
+    let chunk = |choices: Value, usage: Value| {
+        let c = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+                       "choices": choices, "usage": usage});
+        format!("data: {c}\n\n")
+    };
+    let mut delta = json!({"role": "assistant"});
+    if let Some(text) = message["content"].as_str() {
+        delta["content"] = json!(text);
+    }
+    if let Some(calls) = message["tool_calls"].as_array() {
+        let indexed: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut c = c.clone();
+                c["index"] = json!(i);
+                c
+            })
+            .collect();
+        delta["tool_calls"] = json!(indexed);
+    }
+    let mut text = chunk(
+        json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+        Value::Null,
+    );
+    text.push_str(&chunk(
+        json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
+        Value::Null,
+    ));
+    text.push_str(&chunk(json!([]), usage));
+    text.push_str("data: [DONE]\n\n");
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        text,
+    )
+        .into_response()
 }
