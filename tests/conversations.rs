@@ -1264,3 +1264,165 @@ async fn create_records_the_modules_of_built_in_tools() {
         "task_tracker": "openhands.tools.task_tracker.definition"})
     );
 }
+
+/// A parent whose agent starts a child conversation: the child runs its task to the end, is
+/// listed under the parent, keeps its events, and both survive a restart; the children route
+/// validates and refuses unknown parents.
+#[tokio::test]
+async fn a_parent_starts_a_child_that_runs_and_survives_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let srv = TestServer::start_with(ServerOptions::on_state(state.path()));
+    let llm = MockLlm::start().await;
+    let mut body = create_body(&llm, &srv.workdir());
+    body["agent"]["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "start_child_conversation", "params": {}}));
+    let (_, info) = create(&srv, body).await;
+    let parent = info["id"].as_str().unwrap().to_string();
+    say(&srv, &parent, "[[mock:child]] tok-parent", true).await;
+    assert_eq!(
+        wait_status(&srv, &parent, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &parent).await;
+    let obs = evs
+        .iter()
+        .find(|e| e["observation"]["kind"] == "StartChildConversationObservation")
+        .unwrap_or_else(|| panic!("no child observation: {:?}", kinds(&evs)));
+    assert_eq!(obs["observation"]["is_error"], false, "{obs}");
+    let child = obs["observation"]["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(obs["observation"]["parent_conversation_id"], json!(parent));
+    assert_eq!(obs["observation"]["isolation"], "shared");
+
+    assert_eq!(
+        wait_status(&srv, &child, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let (_, p) = get(&srv, &format!("/api/conversations/{parent}")).await;
+    assert_eq!(p["sub_conversation_ids"], json!([child]));
+    let (_, c) = get(&srv, &format!("/api/conversations/{child}")).await;
+    assert_eq!(c["parent_conversation_id"], json!(parent));
+    assert_eq!(c["title"], "kid");
+    let child_events = all_events(&srv, &child).await;
+    assert!(child_events.iter().any(|e| e["kind"] == "MessageEvent"
+        && e["llm_message"]["content"]
+            .to_string()
+            .contains("child-task")));
+    drop(srv);
+
+    let srv = TestServer::start_with(ServerOptions::on_state(state.path()));
+    let (_, p) = get(&srv, &format!("/api/conversations/{parent}")).await;
+    assert_eq!(p["sub_conversation_ids"], json!([child]));
+    assert_eq!(all_events(&srv, &child).await.len(), child_events.len());
+
+    // The route itself.
+    let (code, answer) = post(
+        &srv,
+        &format!("/api/conversations/{parent}/children"),
+        json!({"task": "[[mock:text]] second", "isolation": "shared"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["parent_conversation_id"], json!(parent));
+    let (code, err) = post(
+        &srv,
+        &format!("/api/conversations/{parent}/children"),
+        json!({"task": ""}),
+    )
+    .await;
+    assert_eq!(
+        (code, err["detail"][0]["type"].clone()),
+        (422, json!("string_too_short"))
+    );
+    let (code, err) = post(
+        &srv,
+        "/api/conversations/00000000-0000-0000-0000-000000000009/children",
+        json!({"task": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (404, json!("Parent conversation not found"))
+    );
+    let mut orphan = create_body(&llm, &srv.workdir());
+    orphan["parent_conversation_id"] = json!("00000000-0000-0000-0000-000000000009");
+    let (code, err) = post(&srv, "/api/conversations", orphan).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (
+            422,
+            json!("Parent conversation 00000000-0000-0000-0000-000000000009 not found")
+        )
+    );
+}
+
+/// `isolation: worktree` in a repository with commits gives the child its own worktree on a
+/// new branch (and says so in its prompt); without commits the child shares the workspace.
+#[tokio::test]
+async fn a_child_gets_a_worktree_of_a_repository() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let wd = srv.workdir();
+    let (_, info) = create(&srv, create_body(&llm, &wd)).await;
+    let parent = info["id"].as_str().unwrap().to_string();
+    let (code, rt) = post(
+        &srv,
+        &format!("/api/conversations/{parent}/runtime/reprovision"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (code, rt["runtime_status"].clone()),
+        (200, json!("available"))
+    );
+    let path = format!("/api/conversations/{parent}/children");
+    // Created conversations get `git init`: no commit yet, so no worktree.
+    let (code, answer) = post(&srv, &path, json!({"task": "[[mock:text]] a"})).await;
+    assert_eq!(
+        (code, answer["isolation"].clone()),
+        (201, json!("shared")),
+        "{answer}"
+    );
+
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+            .args(args)
+            .current_dir(&wd)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    std::fs::write(wd.join("README"), "hi\n").unwrap();
+    git(&["add", "README"]);
+    git(&["commit", "-qm", "init"]);
+    let (code, answer) = post(&srv, &path, json!({"task": "[[mock:text]] b"})).await;
+    assert_eq!(
+        (code, answer["isolation"].clone()),
+        (201, json!("worktree")),
+        "{answer}"
+    );
+    let child = answer["conversation_id"].as_str().unwrap();
+    let ws = std::path::PathBuf::from(answer["workspace"].as_str().unwrap());
+    assert!(
+        ws.join("README").is_file(),
+        "the worktree has the files: {ws:?}"
+    );
+    let branches = std::process::Command::new("git")
+        .args(["branch", "--list", &format!("openhands/{child}")])
+        .current_dir(&wd)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&branches.stdout).trim().is_empty());
+    let (_, c) = get(&srv, &format!("/api/conversations/{child}")).await;
+    assert!(c["agent"]["agent_context"]["system_message_suffix"]
+        .as_str()
+        .unwrap()
+        .contains("dedicated git worktree"));
+    let _ = std::fs::remove_dir_all(ws.parent().and_then(|p| p.parent()).unwrap());
+}

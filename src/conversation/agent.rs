@@ -201,8 +201,16 @@ pub async fn ensure_initialized(
         .get("include_default_tools")
         .and_then(Value::as_array)
         .cloned();
-    let (mut toolset, unknown) =
+    let (mut toolset, mut unknown) =
         ToolSet::from_agent_spec_with_defaults(&specs, defaults.as_deref(), &base_ctx);
+    // Tools that act on the conversation registry.
+    if let Some(pos) = unknown.iter().position(|n| n == "start_child_conversation") {
+        unknown.remove(pos);
+        toolset.push(Arc::new(super::children::StartChildConversationTool::new(
+            conv.registry(),
+            conv.id,
+        )));
+    }
     if !unknown.is_empty() {
         tracing::warn!(conversation = %conv.id, tools = ?unknown, "agent names tools this server does not provide");
     }

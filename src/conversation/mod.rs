@@ -14,6 +14,7 @@
 //! worktrees, ownership leases, security analyzers other than "use the risk the LLM gave".
 
 pub mod agent;
+pub mod children;
 pub mod crypto;
 pub mod events;
 pub mod hooks;
@@ -40,6 +41,9 @@ pub enum ConversationError {
     /// The request is invalid (422).
     #[error("{0}")]
     Invalid(String),
+    /// The request is refused with a sentence (422 `{"detail": "..."}`).
+    #[error("{0}")]
+    Refused(String),
     /// Something named in the request does not exist (404 with a message).
     #[error("{0}")]
     Missing(String),

@@ -35,6 +35,8 @@ pub struct ConversationService {
     create_lock: tokio::sync::Mutex<()>,
     /// Answers `LookupSecret`s that point at this server (set once at start-up).
     local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
+    /// This registry, for the tools that start child conversations (set once at start-up).
+    self_ref: Arc<std::sync::OnceLock<std::sync::Weak<ConversationService>>>,
 }
 
 impl std::fmt::Debug for ConversationService {
@@ -149,6 +151,7 @@ impl Summary {
 #[derive(Deserialize)]
 struct MetaHead {
     id: Option<Value>,
+    parent_conversation_id: Option<Value>,
     created_at: Option<Value>,
     updated_at: Option<Value>,
 }
@@ -216,6 +219,8 @@ struct Docs {
 pub struct Conversation {
     /// The conversation id.
     pub id: Uuid,
+    /// The conversation that started this one (`parent_conversation_id`), if any.
+    pub parent: Option<Uuid>,
     dir: PathBuf,
     persistence_dir: String,
     cipher: Option<Arc<Cipher>>,
@@ -231,6 +236,8 @@ pub struct Conversation {
     /// Values of the `LookupSecret`s last resolved (name, value).
     lookups: std::sync::RwLock<Vec<(String, String)>>,
     local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
+    /// The registry this conversation belongs to (for starting children).
+    registry: Arc<std::sync::OnceLock<std::sync::Weak<ConversationService>>>,
 }
 
 /// Keys of `StoredConversation` taken from the create request, with their defaults.
@@ -273,6 +280,35 @@ struct CreateRequest {
     agent: Value,
     meta: Map<String, Value>,
     working_dir: String,
+}
+
+/// The reference's checks of `parent_conversation_id`: another, existing conversation on the
+/// same workspace.
+fn check_parent(
+    svc: &ConversationService,
+    id: Uuid,
+    parent: &str,
+    working_dir: Option<&str>,
+) -> Result<(), ConversationError> {
+    let parent_id = Uuid::parse_str(parent)
+        .map_err(|_| invalid("parent_conversation_id: Input should be a valid UUID"))?;
+    if parent_id == id {
+        return Err(ConversationError::Refused(
+            "A conversation cannot be its own parent".into(),
+        ));
+    }
+    let Some(p) = svc.get(&parent_id) else {
+        return Err(ConversationError::Refused(format!(
+            "Parent conversation {parent_id} not found"
+        )));
+    };
+    let canon = |d: &str| std::fs::canonicalize(d).unwrap_or_else(|_| PathBuf::from(d));
+    if working_dir.is_some_and(|w| canon(&p.working_dir()) != canon(w)) {
+        return Err(ConversationError::Refused(format!(
+            "Parent conversation {parent_id} belongs to a different workspace"
+        )));
+    }
+    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> ConversationError {
@@ -469,6 +505,7 @@ impl ConversationService {
             convs: Mutex::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
             local_secrets: Arc::new(std::sync::OnceLock::new()),
+            self_ref: Arc::new(std::sync::OnceLock::new()),
         };
         let mut loaded = HashMap::new();
         for entry in std::fs::read_dir(&svc.root)?.flatten() {
@@ -496,8 +533,13 @@ impl ConversationService {
         meta: Map<String, Value>,
     ) -> Conversation {
         let hex = id.simple().to_string();
+        let parent = meta
+            .get("parent_conversation_id")
+            .and_then(Value::as_str)
+            .and_then(|p| Uuid::parse_str(p).ok());
         Conversation {
             id,
+            parent,
             dir: self.root.join(&hex),
             persistence_dir: persistence_dir_string(&self.root, &hex),
             cipher: self.cipher.clone(),
@@ -527,6 +569,7 @@ impl ConversationService {
             bash: std::sync::OnceLock::new(),
             lookups: std::sync::RwLock::new(Vec::new()),
             local_secrets: self.local_secrets.clone(),
+            registry: self.self_ref.clone(),
         }
     }
 
@@ -548,7 +591,8 @@ impl ConversationService {
         let state: Option<StateHead> = std::fs::read(dir.join("base_state.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let conv = self.new_conversation(id, Map::new(), Map::new());
+        let mut conv = self.new_conversation(id, Map::new(), Map::new());
+        conv.parent = text(meta.parent_conversation_id).and_then(|p| Uuid::parse_str(&p).ok());
         {
             let mut inner = lock(&conv.inner);
             inner.docs_loaded = false;
@@ -573,6 +617,33 @@ impl ConversationService {
         lock(&self.convs).get(id).cloned()
     }
 
+    /// Refuses new work when every run slot is taken.
+    pub(super) fn check_capacity(&self) -> Result<(), ConversationError> {
+        if self.active_runs.load(Ordering::Acquire) >= self.max_runs {
+            return Err(ConversationError::TooManyRuns(format!(
+                "Maximum number of concurrent runs ({}) reached",
+                self.max_runs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Lets the agents' `start_child_conversation` tools reach this registry.
+    pub fn set_self_ref(&self, me: std::sync::Weak<ConversationService>) {
+        let _ = self.self_ref.set(me);
+    }
+
+    /// Ids of the conversations started by `parent`, oldest first (`sub_conversation_ids`).
+    pub fn children_of(&self, parent: &Uuid) -> Vec<Uuid> {
+        let mut kids: Vec<Arc<Conversation>> = lock(&self.convs)
+            .values()
+            .filter(|c| c.parent.as_ref() == Some(parent))
+            .cloned()
+            .collect();
+        kids.sort_by_cached_key(|c| c.sort_key("created_at"));
+        kids.into_iter().map(|c| c.id).collect()
+    }
+
     /// Every conversation, newest first.
     pub fn all(&self) -> Vec<Arc<Conversation>> {
         let mut v: Vec<_> = lock(&self.convs).values().cloned().collect();
@@ -585,6 +656,16 @@ impl ConversationService {
         &self,
         body: &Value,
     ) -> Result<(Arc<Conversation>, bool), ConversationError> {
+        self.create_with(body, true).await
+    }
+
+    /// [`Self::create`]; `check_parent` false for a child started by its parent (its worktree
+    /// is another directory than the parent's workspace).
+    pub(super) async fn create_with(
+        &self,
+        body: &Value,
+        check_parent_workspace: bool,
+    ) -> Result<(Arc<Conversation>, bool), ConversationError> {
         let req = parse_create(body, self.cipher.as_deref())?;
         let _guard = self.create_lock.lock().await;
         if let Some(id) = req.id {
@@ -592,28 +673,16 @@ impl ConversationService {
                 return Ok((c, false));
             }
         }
-        if self.active_runs.load(Ordering::Acquire) >= self.max_runs {
-            return Err(ConversationError::TooManyRuns(format!(
-                "Maximum number of concurrent runs ({}) reached",
-                self.max_runs
-            )));
-        }
+        self.check_capacity()?;
+        let id = req.id.unwrap_or_else(Uuid::new_v4);
         if let Some(parent) = req
             .meta
             .get("parent_conversation_id")
             .and_then(Value::as_str)
         {
-            let ok = Uuid::parse_str(parent)
-                .ok()
-                .and_then(|p| self.get(&p))
-                .is_some_and(|p| p.working_dir() == req.working_dir);
-            if !ok {
-                return Err(invalid(format!(
-                    "parent_conversation_id {parent} does not exist or does not share the workspace"
-                )));
-            }
+            let workspace = check_parent_workspace.then_some(req.working_dir.as_str());
+            check_parent(self, id, parent, workspace)?;
         }
-        let id = req.id.unwrap_or_else(Uuid::new_v4);
         prepare_workspace(&req.working_dir).await?;
         let now = crate::util::utc_timestamp();
         let mut meta = req.meta;
@@ -1012,6 +1081,11 @@ impl Conversation {
     /// A state field.
     pub fn state_value(&self, key: &str) -> Option<Value> {
         self.loaded().state.get(key).cloned()
+    }
+
+    /// The registry this conversation belongs to, if it is still up.
+    pub fn registry(&self) -> std::sync::Weak<ConversationService> {
+        self.registry.get().cloned().unwrap_or_default()
     }
 
     /// A metadata field.

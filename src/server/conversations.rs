@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::conversation::{agent, events, service, status, Conversation, ConversationError};
-use crate::error::{ApiError, ValidBytes, ValidJson, ValidPath, ValidQuery, ValidationIssue};
+use crate::error::{
+    ApiError, ValidBytes, ValidJson, ValidObject, ValidPath, ValidQuery, ValidationIssue,
+};
 
 /// Maps a domain error to the HTTP error of the conversation routes.
 pub(super) fn api_error(e: ConversationError) -> ApiError {
@@ -29,6 +31,7 @@ pub(super) fn api_error(e: ConversationError) -> ApiError {
             ApiError::Validation(vec![ValidationIssue::new("value_error", &["body"], m)])
         }
         ConversationError::Missing(m) => ApiError::NotFound(m),
+        ConversationError::Refused(m) => ApiError::Unprocessable(m),
         ConversationError::Llm(m) => ApiError::Internal(m),
         ConversationError::Io(e) => ApiError::Internal(e.to_string()),
     }
@@ -71,7 +74,23 @@ async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(conv.info(q.include_skills, false))).into_response())
+    let mut info = conv.info(q.include_skills, false);
+    add_children(&state, &mut info);
+    Ok((code, Json(info)).into_response())
+}
+
+/// Fills `sub_conversation_ids` of a `ConversationInfo` from the registry.
+fn add_children(state: &AppState, info: &mut Value) {
+    let Some(id) = info["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()) else {
+        return;
+    };
+    let kids: Vec<String> = state
+        .conversations
+        .children_of(&id)
+        .iter()
+        .map(Uuid::to_string)
+        .collect();
+    info["sub_conversation_ids"] = json!(kids);
 }
 
 /// Get a conversation.
@@ -84,8 +103,12 @@ async fn get_conversation(
     ValidQuery(q): ValidQuery<SkillsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let conv = find(&state, &id)?;
-    let info = conv.info_view(q.include_skills, true).await;
-    Ok(Json(info.map_err(io_error)?))
+    let mut info = conv
+        .info_view(q.include_skills, true)
+        .await
+        .map_err(io_error)?;
+    add_children(&state, &mut info);
+    Ok(Json(info))
 }
 
 /// Batch get: `?ids=..&ids=..` → `[ConversationInfo|null]` in request order.
@@ -139,6 +162,10 @@ async fn batch_get(
     let out = found
         .iter()
         .map(|c| c.as_ref().and(infos.next()).unwrap_or(Value::Null))
+        .map(|mut info| {
+            add_children(&state, &mut info);
+            info
+        })
         .collect();
     Ok(Json(Value::Array(out)))
 }
@@ -278,9 +305,12 @@ async fn search(
         .take(limit)
         .map(|(_, c)| c.clone())
         .collect();
-    let page = service::infos(&page, q.include_skills, true)
+    let mut page = service::infos(&page, q.include_skills, true)
         .await
         .map_err(io_error)?;
+    for info in &mut page {
+        add_children(&state, info);
+    }
     let next = items
         .get(start + limit)
         .map(|(_, c)| json!(c.id.simple().to_string()))
@@ -672,12 +702,16 @@ macro_rules! refuse {
     };
 }
 
-refuse!(
-    reprovision,
-    post,
-    "/api/conversations/{conversation_id}/runtime/reprovision",
-    "Runtime reprovisioning (docker runtime)"
-);
+/// Reprovisions the runtime of a conversation: a local conversation's runtime is this server,
+/// always available, so there is nothing to do (as in the reference's local mode).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/runtime/reprovision", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Runtime info")))]
+async fn reprovision(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    runtime(State(state), ValidPath(id)).await
+}
 refuse!(
     goal,
     post,
@@ -780,12 +814,94 @@ refuse!(
     "/api/conversations/{conversation_id}/load_plugin",
     "Loading plugins"
 );
-refuse!(
-    children,
-    post,
-    "/api/conversations/{conversation_id}/children",
-    "Child conversations"
-);
+/// Starts a child conversation with the parent's agent and settings and `task` as its first
+/// message (in a git worktree of the workspace when asked and possible).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/children", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)),
+    responses((status = 201, description = "StartChildConversationResponse")))]
+async fn children(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidObject(body): ValidObject,
+) -> Result<Response, ApiError> {
+    let mut issues = Vec::new();
+    let task = match body.get("task") {
+        None => {
+            issues.push(
+                ValidationIssue::new("missing", &["body", "task"], "Field required")
+                    .with_input(body.clone()),
+            );
+            String::new()
+        }
+        Some(Value::String(t)) if t.is_empty() => {
+            issues.push(
+                ValidationIssue::new(
+                    "string_too_short",
+                    &["body", "task"],
+                    "String should have at least 1 character",
+                )
+                .with_input(""),
+            );
+            String::new()
+        }
+        Some(Value::String(t)) => t.clone(),
+        Some(other) => {
+            issues.push(
+                ValidationIssue::new(
+                    "string_type",
+                    &["body", "task"],
+                    "Input should be a valid string",
+                )
+                .with_input(other.clone()),
+            );
+            String::new()
+        }
+    };
+    let title = match body.get("title") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(other) => {
+            issues.push(
+                ValidationIssue::new(
+                    "string_type",
+                    &["body", "title"],
+                    "Input should be a valid string",
+                )
+                .with_input(other.clone()),
+            );
+            None
+        }
+    };
+    let isolation = match body.get("isolation") {
+        None => "worktree".to_string(),
+        Some(Value::String(i)) if i == "worktree" || i == "shared" => i.clone(),
+        Some(other) => {
+            issues.push(
+                ValidationIssue::new(
+                    "literal_error",
+                    &["body", "isolation"],
+                    "Input should be 'worktree' or 'shared'",
+                )
+                .with_input(other.clone()),
+            );
+            String::new()
+        }
+    };
+    if !issues.is_empty() {
+        return Err(ApiError::Validation(issues));
+    }
+    let req = crate::conversation::children::ChildRequest {
+        task,
+        title,
+        isolation,
+    };
+    let answer = state
+        .conversations
+        .start_child(&id, req)
+        .await
+        .map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
 
 /// Conversation routes.
 pub(super) fn router() -> OpenApiRouter<AppState> {

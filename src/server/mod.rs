@@ -102,6 +102,7 @@ impl AppState {
             config.persistence_dir.clone(),
             config.secret_key.as_deref(),
         ));
+        conversations.set_self_ref(Arc::downgrade(&conversations));
         conversations.set_local_secrets(crate::settings::lookup::LocalSecrets {
             service: settings.clone(),
             port: config.port,

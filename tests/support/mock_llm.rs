@@ -197,6 +197,16 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
             0 => Step::Tool("think", json!({"thought": "MOCK_THOUGHT"})),
             _ => finish(),
         },
+        // `[[mock:child isolation=shared]]`: starts a child conversation whose task makes it
+        // answer with text, then finish.
+        "child" => match step {
+            0 => Step::Tool(
+                "start_child_conversation",
+                json!({"task": "[[mock:text]] child-task", "title": "kid",
+                       "isolation": arg("isolation").unwrap_or("shared".into())}),
+            ),
+            _ => finish(),
+        },
         _ => Step::Text(format!("MOCK: unknown script {name}")),
     }
 }
