@@ -29,5 +29,6 @@ pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod skills;
+pub mod subagents;
 pub mod tools;
 pub mod util;

@@ -25,6 +25,7 @@ const ROOTS: &[&str] = &[
     "MetaProfile",
     "ProviderConnectionCreateRequest",
     "ProviderConnectionUpdateRequest",
+    "SubAgentsRequest",
 ];
 
 struct Schemas {

@@ -1426,3 +1426,119 @@ async fn a_child_gets_a_worktree_of_a_repository() {
         .contains("dedicated git worktree"));
     let _ = std::fs::remove_dir_all(ws.parent().and_then(|p| p.parent()).unwrap());
 }
+
+/// Sub-agent definitions a client forwards are offered by the `task` tool of the conversations
+/// started afterwards; a delegated task runs to its answer in its own persisted conversation
+/// that is not listed with the user's.
+#[tokio::test]
+async fn a_forwarded_sub_agent_runs_a_delegated_task() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let mut body = create_body(&llm, &srv.workdir());
+    body["agent"]["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "task_tool_set", "params": {}}));
+    body["agent_definitions"] = json!([
+        {"name": "test_reviewer", "description": "Code review specialist", "tools": ["terminal"],
+         "system_prompt": "You review code for correctness."}
+    ]);
+    let (code, info) = create(&srv, body).await;
+    assert_eq!(code, 201, "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+    say(
+        &srv,
+        &id,
+        "[[mock:task agent=test_reviewer]] tok-task",
+        true,
+    )
+    .await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &id).await;
+    let prompt = evs
+        .iter()
+        .find(|e| e["kind"] == "SystemPromptEvent")
+        .unwrap();
+    let task_tool = prompt["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["title"] == "task")
+        .unwrap_or_else(|| panic!("no task tool in {}", prompt["tools"]));
+    let description = task_tool["description"].as_str().unwrap();
+    assert!(
+        description.contains("- **test_reviewer**: Code review specialist (tools: terminal)"),
+        "{description}"
+    );
+    assert!(
+        description.contains("- **bash-runner**"),
+        "built-ins are offered too"
+    );
+
+    let obs = evs
+        .iter()
+        .find(|e| e["observation"]["kind"] == "TaskObservation")
+        .unwrap_or_else(|| panic!("no task observation: {:?}", kinds(&evs)));
+    assert_eq!(obs["observation"]["status"], "completed", "{obs}");
+    assert_eq!(obs["observation"]["subagent"], "test_reviewer");
+    assert_eq!(obs["observation"]["task_id"], "task_00000001");
+    assert_eq!(
+        obs["observation"]["content"][0]["text"],
+        "MOCK_TEXT_REPLY: hello"
+    );
+    // The sub-agent got its definition's prompt and only its tools.
+    let sub = llm.requests_with("sub-task");
+    let sub = sub
+        .iter()
+        .find(|r| r["tools"].is_array())
+        .expect("the sub-agent's LLM call");
+    assert!(sub["messages"]
+        .to_string()
+        .contains("You review code for correctness."));
+    let names: Vec<&str> = sub["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"terminal") && !names.contains(&"file_editor"),
+        "{names:?}"
+    );
+    // Its conversation is kept under the parent, not listed with the user's.
+    let hex = id.replace('-', "");
+    let kept = srv
+        .root
+        .path()
+        .join("conversations")
+        .join(&hex)
+        .join("subagents");
+    assert!(
+        std::fs::read_dir(&kept).map(|d| d.count()).unwrap_or(0) == 1,
+        "{kept:?}"
+    );
+    let (_, page) = get(&srv, "/api/conversations/search").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    // An unknown sub-agent is an error observation, not a failed run.
+    say(&srv, &id, "[[mock:task agent=nobody]] tok-task2", true).await;
+    wait_run_started(&srv, &id, evs.len(), 30).await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &id).await;
+    let bad = evs
+        .iter()
+        .rev()
+        .find(|e| e["observation"]["kind"] == "TaskObservation")
+        .unwrap();
+    assert_eq!(bad["observation"]["is_error"], true);
+    assert!(bad["observation"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Unknown agent 'nobody'"));
+}

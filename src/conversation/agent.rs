@@ -211,6 +211,21 @@ pub async fn ensure_initialized(
             conv.id,
         )));
     }
+    if let Some(pos) = unknown.iter().position(|n| {
+        matches!(
+            n.as_str(),
+            "task_tool_set" | "TaskToolSet" | "task" | "TaskTool"
+        )
+    }) {
+        if let Some(registry) = conv.registry().upgrade().map(|s| s.subagents.clone()) {
+            unknown.remove(pos);
+            register_definitions(conv, &registry).await;
+            toolset.push(Arc::new(crate::subagents::task::TaskTool::new(
+                registry,
+                conv.clone(),
+            )));
+        }
+    }
     if !unknown.is_empty() {
         tracing::warn!(conversation = %conv.id, tools = ?unknown, "agent names tools this server does not provide");
     }
@@ -232,6 +247,46 @@ pub async fn ensure_initialized(
     announce(conv, &rt).await?;
     *guard = Some(rt.clone());
     Ok(rt)
+}
+
+/// Registers the sub-agent definitions a conversation can delegate to: the ones its client
+/// forwarded, then the workspace's and the user's definition files (first of a name wins).
+async fn register_definitions(
+    conv: &Arc<Conversation>,
+    registry: &Arc<crate::subagents::Registry>,
+) {
+    for def in conv
+        .meta_value("agent_definitions")
+        .and_then(|d| d.as_array().cloned())
+        .unwrap_or_default()
+    {
+        let mut def = def;
+        if def.get("tools").is_none_or(Value::is_null) {
+            def["tools"] = json!([]);
+        }
+        registry.register_if_absent(def);
+    }
+    let req = crate::subagents::CatalogRequest {
+        load_user: true,
+        load_project: true,
+        load_builtin: false,
+        project_dir: Some(conv.working_dir().into()),
+    };
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    let persistence = conv
+        .registry()
+        .upgrade()
+        .map(|s| s.persistence_dir())
+        .unwrap_or_default();
+    let files =
+        tokio::task::spawn_blocking(move || crate::subagents::catalog(&req, &home, &persistence))
+            .await
+            .unwrap_or_default();
+    for def in files {
+        registry.register_if_absent(def);
+    }
 }
 
 /// Longest wait for one MCP server to connect and list its tools.

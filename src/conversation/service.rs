@@ -37,6 +37,10 @@ pub struct ConversationService {
     local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
     /// This registry, for the tools that start child conversations (set once at start-up).
     self_ref: Arc<std::sync::OnceLock<std::sync::Weak<ConversationService>>>,
+    /// Sub-agent definitions the `task` tool can run.
+    pub subagents: Arc<crate::subagents::Registry>,
+    /// The user's persistence directory (user sub-agent files live in its `agents/`).
+    user_dir: std::sync::OnceLock<PathBuf>,
 }
 
 impl std::fmt::Debug for ConversationService {
@@ -495,9 +499,20 @@ impl ConversationService {
     /// Opens the registry: lists `root/*/meta.json` (events stay on disk until needed) and
     /// recovers conversations that were running when the previous process stopped.
     pub fn open(root: PathBuf, secret_key: Option<&str>, max_runs: usize) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&root)?;
         let cipher = secret_key.and_then(Cipher::from_key).map(Arc::new);
+        Self::open_with(root, cipher, max_runs, Arc::default())
+    }
+
+    fn open_with(
+        root: PathBuf,
+        cipher: Option<Arc<Cipher>>,
+        max_runs: usize,
+        subagents: Arc<crate::subagents::Registry>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
         let svc = ConversationService {
+            subagents,
+            user_dir: std::sync::OnceLock::new(),
             root,
             cipher,
             max_runs: max_runs.max(1),
@@ -626,6 +641,16 @@ impl ConversationService {
             )));
         }
         Ok(())
+    }
+
+    /// Sets the user's persistence directory (`OH_PERSISTENCE_DIR`).
+    pub fn set_persistence_dir(&self, dir: PathBuf) {
+        let _ = self.user_dir.set(dir);
+    }
+
+    /// The user's persistence directory, if set.
+    pub fn persistence_dir(&self) -> PathBuf {
+        self.user_dir.get().cloned().unwrap_or_default()
     }
 
     /// Lets the agents' `start_child_conversation` tools reach this registry.
@@ -1081,6 +1106,17 @@ impl Conversation {
     /// A state field.
     pub fn state_value(&self, key: &str) -> Option<Value> {
         self.loaded().state.get(key).cloned()
+    }
+
+    /// A registry of conversations kept under this one's directory (`<dir>/<name>`), sealed
+    /// with the same key: the conversations the `task` tool runs.
+    pub fn nested_service(&self, name: &str) -> std::io::Result<ConversationService> {
+        let shared = self
+            .registry()
+            .upgrade()
+            .map(|s| s.subagents.clone())
+            .unwrap_or_default();
+        ConversationService::open_with(self.dir.join(name), self.cipher.clone(), 64, shared)
     }
 
     /// The registry this conversation belongs to, if it is still up.

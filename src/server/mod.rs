@@ -19,6 +19,7 @@ mod openapi;
 mod profiles;
 mod settings;
 mod skills;
+mod subagents;
 mod workspaces;
 
 use std::future::Future;
@@ -103,6 +104,7 @@ impl AppState {
             config.secret_key.as_deref(),
         ));
         conversations.set_self_ref(Arc::downgrade(&conversations));
+        conversations.set_persistence_dir(config.persistence_dir.clone());
         conversations.set_local_secrets(crate::settings::lookup::LocalSecrets {
             service: settings.clone(),
             port: config.port,
@@ -193,6 +195,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(settings::router())
         .merge(profiles::router())
+        .merge(subagents::router())
         .merge(llm::router())
         .merge(workspaces::router())
         .merge(skills::router())

@@ -197,6 +197,16 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
             0 => Step::Tool("think", json!({"thought": "MOCK_THOUGHT"})),
             _ => finish(),
         },
+        // `[[mock:task agent=NAME]]`: delegates a task (that makes the sub-agent answer with
+        // text) to sub-agent NAME, then finish.
+        "task" => match step {
+            0 => Step::Tool(
+                "task",
+                json!({"prompt": "[[mock:text]] sub-task", "description": "review",
+                       "subagent_type": arg("agent").unwrap_or("general-purpose".into())}),
+            ),
+            _ => finish(),
+        },
         // `[[mock:child isolation=shared]]`: starts a child conversation whose task makes it
         // answer with text, then finish.
         "child" => match step {
