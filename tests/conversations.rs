@@ -1542,3 +1542,145 @@ async fn a_forwarded_sub_agent_runs_a_delegated_task() {
         .unwrap()
         .contains("Unknown agent 'nobody'"));
 }
+
+fn goal_statuses(evs: &[Value]) -> Vec<(String, u64)> {
+    evs.iter()
+        .filter(|e| e["kind"] == "ConversationStateUpdateEvent" && e["key"] == "goal")
+        .map(|e| {
+            (
+                e["value"]["status"].as_str().unwrap().to_string(),
+                e["value"]["iteration"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_goal_end(srv: &TestServer, id: &str) -> Vec<(String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let statuses = goal_statuses(&all_events(srv, id).await);
+        if statuses.last().is_some_and(|(s, _)| s != "running") {
+            return statuses;
+        }
+        assert!(Instant::now() < deadline, "goal did not end: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Goal mode: rounds until the judge finds the objective done, a cap on judged rounds, stop and
+/// resume, and the reference's answers to bad requests.
+#[tokio::test]
+async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let (_, info) = create(&srv, create_body(&llm, &srv.workdir())).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let goal = format!("/api/conversations/{id}/goal");
+
+    let (code, _) = post(&srv, &goal, json!({})).await;
+    assert_eq!(code, 422);
+    let (code, err) = post(&srv, &goal, json!({"objective": "  "})).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (400, json!("Goal objective must not be empty."))
+    );
+    let (code, err) = post(&srv, &goal, json!({"objective": "x", "max_iterations": 0})).await;
+    assert_eq!(
+        (code, err["detail"][0]["type"].clone()),
+        (422, json!("greater_than_equal"))
+    );
+    let (code, err) = post(&srv, &format!("{goal}/resume"), json!({})).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (400, json!("no_resumable_goal"))
+    );
+
+    // Not done after the first round; done after the follow-up.
+    let (code, _) = post(
+        &srv,
+        &goal,
+        json!({"objective": "[[mock:text]] make hello.txt"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let statuses = wait_goal_end(&srv, &id).await;
+    assert_eq!(
+        statuses,
+        [
+            ("running".to_string(), 0),
+            ("running".to_string(), 1),
+            ("complete".to_string(), 2)
+        ]
+    );
+    let evs = all_events(&srv, &id).await;
+    let users: Vec<String> = evs
+        .iter()
+        .filter(|e| e["kind"] == "MessageEvent" && e["source"] == "user")
+        .map(|e| {
+            e["llm_message"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(users[0], "[[mock:text]] make hello.txt");
+    assert!(users[1].starts_with(
+        "The goal is NOT yet complete (audit iteration 1).\nOutstanding: hello.txt not verified"
+    ));
+    let judged = llm.requests_with("auditing whether a long-running GOAL");
+    assert_eq!(judged.len(), 2);
+    assert!(judged[0]["messages"][1]["content"]
+        .to_string()
+        .contains("<objective>"));
+
+    // A cap on judged rounds.
+    let (code, _) = post(
+        &srv,
+        &goal,
+        json!({"objective": "[[mock:text]] judge=never", "max_iterations": 1}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let statuses = wait_goal_end(&srv, &id).await;
+    assert_eq!(statuses.last().unwrap(), &("capped".to_string(), 1));
+    let (code, err) = post(&srv, &format!("{goal}/resume"), json!({})).await;
+    assert_eq!(
+        (code, err["detail"].clone()),
+        (400, json!("no_resumable_goal"))
+    );
+
+    // Stopped while the agent works: interrupted, then resumable.
+    let (code, _) = post(
+        &srv,
+        &goal,
+        json!({"objective": "[[mock:slow secs=2]] judge=done", "max_iterations": 3}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    wait_status(&srv, &id, &["running"], 30).await;
+    let (code, _) = post(&srv, &goal, json!({"objective": "again"})).await;
+    assert_eq!(code, 409, "one goal at a time");
+    let (code, _) = post(&srv, &format!("{goal}/stop"), json!({})).await;
+    assert_eq!(code, 200);
+    let statuses = wait_goal_end(&srv, &id).await;
+    assert_eq!(statuses.last().unwrap().0, "interrupted");
+    // The stopped round's run goes on: resuming is refused until it has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = post(&srv, &format!("{goal}/resume"), json!({})).await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 409, "{body}");
+        assert!(Instant::now() < deadline, "resume still refused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let statuses = wait_goal_end(&srv, &id).await;
+    assert_eq!(statuses.last().unwrap().0, "complete", "{statuses:?}");
+    let evs = all_events(&srv, &id).await;
+    assert!(evs.iter().any(|e| e["kind"] == "MessageEvent"
+        && e["llm_message"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Resuming a goal")));
+}

@@ -1601,6 +1601,28 @@ fn ask_agent_prompt(question: &str) -> String {
     )
 }
 
+/// The conversation as the goal judge reads it: every LLM message but the system prompt, as
+/// `role: text`, blank ones left out.
+pub async fn transcript(conv: &Arc<Conversation>) -> Result<String, ConversationError> {
+    let texts = conv.llm_texts();
+    let messages = conv.with_events(|evs| build_messages(evs, &texts)).await?;
+    let lines: Vec<String> = messages
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .filter_map(|m| {
+            let text = m.content.join("\n").trim().to_string();
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool => "tool",
+                Role::System => "system",
+            };
+            (!text.is_empty()).then(|| format!("{role}: {text}"))
+        })
+        .collect();
+    Ok(lines.join("\n\n"))
+}
+
 /// Answers a question about the conversation without recording events, as the reference does:
 /// the conversation's LLM view, then the question in the reference's prompt, with the agent's
 /// tools on offer so that the model understands the tool calls in the history.

@@ -9,14 +9,19 @@
 //! A request naming `agent_settings` or an `agent_profile_id` gets its `agent` from
 //! [`crate::settings::launch`] before it reaches the registry.
 //!
+//! [`children`] starts child conversations (a route and the `start_child_conversation`
+//! tool), [`goal`] runs goal mode's judged rounds; the `task` tool lives in
+//! [`crate::subagents::task`].
+//!
 //! Not implemented (answered with a clear 400/422 or ignored): ACP agents, plugins,
-//! sub-agents and child conversations, goal mode, prompt/agent hooks (command hooks only),
-//! worktrees, ownership leases, security analyzers other than "use the risk the LLM gave".
+//! prompt/agent hooks (command hooks only), ownership leases, security analyzers other than
+//! "use the risk the LLM gave".
 
 pub mod agent;
 pub mod children;
 pub mod crypto;
 pub mod events;
+pub mod goal;
 pub mod hooks;
 pub mod service;
 pub mod stats;

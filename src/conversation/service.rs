@@ -242,6 +242,8 @@ pub struct Conversation {
     local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
     /// The registry this conversation belongs to (for starting children).
     registry: Arc<std::sync::OnceLock<std::sync::Weak<ConversationService>>>,
+    /// The goal loop working on this conversation, if any.
+    goal: Mutex<Option<super::goal::GoalCtl>>,
 }
 
 /// Keys of `StoredConversation` taken from the create request, with their defaults.
@@ -585,6 +587,7 @@ impl ConversationService {
             lookups: std::sync::RwLock::new(Vec::new()),
             local_secrets: self.local_secrets.clone(),
             registry: self.self_ref.clone(),
+            goal: Mutex::new(None),
         }
     }
 
@@ -1648,6 +1651,60 @@ impl Conversation {
 
     /// Appends a user message (initializing the agent first), and optionally runs.
     pub async fn send_message(
+        self: &Arc<Self>,
+        content: Value,
+        run: bool,
+    ) -> Result<(), ConversationError> {
+        // A user's message supersedes a goal loop.
+        self.stop_goal();
+        self.send_message_inner(content, run).await
+    }
+
+    /// Sends a goal loop's own message (the loop keeps going; it starts the run itself).
+    pub async fn send_goal_message(
+        self: &Arc<Self>,
+        content: Value,
+    ) -> Result<(), ConversationError> {
+        self.send_message_inner(content, false).await
+    }
+
+    /// Starts a goal loop (`POST .../goal`, or `.../goal/resume` with `start.resume`).
+    pub fn start_goal(
+        self: &Arc<Self>,
+        start: super::goal::GoalStart,
+    ) -> Result<(), ConversationError> {
+        let busy =
+            || ConversationError::Conflict("Conversation run or goal loop already running.".into());
+        let mut goal = lock(&self.goal);
+        if goal.is_some() || self.run_ctl().is_some() || self.status() == status::RUNNING {
+            return Err(busy());
+        }
+        if self.active_runs.load(Ordering::Acquire) >= self.max_runs {
+            return Err(ConversationError::TooManyRuns(
+                "Conversation run limit reached. Retry the request later.".into(),
+            ));
+        }
+        let cancel = CancellationToken::new();
+        *goal = Some(super::goal::GoalCtl {
+            cancel: cancel.clone(),
+        });
+        tokio::spawn(super::goal::run(self.clone(), start, cancel));
+        Ok(())
+    }
+
+    /// Stops the goal loop, if any (a run in progress goes on).
+    pub fn stop_goal(&self) {
+        if let Some(g) = lock(&self.goal).as_ref() {
+            g.cancel.cancel();
+        }
+    }
+
+    /// Called by the goal loop when it ends.
+    pub fn goal_finished(&self) {
+        *lock(&self.goal) = None;
+    }
+
+    async fn send_message_inner(
         self: &Arc<Self>,
         content: Value,
         run: bool,

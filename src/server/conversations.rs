@@ -712,24 +712,128 @@ async fn reprovision(
 ) -> Result<Json<Value>, ApiError> {
     runtime(State(state), ValidPath(id)).await
 }
-refuse!(
-    goal,
-    post,
-    "/api/conversations/{conversation_id}/goal",
-    "Goal mode"
-);
-refuse!(
-    goal_stop,
-    post,
-    "/api/conversations/{conversation_id}/goal/stop",
-    "Goal mode"
-);
-refuse!(
-    goal_resume,
-    post,
-    "/api/conversations/{conversation_id}/goal/resume",
-    "Goal mode"
-);
+/// Starts goal mode: the agent works on `objective` in rounds until a judge finds it done or
+/// `max_iterations` rounds were judged.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/goal", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn goal(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidObject(body): ValidObject,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    let mut issues = Vec::new();
+    let objective = match body.get("objective") {
+        Some(Value::String(o)) => o.clone(),
+        None => {
+            issues.push(
+                ValidationIssue::new("missing", &["body", "objective"], "Field required")
+                    .with_input(body.clone()),
+            );
+            String::new()
+        }
+        Some(other) => {
+            issues.push(
+                ValidationIssue::new(
+                    "string_type",
+                    &["body", "objective"],
+                    "Input should be a valid string",
+                )
+                .with_input(other.clone()),
+            );
+            String::new()
+        }
+    };
+    let max_iterations = match body.get("max_iterations") {
+        None | Some(Value::Null) => 10,
+        Some(v) => match v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        {
+            Some(n) if n >= 1 => n as u64,
+            Some(_) => {
+                issues.push(
+                    ValidationIssue::new(
+                        "greater_than_equal",
+                        &["body", "max_iterations"],
+                        "Input should be greater than or equal to 1",
+                    )
+                    .with_input(v.clone()),
+                );
+                0
+            }
+            None => {
+                issues.push(
+                    ValidationIssue::new(
+                        "int_type",
+                        &["body", "max_iterations"],
+                        "Input should be a valid integer",
+                    )
+                    .with_input(v.clone()),
+                );
+                0
+            }
+        },
+    };
+    if !issues.is_empty() {
+        return Err(ApiError::Validation(issues));
+    }
+    if objective.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "Goal objective must not be empty.".into(),
+        ));
+    }
+    conv.ensure_events().await.map_err(io_error)?;
+    let start = crate::conversation::goal::GoalStart {
+        objective,
+        max_iterations,
+        iteration: 0,
+        resume: false,
+    };
+    conv.start_goal(start).map_err(api_error)?;
+    Ok(success())
+}
+
+/// Stops goal mode (a run in progress goes on).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/goal/stop", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn goal_stop(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id)?.stop_goal();
+    Ok(success())
+}
+
+/// Resumes the last goal that was interrupted, from its last judged round.
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/goal/resume", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn goal_resume(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = find(&state, &id)?;
+    let last = conv
+        .with_events(crate::conversation::goal::last_status)
+        .await
+        .map_err(io_error)?;
+    let Some(last) = last.filter(|g| !matches!(g["status"].as_str(), Some("complete" | "capped")))
+    else {
+        return Err(ApiError::BadRequest("no_resumable_goal".into()));
+    };
+    let max_iterations = last["max_iterations"].as_u64().unwrap_or(10).max(1);
+    let start = crate::conversation::goal::GoalStart {
+        objective: last["objective"].as_str().unwrap_or_default().to_string(),
+        max_iterations,
+        iteration: last["iteration"]
+            .as_u64()
+            .unwrap_or(0)
+            .min(max_iterations - 1),
+        resume: true,
+    };
+    conv.start_goal(start).map_err(api_error)?;
+    Ok(success())
+}
 /// Body of `/switch_profile`.
 #[derive(Debug, Deserialize)]
 struct SwitchProfileRequest {

@@ -238,7 +238,24 @@ async fn complete(State(shared): State<Shared>, Json(body): Json<Value>) -> Resp
         .get("tools")
         .and_then(Value::as_array)
         .is_some_and(|t| !t.is_empty());
-    let step = if !has_tools {
+    // The goal judge: done once a follow-up round has happened (or at once when the objective
+    // says `judge=done`), unless it says `judge=never`.
+    let transcript = body["messages"].to_string();
+    let step = if transcript.contains("auditing whether a long-running GOAL") {
+        let objective = transcript
+            .split("<objective>")
+            .nth(1)
+            .and_then(|rest| rest.split("</objective>").next())
+            .unwrap_or_default();
+        let done = !objective.contains("judge=never")
+            && (objective.contains("judge=done") || transcript.contains("audit iteration 1"));
+        let verdict = if done {
+            json!({"score": 1.0, "complete": true, "missing": ""})
+        } else {
+            json!({"score": 0.4, "complete": false, "missing": "hello.txt not verified"})
+        };
+        Step::Text(format!("```json\n{verdict}\n```"))
+    } else if !has_tools {
         Step::Text(match &directive {
             Some((name, _, _)) => format!("Mock title for {name}"),
             None => "Mock title".into(),
