@@ -15,6 +15,7 @@
 //! - [`gateway`]: the OpenAI-compatible gateway (one agent turn per completion request).
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 
+pub mod acp;
 pub mod client;
 pub mod config;
 pub mod conversation;

@@ -26,6 +26,7 @@ const ROOTS: &[&str] = &[
     "ProviderConnectionCreateRequest",
     "ProviderConnectionUpdateRequest",
     "SubAgentsRequest",
+    "ACPModelDiscoveryRequest",
 ];
 
 struct Schemas {

@@ -317,12 +317,15 @@ async fn create_get_search_patch_delete() {
     assert_eq!(code, 409, "no condenser configured: {v}");
     let (code, v) = post(
         &srv,
-        &format!("/api/conversations/{cid}/goal"),
-        json!({"objective": "x"}),
+        &format!("/api/conversations/{cid}/switch_acp_model"),
+        json!({"model": "x"}),
     )
     .await;
     assert_eq!(code, 400);
-    assert!(v["detail"].as_str().unwrap().contains("not supported"));
+    assert_eq!(
+        v["detail"],
+        "switch_acp_model is only supported for ACP conversations."
+    );
 
     let r = srv
         .client()

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acp;
 mod bash;
 mod conversations;
 mod crash_loop;

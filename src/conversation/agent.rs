@@ -395,6 +395,10 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
     if has_prompt {
         return Ok(());
     }
+    if agent["kind"] == "ACPAgent" {
+        conv.append(super::acp_run::system_prompt_event()).await?;
+        return Ok(());
+    }
     let hook_config = conv.meta_value("hook_config").filter(|h| !h.is_null());
     if let Some(h) = hook_config {
         conv.set_fields(vec![("hook_config", h)], true).await?;
@@ -544,6 +548,9 @@ pub async fn run(conv: Arc<Conversation>, ctl: RunCtl) {
 }
 
 async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()> {
+    if conv.agent_json()["kind"] == "ACPAgent" {
+        return super::acp_run::run_once(conv, ctl).await;
+    }
     let rt = match ensure_initialized(conv).await {
         Ok(rt) => rt,
         Err(e) => {

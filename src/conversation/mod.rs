@@ -17,6 +17,7 @@
 //! prompt/agent hooks (command hooks only), ownership leases, security analyzers other than
 //! "use the risk the LLM gave".
 
+pub mod acp_run;
 pub mod agent;
 pub mod children;
 pub mod crypto;

@@ -244,6 +244,8 @@ pub struct Conversation {
     registry: Arc<std::sync::OnceLock<std::sync::Weak<ConversationService>>>,
     /// The goal loop working on this conversation, if any.
     goal: Mutex<Option<super::goal::GoalCtl>>,
+    /// The ACP session of an `ACPAgent` conversation, once started.
+    pub(super) acp: tokio::sync::Mutex<Option<Arc<crate::acp::Session>>>,
 }
 
 /// Keys of `StoredConversation` taken from the create request, with their defaults.
@@ -344,6 +346,14 @@ fn parse_create(body: &Value, cipher: Option<&Cipher>) -> Result<CreateRequest, 
             agent["kind"] = json!("Agent");
         }
         Some("Agent") => {}
+        Some("ACPAgent") => {
+            let has_command = agent["acp_command"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty())));
+            if !has_command {
+                return Err(invalid("agent.acp_command: Field required"));
+            }
+        }
         Some(other) => {
             return Err(invalid(format!(
                 "agent kind {other:?} is not supported by this server"
@@ -588,6 +598,7 @@ impl ConversationService {
             local_secrets: self.local_secrets.clone(),
             registry: self.self_ref.clone(),
             goal: Mutex::new(None),
+            acp: tokio::sync::Mutex::new(None),
         }
     }
 

@@ -906,12 +906,43 @@ async fn switch_llm(
         .map_err(api_error)?;
     Ok(success())
 }
-refuse!(
-    switch_acp_model,
-    post,
-    "/api/conversations/{conversation_id}/switch_acp_model",
-    "ACP agents"
-);
+/// Switches the model of an ACP conversation's server (now when a session is live; at the
+/// start of the next one otherwise).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/switch_acp_model", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), responses((status = 200, description = "Success")))]
+async fn switch_acp_model(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidObject(body): ValidObject,
+) -> Result<Json<Value>, ApiError> {
+    let model = match body.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        None => {
+            return Err(ApiError::Validation(vec![ValidationIssue::new(
+                "missing",
+                &["body", "model"],
+                "Field required",
+            )]))
+        }
+        Some(other) => {
+            return Err(ApiError::Validation(vec![ValidationIssue::new(
+                "string_type",
+                &["body", "model"],
+                "Input should be a valid string",
+            )
+            .with_input(other.clone())]))
+        }
+    };
+    let conv = find(&state, &id)?;
+    use crate::conversation::acp_run::{switch_model, SwitchError};
+    match switch_model(&conv, &model).await {
+        Ok(()) => Ok(success()),
+        Err(SwitchError::Refused(m)) => Err(ApiError::BadRequest(m)),
+        Err(SwitchError::Failed(m)) => Err(ApiError::Internal(m)),
+        Err(SwitchError::Timeout) => Err(ApiError::GatewayTimeout(String::new())),
+        Err(SwitchError::Io(e)) => Err(io_error(e)),
+    }
+}
 refuse!(
     load_plugin,
     post,

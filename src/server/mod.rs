@@ -2,6 +2,7 @@
 //! `serve` entry point. This is the only module that knows about HTTP; handlers extract, call one
 //! service method and convert the result.
 
+mod acp;
 mod auth;
 mod bash;
 mod conversations;
@@ -196,6 +197,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(profiles::router())
         .merge(subagents::router())
+        .merge(acp::router())
         .merge(llm::router())
         .merge(workspaces::router())
         .merge(skills::router())
