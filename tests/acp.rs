@@ -208,3 +208,45 @@ async fn an_acp_server_runs_the_conversation() {
         (400, json!("model must be a non-empty string"))
     );
 }
+
+#[tokio::test]
+async fn acp_agent_settings_start_an_acp_conversation() {
+    let srv = TestServer::start();
+    let workspace =
+        json!({"working_dir": srv.workdir().to_string_lossy(), "kind": "LocalWorkspace"});
+    let bad = json!({"agent_settings": {"agent_kind": "acp", "acp_server": "custom"}, "workspace": workspace});
+    let (code, err) = call(&srv, Method::POST, "/api/conversations", Some(bad)).await;
+    assert_eq!(
+        (code, err["detail"]["code"].clone()),
+        (422, json!("invalid_agent_launch"))
+    );
+    let body = json!({
+        "agent_settings": {"agent_kind": "acp", "acp_server": "custom", "acp_command": fake_server()},
+        "workspace": workspace,
+        "initial_message": {"role": "user", "content": [{"type": "text", "text": "from settings"}], "run": true},
+    });
+    let (code, info) = call(&srv, Method::POST, "/api/conversations", Some(body)).await;
+    assert_eq!(code, 201, "{info}");
+    assert_eq!(info["agent"]["kind"], "ACPAgent");
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_for_end(&srv, &id, 60).await["execution_status"],
+        "finished"
+    );
+    let (_, page) = call(
+        &srv,
+        Method::GET,
+        &format!("/api/conversations/{id}/events/search?limit=100"),
+        None,
+    )
+    .await;
+    let finish = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "ActionEvent")
+        .cloned()
+        .unwrap();
+    assert_eq!(finish["action"]["message"], "FAKE_ACP_REPLY: from settings");
+}

@@ -89,14 +89,50 @@ fn settings_from_request(given: &Value) -> Result<Value, LaunchError> {
             )));
         }
     }
-    if obj.get("agent_kind").is_some_and(|k| k != "openhands") {
-        return Err(LaunchError::Invalid(
-            "ACP agents cannot be started by this server (no ACP runtime)".into(),
-        ));
+    if obj.get("agent_kind").is_some_and(|k| k == "acp") {
+        if obj.contains_key("llm") {
+            return Err(LaunchError::Invalid("Removed agent settings: llm".into()));
+        }
+        return Ok(given.clone());
     }
     let mut settings = Settings::default().agent_settings;
     deep_merge(&mut settings, given, 0);
     Ok(settings)
+}
+
+/// The SDK `ACPAgent` built from ACP agent settings (the server's command resolved).
+pub fn acp_agent_from_settings(settings: &Value) -> Result<Value, LaunchError> {
+    let command = crate::acp::providers::resolve_command(&json!({
+        "acp_command": settings["acp_command"],
+        "acp_server": settings.get("acp_server").cloned().unwrap_or(json!("claude-code")),
+    }))
+    .map_err(|message| {
+        LaunchError::Unresolved(json!({"code": "invalid_agent_launch", "message": message}))
+    })?;
+    let model = settings["acp_model"].as_str().unwrap_or("acp-managed");
+    Ok(json!({
+        "kind": "ACPAgent",
+        "llm": {"model": model, "usage_id": "acp-managed"},
+        "tools": [],
+        "mcp_config": settings.get("mcp_config").cloned().unwrap_or(json!({})),
+        "include_default_tools": [],
+        "acp_command": command,
+        "acp_server": settings.get("acp_server").cloned().unwrap_or(json!("claude-code")),
+        "acp_args": settings.get("acp_args").cloned().unwrap_or(json!([])),
+        "acp_session_mode": settings["acp_session_mode"],
+        "acp_prompt_timeout": settings.get("acp_prompt_timeout").cloned().unwrap_or(json!(1800.0)),
+        "acp_startup_timeout": settings.get("acp_startup_timeout").cloned().unwrap_or(json!(90.0)),
+        "acp_model": settings["acp_model"],
+    }))
+}
+
+/// The agent resolved settings launch: an `Agent`, or an `ACPAgent` for ACP settings.
+fn agent_for(settings: &Value) -> Result<Value, LaunchError> {
+    if settings["agent_kind"] == "acp" {
+        acp_agent_from_settings(settings)
+    } else {
+        Ok(agent_from_settings(settings))
+    }
 }
 
 impl SettingsService {
@@ -148,7 +184,7 @@ impl SettingsService {
         }
         if let Some(settings) = obj.remove("agent_settings") {
             let settings = settings_from_request(&settings)?;
-            obj.insert("agent".into(), agent_from_settings(&settings));
+            obj.insert("agent".into(), agent_for(&settings)?);
             return Ok(body);
         }
         let Some(id) = profile_id else {
@@ -177,12 +213,7 @@ impl SettingsService {
             .await
             .map_err(|e| SettingsError::Io(e.to_string()))?;
         let settings = resolved.map_err(LaunchError::Unresolved)?;
-        if profile["agent_kind"] == "acp" {
-            return Err(LaunchError::Invalid(
-                "ACP agents cannot be started by this server (no ACP runtime)".into(),
-            ));
-        }
-        obj.insert("agent".into(), agent_from_settings(&settings));
+        obj.insert("agent".into(), agent_for(&settings)?);
         obj.remove("agent_profile_id");
         // Secrets outside the profile's allow-list are not handed over.
         if let Some(refs) = profile["secret_refs"].as_array() {
