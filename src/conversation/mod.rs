@@ -13,9 +13,11 @@
 //! tool), [`goal`] runs goal mode's judged rounds; the `task` tool lives in
 //! [`crate::subagents::task`].
 //!
-//! Not implemented (answered with a clear 400/422 or ignored): ACP agents, plugins,
-//! prompt/agent hooks (command hooks only), ownership leases, security analyzers other than
-//! "use the risk the LLM gave".
+//! An `ACPAgent` conversation is run by its ACP server's session ([`acp_run`]).
+//!
+//! Not implemented (answered with a clear 400/422 or ignored): plugins, prompt/agent hooks
+//! (command hooks only), ownership leases, security analyzers other than "use the risk the
+//! LLM gave".
 
 pub mod acp_run;
 pub mod agent;
