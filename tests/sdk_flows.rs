@@ -275,3 +275,28 @@ fn upstream_live_server_tests_pass_against_our_server() {
         tail(&String::from_utf8_lossy(&out.stderr), 2000)
     );
 }
+
+/// The routes of agent profiles, meta-profiles, provider connections, sub-agents and ACP model
+/// discovery answer the reference's own request shapes as the reference does: the reference
+/// server (from the SDK venv) and ours get the same requests
+/// (`tests/fixtures/reference_probes/`), their answers are compared after normalising ids and
+/// times (`tests/sdk/compare_with_reference.py`).
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn profile_sub_agent_and_acp_routes_answer_like_the_reference() {
+    let python = sdk_python();
+    let server = TestServer::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python)
+        .arg(root.join("tests/sdk/compare_with_reference.py"))
+        .arg(&server.url)
+        .arg(root.join("tests/fixtures/reference_probes"))
+        .output()
+        .expect("run the comparison");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(" 0 answers differ"),
+        "stdout:\n{stdout}\nstderr (tail):\n{}",
+        tail(&String::from_utf8_lossy(&out.stderr), 3000)
+    );
+}
