@@ -1558,11 +1558,12 @@ fn goal_statuses(evs: &[Value]) -> Vec<(String, u64)> {
         .collect()
 }
 
-async fn wait_goal_end(srv: &TestServer, id: &str) -> Vec<(String, u64)> {
+/// Waits until a goal loop that started after the first `since` goal statuses has ended.
+async fn wait_goal_end(srv: &TestServer, id: &str, since: usize) -> Vec<(String, u64)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let statuses = goal_statuses(&all_events(srv, id).await);
-        if statuses.last().is_some_and(|(s, _)| s != "running") {
+        if statuses.len() > since + 1 && statuses.last().is_some_and(|(s, _)| s != "running") {
             return statuses;
         }
         assert!(Instant::now() < deadline, "goal did not end: {statuses:?}");
@@ -1599,6 +1600,7 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
     );
 
     // Not done after the first round; done after the follow-up.
+    let since = 0;
     let (code, _) = post(
         &srv,
         &goal,
@@ -1606,7 +1608,7 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
     )
     .await;
     assert_eq!(code, 200);
-    let statuses = wait_goal_end(&srv, &id).await;
+    let statuses = wait_goal_end(&srv, &id, since).await;
     assert_eq!(
         statuses,
         [
@@ -1637,6 +1639,7 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
         .contains("<objective>"));
 
     // A cap on judged rounds.
+    let since = goal_statuses(&all_events(&srv, &id).await).len();
     let (code, _) = post(
         &srv,
         &goal,
@@ -1644,7 +1647,7 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
     )
     .await;
     assert_eq!(code, 200);
-    let statuses = wait_goal_end(&srv, &id).await;
+    let statuses = wait_goal_end(&srv, &id, since).await;
     assert_eq!(statuses.last().unwrap(), &("capped".to_string(), 1));
     let (code, err) = post(&srv, &format!("{goal}/resume"), json!({})).await;
     assert_eq!(
@@ -1653,6 +1656,7 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
     );
 
     // Stopped while the agent works: interrupted, then resumable.
+    let since = goal_statuses(&all_events(&srv, &id).await).len();
     let (code, _) = post(
         &srv,
         &goal,
@@ -1665,9 +1669,10 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
     assert_eq!(code, 409, "one goal at a time");
     let (code, _) = post(&srv, &format!("{goal}/stop"), json!({})).await;
     assert_eq!(code, 200);
-    let statuses = wait_goal_end(&srv, &id).await;
+    let statuses = wait_goal_end(&srv, &id, since).await;
     assert_eq!(statuses.last().unwrap().0, "interrupted");
     // The stopped round's run goes on: resuming is refused until it has ended.
+    let since_resume = goal_statuses(&all_events(&srv, &id).await).len();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, body) = post(&srv, &format!("{goal}/resume"), json!({})).await;
@@ -1678,7 +1683,7 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
         assert!(Instant::now() < deadline, "resume still refused");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let statuses = wait_goal_end(&srv, &id).await;
+    let statuses = wait_goal_end(&srv, &id, since_resume).await;
     assert_eq!(statuses.last().unwrap().0, "complete", "{statuses:?}");
     let evs = all_events(&srv, &id).await;
     assert!(evs.iter().any(|e| e["kind"] == "MessageEvent"
