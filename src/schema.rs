@@ -27,6 +27,7 @@ const ROOTS: &[&str] = &[
     "ProviderConnectionUpdateRequest",
     "SubAgentsRequest",
     "ACPModelDiscoveryRequest",
+    "ACPAgentSettings",
 ];
 
 struct Schemas {

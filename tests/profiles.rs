@@ -248,6 +248,30 @@ async fn meta_profiles_route_only_when_they_can() {
     );
     let (code, _) = call(&srv, Method::GET, "/api/meta-profiles/router", None).await;
     assert_eq!(code, 404);
+
+    // ACP agent settings cannot route: activation records nothing.
+    let diff = json!({"agent_settings_diff": {"agent_kind": "acp", "acp_server": "codex"}});
+    let (code, settings) = call(&srv, Method::PATCH, "/api/settings", Some(diff)).await;
+    assert_eq!(code, 200, "{settings}");
+    assert_eq!(settings["agent_settings"]["acp_server"], "codex");
+    assert!(
+        settings["agent_settings"].get("llm").is_none(),
+        "no LLM in ACP settings"
+    );
+    let meta =
+        json!({"classifier_model": "fast", "classes": [{"description": "ui", "model": "vision"}]});
+    call(&srv, Method::POST, "/api/meta-profiles/again", Some(meta)).await;
+    let (code, act) = call(
+        &srv,
+        Method::POST,
+        "/api/meta-profiles/again/activate",
+        None,
+    )
+    .await;
+    assert_eq!((code, act["applied"].clone()), (200, json!(false)));
+    let (_, settings) = call(&srv, Method::GET, "/api/settings", None).await;
+    assert_eq!(settings["agent_settings"]["agent_kind"], "acp");
+    assert!(settings["agent_settings"].get("llm").is_none());
 }
 
 #[tokio::test]

@@ -104,6 +104,34 @@ pub struct FieldError {
     pub input: Value,
 }
 
+/// The defaults of an agent-settings variant (`openhands` or `acp`), as the reference dumps
+/// them.
+pub fn variant_defaults(kind: &str) -> Value {
+    if kind != "acp" {
+        return Settings::default().agent_settings;
+    }
+    let file =
+        |secret: &str, filename: &str, env: &str, subdir: &str, points: &str, warn: &[&str]| {
+            json!({"secret_name": secret, "filename": filename, "env_var": env, "subdir": subdir,
+               "env_points_to": points, "warn_if_unset": warn})
+        };
+    json!({
+        "schema_version": 9, "agent_kind": "acp", "acp_server": "claude-code",
+        "acp_command": [], "acp_args": [], "acp_model": null, "acp_session_mode": null,
+        "acp_prompt_timeout": 1800.0, "acp_startup_timeout": 90.0, "mcp_config": {},
+        "acp_isolate_data_dir": false,
+        "acp_file_secrets": [
+            file("CODEX_AUTH_JSON", "auth.json", "CODEX_HOME", "codex", "dir", &[]),
+            file("GOOGLE_APPLICATION_CREDENTIALS_JSON", "gcloud-credentials.json",
+                 "GOOGLE_APPLICATION_CREDENTIALS", "gemini-cli", "file",
+                 &["GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"]),
+            file("KIMI_CODE_CONFIG_TOML", "config.toml", "KIMI_CODE_HOME", "kimi-code", "dir", &[]),
+            file("PI_AUTH_JSON", "auth.json", "PI_CODING_AGENT_DIR", "pi", "dir", &[]),
+        ],
+        "agent_context": null,
+    })
+}
+
 /// Checks `value` against a field spec; `None` when it conforms.
 fn check_value(spec: &FieldSpec, value: &Value) -> Option<(&'static str, String)> {
     if value.is_null() {
@@ -502,7 +530,11 @@ impl Settings {
         let mut s = Settings::default();
         if let Some(agent) = stored.get("agent_settings").filter(|v| v.is_object()) {
             let mut agent = agent.clone();
-            fill_defaults(&mut agent, &s.agent_settings);
+            let kind = agent["agent_kind"]
+                .as_str()
+                .unwrap_or("openhands")
+                .to_string();
+            fill_defaults(&mut agent, &variant_defaults(&kind));
             s.agent_settings = agent;
         }
         if let Some(conv) = stored
@@ -633,10 +665,19 @@ impl Settings {
                     }
                 }
             }
+            // A new `agent_kind` starts from that variant's defaults (no merge across variants).
+            if let Some(kind) = diff["agent_kind"].as_str() {
+                if agent["agent_kind"].as_str() != Some(kind) {
+                    agent = variant_defaults(kind);
+                }
+            }
             deep_merge(&mut agent, &diff, 0);
-            let template = Settings::default().agent_settings;
+            let template = variant_defaults(agent["agent_kind"].as_str().unwrap_or("openhands"));
             fill_defaults(&mut agent, &template);
             prune_unknown(&mut agent, &template);
+        }
+        if agent["agent_kind"] == "acp" {
+            return self.apply_acp(agent, conversation_diff, misc_diff);
         }
         let mut conversation = self.conversation_settings.clone();
         if let Some(diff) = conversation_diff {
@@ -696,7 +737,6 @@ impl Settings {
         Ok(())
     }
 
-    /// Replaces the LLM with `llm` (a validated, complete LLM object).
     /// Sets the active meta-profile and mirrors it into OpenHands agent settings (routing on
     /// while one is active; `meta`, when given, is its configuration). Agent settings that
     /// cannot route (ACP) clear the pointer instead.
@@ -718,6 +758,51 @@ impl Settings {
         self.active_meta_profile = name;
     }
 
+    /// The end of [`Settings::apply_diffs`] for ACP agent settings (validated as the reference's
+    /// `ACPAgentSettings`).
+    fn apply_acp(
+        &mut self,
+        agent: Value,
+        conversation_diff: Option<&Value>,
+        misc_diff: Option<&Value>,
+    ) -> Result<(), Vec<FieldError>> {
+        let agent = crate::schema::validate("ACPAgentSettings", &agent, &[]).map_err(|issues| {
+            issues
+                .into_iter()
+                .map(|i| FieldError {
+                    loc: i.loc,
+                    kind: match i.kind.as_str() {
+                        "literal_error" => "literal_error",
+                        "extra_forbidden" => "extra_forbidden",
+                        "missing" => "missing",
+                        _ => "value_error",
+                    },
+                    msg: i.msg,
+                    input: i.input,
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let mut conversation = self.conversation_settings.clone();
+        if let Some(diff) = conversation_diff {
+            deep_merge(&mut conversation, diff, 0);
+            fill_defaults(&mut conversation, &defaults()["conversation_settings"]);
+            prune_unknown(&mut conversation, &defaults()["conversation_settings"]);
+        }
+        let errors = check_fields(&conversation, conversation_specs(), "");
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if let Some(diff) = misc_diff {
+            deep_merge(&mut self.misc_settings, diff, 0);
+        }
+        self.agent_settings = agent;
+        self.conversation_settings = conversation;
+        // ACP agents cannot route between models.
+        self.active_meta_profile = None;
+        Ok(())
+    }
+
+    /// Replaces the LLM with `llm` (a validated, complete LLM object).
     pub fn set_llm(&mut self, llm: Value) {
         self.agent_settings["llm"] = llm;
     }
