@@ -25,6 +25,9 @@ const ROOTS: &[&str] = &[
     "MetaProfile",
     "ProviderConnectionCreateRequest",
     "ProviderConnectionUpdateRequest",
+    "InstallCanvasExtensionRequest",
+    "UpdateCanvasExtensionStateRequest",
+    "BackendRevisionRequest",
 ];
 
 struct Schemas {
