@@ -4,6 +4,7 @@
 mod support;
 
 mod bash;
+mod canvas;
 mod conversations;
 mod crash_loop;
 mod fakes;
