@@ -49,6 +49,8 @@ OH_MAX_REQUEST_BODY_BYTES  largest JSON/request body, uploads excepted (default 
 OH_HEADER_READ_TIMEOUT_SECONDS  time for a request's headers and for an idle connection (default 30)\n  \
 OH_MAX_CONNECTIONS         open HTTP connections at most; over it a quick 503 (default 3/4 of the fd limit)\n  \
 OH_BASH_EVENTS_MAX         bash events kept per events directory, oldest deleted first (default 20000)\n  \
+OH_APP_BACKEND_PUBLIC_URL  separate browser origin serving Canvas App backends (/app-backends/*)\n  \
+OH_TRUST_FORWARDED_HEADERS true: X-Forwarded-Proto/-Host decide a request's origin (behind a TLS proxy)\n  \
 OPENHANDS_AGENT_SERVER_CONFIG_PATH  JSON config file (default workspace/openhands_agent_server_config.json)\n  \
 OPENHANDS_BUILD_GIT_SHA, OPENHANDS_BUILD_GIT_REF  reported by /server_info\n  \
 RUST_LOG                   log filter (default info)\n\n\
@@ -82,6 +84,8 @@ struct FileConfig {
     bash_events_dir: Option<PathBuf>,
     secret_key: Option<String>,
     max_concurrent_runs: Option<usize>,
+    app_backend_public_url: Option<String>,
+    trust_forwarded_headers: Option<bool>,
 }
 
 /// Validated server configuration.
@@ -120,6 +124,14 @@ pub struct Config {
     pub bash_events_max: usize,
     pub build_git_sha: String,
     pub build_git_ref: String,
+    /// The separate browser origin that exposes Canvas App backends
+    /// (`OH_APP_BACKEND_PUBLIC_URL`); `None`: the `/app-backends` bridge is off.
+    pub app_backend_public_url: Option<String>,
+    /// Trust `X-Forwarded-Proto`/`X-Forwarded-Host` for a request's origin
+    /// (`OH_TRUST_FORWARDED_HEADERS`).
+    pub trust_forwarded_headers: bool,
+    /// `DOCKER_HOST_ADDR`: a host whose origin may bootstrap Canvas App sessions.
+    pub docker_host_addr: Option<String>,
 }
 
 /// A configuration problem found at start-up.
@@ -280,6 +292,17 @@ impl Config {
             bash_events_max,
             build_git_sha: env("OPENHANDS_BUILD_GIT_SHA").unwrap_or_else(|| "unknown".into()),
             build_git_ref: env("OPENHANDS_BUILD_GIT_REF").unwrap_or_else(|| "unknown".into()),
+            app_backend_public_url: env("OH_APP_BACKEND_PUBLIC_URL")
+                .or(file.app_backend_public_url)
+                .filter(|v| !v.is_empty()),
+            trust_forwarded_headers: match env("OH_TRUST_FORWARDED_HEADERS") {
+                Some(v) => matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "true" | "1" | "yes" | "on" | "t" | "y"
+                ),
+                None => file.trust_forwarded_headers.unwrap_or(false),
+            },
+            docker_host_addr: env("DOCKER_HOST_ADDR").filter(|v| !v.is_empty()),
         })
     }
 
@@ -307,6 +330,9 @@ impl Config {
             bash_events_max: crate::exec::DEFAULT_MAX_EVENTS,
             build_git_sha: "unknown".into(),
             build_git_ref: "unknown".into(),
+            app_backend_public_url: None,
+            trust_forwarded_headers: false,
+            docker_host_addr: None,
         }
     }
 }

@@ -122,6 +122,15 @@ pub enum ApiError {
     /// 422 whose `detail` is this value as the reference words it (not FastAPI's shape).
     #[error("validation failed")]
     Rejected(Value),
+    /// 403 whose `detail` is a sentence.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 421: the request reached this server under a host it must not be served on.
+    #[error("{0}")]
+    Misdirected(String),
+    /// 502: an upstream this server forwards to failed (the 5xx body shape).
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 impl ApiError {
@@ -150,6 +159,9 @@ impl ApiError {
             ApiError::Unprocessable(_) | ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -204,6 +216,32 @@ impl From<crate::settings::launch::LaunchError> for ApiError {
     }
 }
 
+impl From<crate::canvas::CanvasError> for ApiError {
+    fn from(e: crate::canvas::CanvasError) -> Self {
+        use crate::canvas::CanvasError as E;
+        let msg = e.to_string();
+        match e {
+            E::NotInstalled(_) | E::BundleNotFound(_) | E::IconNotFound(_) => {
+                ApiError::NotFound(msg)
+            }
+            E::Source(_) | E::InvalidPath => ApiError::BadRequest(msg),
+            E::AlreadyInstalled | E::BackendsRunning | E::Backend(_) | E::SameOrigin => {
+                ApiError::Conflict(msg)
+            }
+            E::NoManifest | E::InvalidExtension | E::ExposeSecrets => ApiError::Unprocessable(msg),
+            E::IngressNotConfigured
+            | E::IngressMisconfigured
+            | E::NotReady
+            | E::InsecureContext => ApiError::ServiceUnavailable(msg),
+            E::WrongIngress => ApiError::Misdirected(msg),
+            E::OriginNotAllowed => ApiError::Forbidden(msg),
+            E::Unauthorized => ApiError::Unauthorized,
+            E::Unreachable | E::Redirect => ApiError::BadGateway(msg),
+            E::Io(_) => ApiError::Internal(msg),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -213,7 +251,8 @@ impl IntoResponse for ApiError {
             // 5xx: the reference moves the message into `exception`, prefixed with the status.
             ApiError::ServiceUnavailable(msg)
             | ApiError::Internal(msg)
-            | ApiError::GatewayTimeout(msg) => {
+            | ApiError::GatewayTimeout(msg)
+            | ApiError::BadGateway(msg) => {
                 tracing::error!(status = status.as_u16(), error = %msg, "request failed");
                 json!({
                     "detail": "Internal Server Error",

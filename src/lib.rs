@@ -14,8 +14,10 @@
 //! - [`skills`]: skills loaded from the project, the user's directories and installed ones.
 //! - [`gateway`]: the OpenAI-compatible gateway (one agent turn per completion request).
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
+//! - [`canvas`]: Canvas extensions (installed UI bundles) and their optional app backends.
 
 pub mod acp;
+pub mod canvas;
 pub mod client;
 pub mod config;
 pub mod conversation;

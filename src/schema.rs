@@ -28,6 +28,9 @@ const ROOTS: &[&str] = &[
     "SubAgentsRequest",
     "ACPModelDiscoveryRequest",
     "ACPAgentSettings",
+    "InstallCanvasExtensionRequest",
+    "UpdateCanvasExtensionStateRequest",
+    "BackendRevisionRequest",
 ];
 
 struct Schemas {

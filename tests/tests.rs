@@ -5,6 +5,7 @@ mod support;
 
 mod acp;
 mod bash;
+mod canvas;
 mod conversations;
 mod crash_loop;
 mod fakes;

@@ -51,6 +51,10 @@ async fn server_info(State(state): State<AppState>) -> Json<Value> {
     let ours = env!("CARGO_PKG_VERSION");
     let version = COMPATIBLE_REFERENCE_VERSION;
     let cfg = &state.config;
+    let mut capabilities: Vec<&str> = CAPABILITIES.to_vec();
+    if cfg.app_backend_public_url.is_some() {
+        capabilities.push("canvas_app_backend_bridge_v1");
+    }
     Json(json!({
         "uptime": state.activity.uptime_secs(),
         "idle_time": state.activity.idle_secs(),
@@ -72,8 +76,8 @@ async fn server_info(State(state): State<AppState>) -> Json<Value> {
         "runtime_idle_timeout_seconds": null,
         "conversation_runtime": "local",
         "available_conversation_runtimes": [],
-        "capabilities": CAPABILITIES,
-        "app_backend_ingress_url": null,
+        "capabilities": capabilities,
+        "app_backend_ingress_url": cfg.app_backend_public_url,
         "max_foreground_terminal_timeout_seconds": null,
         "docs": "/docs",
         "redoc": "/redoc",

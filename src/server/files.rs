@@ -374,11 +374,12 @@ fn header_value(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// A Starlette-like `FileResponse` for an open file.
+/// A Starlette-like `FileResponse` for an open file (`filename`: sent as an attachment with
+/// that name).
 pub(super) fn file_response(
     file: tokio::fs::File,
     meta: &std::fs::Metadata,
-    filename: &str,
+    filename: Option<&str>,
     media_type: &str,
     extra: &[(&'static str, String)],
     request: &HeaderMap,
@@ -398,14 +399,16 @@ pub(super) fn file_response(
     );
 
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, header_value(media_type));
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        header_value(&content_disposition(filename)),
-    );
     for (k, v) in extra {
         headers.insert(*k, header_value(v));
+    }
+    headers.insert(header::CONTENT_TYPE, header_value(media_type));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(filename) = filename {
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            header_value(&content_disposition(filename)),
+        );
     }
     headers.insert(header::LAST_MODIFIED, header_value(&last_modified));
     headers.insert(header::ETAG, header_value(&etag));
@@ -606,7 +609,7 @@ async fn download_file(
         Ok(f) => file_response(
             f.file,
             &f.metadata,
-            &f.name,
+            Some(&f.name),
             "application/octet-stream",
             &[],
             &headers,
@@ -695,7 +698,7 @@ async fn archive_directory(
         Ok(a) => file_response(
             a.file,
             &a.metadata,
-            &a.filename,
+            Some(&a.filename),
             a.media_type,
             &a.headers,
             &headers,
@@ -745,7 +748,7 @@ async fn download_trajectory(
         Ok((file, meta)) => file_response(
             file,
             &meta,
-            &format!("{}.zip", id.simple()),
+            Some(&format!("{}.zip", id.simple())),
             "application/octet-stream",
             &[],
             &headers,

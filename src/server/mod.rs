@@ -5,6 +5,7 @@
 mod acp;
 mod auth;
 mod bash;
+mod canvas;
 mod conversations;
 mod details;
 mod events;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub settings: Arc<crate::settings::SettingsService>,
     /// Saved workspaces of a GUI (`/api/workspaces*`).
     pub workspaces: Arc<crate::settings::workspaces::WorkspacesStore>,
+    /// Canvas extensions and their app backends (`/api/canvas-extensions/*`, `/app-backends/*`).
+    pub canvas: Arc<crate::canvas::Canvas>,
     /// Deferred init (`OH_DEFERRED_INIT`): the shared init state; `None` otherwise.
     pub init: Option<Arc<init::InitHandle>>,
     /// Set once start-up work is done; `/ready` answers 503 before.
@@ -93,6 +96,10 @@ impl AppState {
             }
             crate::util::set_child_marker(crate::exec::orphans::MARKER, &marker);
         }
+        let canvas = Arc::new(crate::canvas::Canvas::new(&config.persistence_dir));
+        if mark_children {
+            canvas.reap_orphans();
+        }
         crate::exec::set_max_events(config.bash_events_max);
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
         let conversations = Arc::new(ConversationService::open(
@@ -114,6 +121,7 @@ impl AppState {
             config.workspaces_dir.clone(),
         ));
         Ok(AppState {
+            canvas,
             init: None,
             workspaces,
             settings,
@@ -204,6 +212,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(init::router())
         .merge(openai::router())
         .merge(mcp::router())
+        .merge(canvas::router())
 }
 
 /// WebSocket upgrade with small per-connection buffers: hundreds of subscribers idle in
@@ -353,9 +362,11 @@ pub async fn serve_deferred(
         if let Some((ready, _)) = handle.ready_app() {
             ready.conversations.shutdown().await;
             ready.bash.shutdown().await;
+            ready.canvas.shutdown().await;
         }
         state.conversations.shutdown().await;
         state.bash.shutdown().await;
+        state.canvas.shutdown().await;
     };
     listener::serve(listener, switch, limits, shutdown).await;
     Ok(())
@@ -370,13 +381,15 @@ pub async fn serve(
     state.set_ready();
     let bash = state.bash.clone();
     let conversations = state.conversations.clone();
+    let canvas = state.canvas.clone();
     conversations.start_idle_release();
-    // Commands and runs are stopped before connections drain, so waiting requests finish
-    // promptly.
+    // Commands, runs and app backends are stopped before connections drain, so waiting
+    // requests finish promptly.
     let shutdown = async move {
         shutdown.await;
         conversations.shutdown().await;
         bash.shutdown().await;
+        canvas.shutdown().await;
     };
     let limits = listener::ConnectionLimits {
         header_read_timeout: state.config.header_read_timeout,
