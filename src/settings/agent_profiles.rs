@@ -7,14 +7,13 @@
 //! Blocking file I/O: call from `spawn_blocking` (the [`super::SettingsService`] methods do).
 
 use std::fs;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
 use std::sync::Arc;
 
-use super::profiles::{canonical, valid_name};
+use super::profiles::canonical;
 use super::store::{read_json, Read};
 use super::{Settings, SettingsError, SettingsService};
 
@@ -230,21 +229,7 @@ impl AgentProfileStore {
     }
 
     fn names(&self) -> Result<Vec<String>, StoreError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let stem = name.strip_suffix(".json")?;
-                valid_name(stem).then(|| stem.to_string())
-            })
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(super::store::json_names(&self.dir)?)
     }
 
     /// Summaries of every readable profile, sorted by name (unreadable files are skipped).
@@ -326,11 +311,7 @@ impl AgentProfileStore {
 
     /// Deletes `name`; a missing profile is no error.
     pub fn delete(&self, name: &str) -> Result<(), StoreError> {
-        match fs::remove_file(self.path(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(super::store::remove_if_exists(&self.path(name))?)
     }
 
     /// Renames `old` to `new`, rewriting the name inside the file; the id stays.

@@ -3,14 +3,12 @@
 //! one is `active_meta_profile` of `settings.json`, mirrored into the OpenHands agent settings
 //! (`active_meta_profile`, `enable_classify_and_switch_llm_tool`, `meta_profile`).
 
-use std::fs;
-use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::profiles::{canonical, valid_name};
+use super::profiles::canonical;
 use super::store::{read_json, write_json, Read};
 use super::{SettingsError, SettingsService};
 use crate::error::ValidationIssue;
@@ -91,21 +89,7 @@ impl MetaProfileStore {
 
     /// Stored names, alphabetically.
     pub fn names(&self) -> Result<Vec<String>, MetaError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let stem = name.strip_suffix(".json")?;
-                valid_name(stem).then(|| stem.to_string())
-            })
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(super::store::json_names(&self.dir)?)
     }
 
     /// The meta-profile `name`, or `None` when there is none.
@@ -149,11 +133,7 @@ impl MetaProfileStore {
 
     /// Deletes `name`; a missing one is no error.
     pub fn delete(&self, name: &str) -> Result<(), MetaError> {
-        match fs::remove_file(self.path(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(super::store::remove_if_exists(&self.path(name))?)
     }
 }
 

@@ -77,23 +77,7 @@ impl ProfileStore {
     }
 
     fn names(&self) -> std::io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        match fs::read_dir(&self.dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let file = entry.file_name().to_string_lossy().into_owned();
-                    if let Some(stem) = file.strip_suffix(".json") {
-                        if valid_name(stem) {
-                            names.push(stem.to_string());
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        names.sort();
-        Ok(names)
+        super::store::json_names(&self.dir)
     }
 
     fn read(path: &Path) -> Result<Value, ProfileError> {
@@ -209,11 +193,7 @@ impl ProfileStore {
 
     /// Deletes `name`; deleting a missing profile succeeds (the reference is idempotent).
     pub fn delete(&self, name: &str) -> Result<(), ProfileError> {
-        match fs::remove_file(self.path(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(super::store::remove_if_exists(&self.path(name))?)
     }
 
     /// Renames `old` to `new` (a same-name rename checks that the profile exists).

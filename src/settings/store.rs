@@ -45,3 +45,31 @@ pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     crate::conversation::store::write_atomic(path, &bytes)
 }
+
+/// Names of the `<name>.json` files in `dir` whose name is a valid profile name, sorted (none
+/// when `dir` does not exist).
+pub fn json_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?;
+            super::profiles::valid_name(stem).then(|| stem.to_string())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Deletes `path`; a missing file is no error.
+pub fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
