@@ -1533,6 +1533,7 @@ fn write_run_record(run_dir: &Path, name: &str, pgid: u32) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
 
     fn tgz(members: &[(&str, &[u8], u32, tar::EntryType)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
@@ -1618,6 +1619,64 @@ mod tests {
             matches!(&e, Err(CanvasError::Backend(m)) if m == "backend artifact is not a valid gzip tar archive"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn run_records_of_a_dead_server_get_their_backends_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let installed = Arc::new(Installed::new(&root.join("p")));
+        let backends = Backends::new(installed, &root.join("backends"));
+        let artifact = root.join("backends/artifacts/app/abc");
+        std::fs::create_dir_all(&artifact).unwrap();
+        let spawn = |arg0: &Path| {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c").arg("sleep 300").arg(arg0);
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            cmd.spawn().unwrap()
+        };
+        // A dead server: a finished process's pid and a start time that cannot match.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = gone.id();
+        gone.wait().unwrap();
+        let backend = spawn(&artifact.join("run"));
+        let mut stranger = spawn(&root.join("elsewhere/run"));
+        std::thread::sleep(Duration::from_millis(100));
+        let run_dir = root.join("backends/run");
+        for (child, name) in [(&backend, "app"), (&stranger, "app")] {
+            let pgid = child.id();
+            let record = json!({"name": name, "pgid": pgid,
+                "start_time": process_start_time(pgid).unwrap(), "server_pid": dead_pid,
+                "server_start_time": 1});
+            std::fs::create_dir_all(&run_dir).unwrap();
+            std::fs::write(run_dir.join(format!("{pgid}.json")), record.to_string()).unwrap();
+        }
+        std::fs::write(run_dir.join("junk.json"), "{").unwrap();
+        // A record whose server still runs (this process) is left alone.
+        let me = std::process::id();
+        let mine = json!({"name": "app", "pgid": 1, "start_time": 1, "server_pid": me,
+            "server_start_time": process_start_time(me).unwrap()});
+        std::fs::write(run_dir.join("1.json"), mine.to_string()).unwrap();
+
+        // Reaped as soon as it dies, as init reaps a dead server's orphans.
+        let mut backend = backend;
+        let waiter = std::thread::spawn(move || backend.wait().unwrap());
+        let started = Instant::now();
+        assert_eq!(backends.reap_orphans(), 1);
+        assert!(started.elapsed() < STOP_TIMEOUT, "SIGTERM was enough");
+        let status = waiter.join().unwrap();
+        assert!(status.signal().is_some(), "the backend was killed");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "an unrelated process survived"
+        );
+        let left: Vec<String> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["1.json"]);
+        let _ = stranger.kill();
+        let _ = stranger.wait();
     }
 
     #[test]
