@@ -111,7 +111,7 @@ impl Skill {
 }
 
 /// Splits `---\n<yaml>\n---\n<body>` into frontmatter and the stripped body.
-fn frontmatter(text: &str) -> Result<(serde_json::Map<String, Value>, String), String> {
+pub(crate) fn frontmatter(text: &str) -> Result<(serde_json::Map<String, Value>, String), String> {
     let rest = text
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"));
