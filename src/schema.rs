@@ -25,6 +25,11 @@ const ROOTS: &[&str] = &[
     "MetaProfile",
     "ProviderConnectionCreateRequest",
     "ProviderConnectionUpdateRequest",
+    "PluginsRequest",
+    "InstallPluginRequest",
+    "FetchPluginRequest",
+    "UpdatePluginStateRequest",
+    "PluginSource",
 ];
 
 struct Schemas {
