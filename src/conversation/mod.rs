@@ -9,7 +9,9 @@
 //! A request naming `agent_settings` or an `agent_profile_id` gets its `agent` from
 //! [`crate::settings::launch`] before it reaches the registry.
 //!
-//! Not implemented (answered with a clear 400/422 or ignored): ACP agents, plugins,
+//! Plugins ([`plugins`]) are loaded before the agent first runs and by `load_plugin`.
+//!
+//! Not implemented (answered with a clear 400/422 or ignored): ACP agents,
 //! sub-agents and child conversations, goal mode, prompt/agent hooks (command hooks only),
 //! worktrees, ownership leases, security analyzers other than "use the risk the LLM gave".
 
@@ -17,6 +19,7 @@ pub mod agent;
 pub mod crypto;
 pub mod events;
 pub mod hooks;
+pub mod plugins;
 pub mod service;
 pub mod stats;
 pub mod store;
@@ -46,6 +49,9 @@ pub enum ConversationError {
     /// An LLM call made on behalf of the request failed.
     #[error("{0}")]
     Llm(String),
+    /// A plugin the conversation names could not be fetched or loaded.
+    #[error("{0}")]
+    Plugin(String),
     /// Disk failure.
     #[error("{0}")]
     Io(#[from] std::io::Error),
