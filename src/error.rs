@@ -116,6 +116,13 @@ pub enum ApiError {
     /// 504: something this request waited for took too long.
     #[error("{0}")]
     GatewayTimeout(String),
+    /// 502: an upstream this request needed could not be used.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 500 shaped as the reference answers an exception it did not handle: the message as is,
+    /// with a fresh `error_id`.
+    #[error("{0}")]
+    Unhandled(String),
     /// 500 whose `detail` is a sentence the client may show.
     #[error("{0}")]
     Failed(String),
@@ -128,9 +135,6 @@ pub enum ApiError {
     /// 421: the request reached this server under a host it must not be served on.
     #[error("{0}")]
     Misdirected(String),
-    /// 502: an upstream this server forwards to failed (the 5xx body shape).
-    #[error("{0}")]
-    BadGateway(String),
 }
 
 impl ApiError {
@@ -155,7 +159,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) | ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Failed(_) | ApiError::Unhandled(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Unprocessable(_) | ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -242,6 +248,34 @@ impl From<crate::canvas::CanvasError> for ApiError {
     }
 }
 
+impl From<crate::plugins::PluginError> for ApiError {
+    fn from(e: crate::plugins::PluginError) -> Self {
+        use crate::plugins::PluginError as E;
+        match e {
+            E::NotInstalled(_) | E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            E::Exists => ApiError::Conflict(e.to_string()),
+            E::Fetch | E::RefreshFetch(_) | E::Unusable(_) => ApiError::BadRequest(e.to_string()),
+            E::Invalid | E::RefreshInvalid(_) => ApiError::Unprocessable(e.to_string()),
+            E::Source { code, message } => {
+                let detail = json!({"code": code, "message": message});
+                // 5xx bodies carry the detail as Python renders the dict.
+                let shown = format!(
+                    "{{'code': {}, 'message': {}}}",
+                    crate::plugins::pyfmt::repr_str(code),
+                    crate::plugins::pyfmt::repr_str(&message)
+                );
+                match E::source_status(code) {
+                    502 => ApiError::BadGateway(shown),
+                    504 => ApiError::GatewayTimeout(shown),
+                    _ => ApiError::Rejected(detail),
+                }
+            }
+            E::Unhandled(m) => ApiError::Unhandled(m),
+            E::Io(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -257,6 +291,14 @@ impl IntoResponse for ApiError {
                 json!({
                     "detail": "Internal Server Error",
                     "exception": format!("{}: {}", status.as_u16(), msg),
+                })
+            }
+            ApiError::Unhandled(msg) => {
+                tracing::error!(error = %msg, "request failed");
+                json!({
+                    "detail": "Internal Server Error",
+                    "exception": msg,
+                    "error_id": crate::util::hex_id(),
                 })
             }
             other => json!({ "detail": other.to_string() }),

@@ -12,6 +12,7 @@
 //! - [`tools`]: the agent's tools behind the [`tools::Tool`] trait.
 //! - [`settings`]: persisted settings, custom secrets and LLM profiles.
 //! - [`skills`]: skills loaded from the project, the user's directories and installed ones.
+//! - [`plugins`]: plugins (skills, commands, hooks, MCP servers): loading, fetching, installing.
 //! - [`gateway`]: the OpenAI-compatible gateway (one agent turn per completion request).
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 //! - [`canvas`]: Canvas extensions (installed UI bundles) and their optional app backends.
@@ -28,6 +29,7 @@ pub mod gateway;
 pub mod git;
 pub mod llm;
 pub mod mcp;
+pub mod plugins;
 pub mod schema;
 pub mod server;
 pub mod settings;

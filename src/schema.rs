@@ -31,6 +31,11 @@ const ROOTS: &[&str] = &[
     "InstallCanvasExtensionRequest",
     "UpdateCanvasExtensionStateRequest",
     "BackendRevisionRequest",
+    "PluginsRequest",
+    "InstallPluginRequest",
+    "FetchPluginRequest",
+    "UpdatePluginStateRequest",
+    "PluginSource",
 ];
 
 struct Schemas {

@@ -14,6 +14,7 @@ mod git;
 mod gui_routes;
 mod launchers;
 mod llm_faults;
+mod plugins;
 mod profiles;
 mod readme;
 mod sdk_flows;

@@ -180,6 +180,7 @@ fn system_prompt(working_dir: &str, tools: &Tools) -> String {
 pub async fn ensure_initialized(
     conv: &Arc<Conversation>,
 ) -> Result<Arc<AgentRuntime>, ConversationError> {
+    super::plugins::ensure_loaded(conv).await?;
     let mut guard = conv.runtime.lock().await;
     if let Some(rt) = guard.as_ref() {
         return Ok(rt.clone());
@@ -400,7 +401,10 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
         return Ok(());
     }
     let hook_config = conv.meta_value("hook_config").filter(|h| !h.is_null());
-    if let Some(h) = hook_config {
+    let set = conv
+        .state_value("hook_config")
+        .is_some_and(|h| !h.is_null());
+    if let (Some(h), false) = (hook_config, set) {
         conv.set_fields(vec![("hook_config", h)], true).await?;
     }
     let tool_defs: Vec<Value> = rt

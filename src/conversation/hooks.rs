@@ -68,7 +68,12 @@ fn matches(matcher: &str, tool_name: Option<&str>) -> bool {
 
 /// The command hooks configured for `event_type` that match `tool_name`.
 fn hooks_for(conv: &Conversation, event_type: &str, tool_name: Option<&str>) -> Vec<Value> {
-    let Some(cfg) = conv.meta_value("hook_config").filter(Value::is_object) else {
+    // The state's configuration once set (it holds the hooks of loaded plugins too).
+    let cfg = conv
+        .state_value("hook_config")
+        .filter(Value::is_object)
+        .or_else(|| conv.meta_value("hook_config").filter(Value::is_object));
+    let Some(cfg) = cfg else {
         return Vec::new();
     };
     let mut out = Vec::new();

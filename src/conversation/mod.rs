@@ -11,13 +11,13 @@
 //!
 //! [`children`] starts child conversations (a route and the `start_child_conversation`
 //! tool), [`goal`] runs goal mode's judged rounds; the `task` tool lives in
-//! [`crate::subagents::task`].
+//! [`crate::subagents::task`]. Plugins ([`plugins`]) are loaded before the agent first runs
+//! and by `load_plugin`.
 //!
 //! An `ACPAgent` conversation is run by its ACP server's session ([`acp_run`]).
 //!
-//! Not implemented (answered with a clear 400/422 or ignored): plugins, prompt/agent hooks
-//! (command hooks only), ownership leases, security analyzers other than "use the risk the
-//! LLM gave".
+//! Not implemented (answered with a clear 400/422 or ignored): prompt/agent hooks (command
+//! hooks only), ownership leases, security analyzers other than "use the risk the LLM gave".
 
 pub mod acp_run;
 pub mod agent;
@@ -26,6 +26,7 @@ pub mod crypto;
 pub mod events;
 pub mod goal;
 pub mod hooks;
+pub mod plugins;
 pub mod service;
 pub mod stats;
 pub mod store;
@@ -58,6 +59,9 @@ pub enum ConversationError {
     /// An LLM call made on behalf of the request failed.
     #[error("{0}")]
     Llm(String),
+    /// A plugin the conversation names could not be fetched or loaded.
+    #[error("{0}")]
+    Plugin(String),
     /// Disk failure.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -32,6 +32,7 @@ pub(super) fn api_error(e: ConversationError) -> ApiError {
         }
         ConversationError::Missing(m) => ApiError::NotFound(m),
         ConversationError::Refused(m) => ApiError::Unprocessable(m),
+        ConversationError::Plugin(m) => ApiError::Unhandled(m),
         ConversationError::Llm(m) => ApiError::Internal(m),
         ConversationError::Io(e) => ApiError::Internal(e.to_string()),
     }
@@ -65,10 +66,18 @@ pub(super) struct SkillsQuery {
 async fn create(
     State(state): State<AppState>,
     ValidQuery(q): ValidQuery<SkillsQuery>,
-    ValidJson(body): ValidJson<Value>,
+    ValidJson(mut body): ValidJson<Value>,
 ) -> Result<Response, ApiError> {
+    let plugins = crate::conversation::plugins::checked_sources(body.get("plugins"))
+        .map_err(ApiError::Validation)?;
+    if let (Some((stored, _)), Some(obj)) = (&plugins, body.as_object_mut()) {
+        obj.insert("plugins".into(), stored.clone());
+    }
     let body = state.settings.resolve_agent_source(body).await?;
     let (conv, created) = state.conversations.create(&body).await.map_err(api_error)?;
+    if let (true, Some((_, raw))) = (created, plugins) {
+        crate::conversation::plugins::remember_sources(conv.id, raw);
+    }
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -682,26 +691,6 @@ async fn runtime(
     ))
 }
 
-fn unsupported(what: &str) -> ApiError {
-    ApiError::BadRequest(format!("{what} is not supported by this server"))
-}
-
-macro_rules! refuse {
-    ($name:ident, $method:ident, $path:literal, $what:literal) => {
-        #[doc = concat!("Not supported: ", $what, ".")]
-        #[utoipa::path($method, path = $path, tag = "Conversations",
-                    params(("conversation_id" = Uuid, Path)),
-                    responses((status = 400, description = "Not supported by this server")))]
-        async fn $name(
-            State(state): State<AppState>,
-            ValidPath(id): ValidPath<Uuid>,
-        ) -> Result<Json<Value>, ApiError> {
-            find(&state, &id)?;
-            Err(unsupported($what))
-        }
-    };
-}
-
 /// Reprovisions the runtime of a conversation: a local conversation's runtime is this server,
 /// always available, so there is nothing to do (as in the reference's local mode).
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/runtime/reprovision", tag = "Conversations",
@@ -943,12 +932,48 @@ async fn switch_acp_model(
         Err(SwitchError::Io(e)) => Err(io_error(e)),
     }
 }
-refuse!(
-    load_plugin,
-    post,
-    "/api/conversations/{conversation_id}/load_plugin",
-    "Loading plugins"
-);
+/// Load a plugin from the conversation's registered marketplaces
+/// (`{"plugin_ref": "name" | "name@marketplace"}`).
+#[utoipa::path(post, path = "/api/conversations/{conversation_id}/load_plugin", tag = "Conversations",
+    params(("conversation_id" = Uuid, Path)), request_body = Object,
+    responses((status = 200, description = "Loaded"),
+              (status = 400, description = "Invalid plugin reference or inactive conversation"),
+              (status = 404, description = "Conversation or plugin not found")))]
+async fn load_plugin(
+    State(state): State<AppState>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidBytes(body): ValidBytes,
+) -> Result<Json<Value>, ApiError> {
+    let parsed: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid("json_invalid", &["body"], format!("JSON decode error: {e}"))
+        })?
+    };
+    let plugin_ref = match parsed.get("plugin_ref") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ApiError::Validation(vec![ValidationIssue::new(
+                "string_type",
+                &["body", "plugin_ref"],
+                "Input should be a valid string",
+            )
+            .with_input(other.clone())]))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "missing",
+                &["body", "plugin_ref"],
+                "Field required",
+            ))
+        }
+    };
+    let conv = find(&state, &id)?;
+    conv.ensure_events().await.map_err(io_error)?;
+    crate::conversation::plugins::load_plugin(&conv, &plugin_ref).await?;
+    Ok(success())
+}
 /// Starts a child conversation with the parent's agent and settings and `task` as its first
 /// message (in a git worktree of the workspace when asked and possible).
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/children", tag = "Conversations",

@@ -18,6 +18,7 @@ mod llm;
 mod mcp;
 mod openai;
 mod openapi;
+mod plugins;
 mod profiles;
 mod settings;
 mod skills;
@@ -101,6 +102,7 @@ impl AppState {
             canvas.reap_orphans();
         }
         crate::exec::set_max_events(config.bash_events_max);
+        crate::plugins::set_persistence_dir(&config.persistence_dir);
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
         let conversations = Arc::new(ConversationService::open(
             config.conversations_path.clone(),
@@ -209,6 +211,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(llm::router())
         .merge(workspaces::router())
         .merge(skills::router())
+        .merge(plugins::router())
         .merge(init::router())
         .merge(openai::router())
         .merge(mcp::router())

@@ -15,7 +15,7 @@ pub mod lookup;
 pub mod meta_profiles;
 pub mod profiles;
 pub mod secrets;
-pub(crate) mod store;
+pub mod store;
 pub mod workspaces;
 
 use std::path::PathBuf;
