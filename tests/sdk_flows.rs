@@ -276,8 +276,9 @@ fn upstream_live_server_tests_pass_against_our_server() {
     );
 }
 
-/// The routes of agent profiles, meta-profiles, provider connections, sub-agents and ACP model
-/// discovery answer the reference's own request shapes as the reference does: the reference
+/// The routes of agent profiles, meta-profiles, provider connections, sub-agents, ACP model
+/// discovery, plugins and Canvas extensions answer the reference's own request shapes as the
+/// reference does: the reference
 /// server (from the SDK venv) and ours get the same requests
 /// (`tests/fixtures/reference_probes/`), their answers are compared after normalising ids and
 /// times (`tests/sdk/compare_with_reference.py`).
