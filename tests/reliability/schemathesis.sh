@@ -33,10 +33,16 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cd "$work"
 mkdir -p "$work/home"
-# Settings, profiles and secrets the fuzzer writes stay in the scratch directory.
-HOME="$work/home" OH_PERSISTENCE_DIR="$work/persistence" setsid "$binary" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
+# Settings, profiles and secrets the fuzzer writes stay in the scratch directory. A Canvas App
+# ingress is configured: without one, the app-backend routes answer the reference's 503 ("not
+# configured") by design, and that 5xx would hide real ones.
+HOME="$work/home" OH_PERSISTENCE_DIR="$work/persistence" \
+  OH_APP_BACKEND_PUBLIC_URL="http://127.0.0.1:9" \
+  setsid "$binary" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill -- -"$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+# The server finishes writing (its graceful stop persists conversations) before the scratch
+# directory goes.
+trap 'kill -- -"$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work" || true' EXIT
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   sleep 0.1
