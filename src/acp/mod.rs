@@ -170,10 +170,12 @@ impl AcpProcess {
                             break;
                         }
                     }
-                    (None, Some("session/update"))
-                        if tx.send(msg["params"].clone()).await.is_err() =>
-                    {
-                        break;
+                    (None, Some("session/update")) => {
+                        // Waits while the consumer is behind: updates are never dropped.
+                        let delivered = tx.send(msg["params"].clone()).await;
+                        if delivered.is_err() {
+                            break;
+                        }
                     }
                     _ => {}
                 }
