@@ -1692,3 +1692,97 @@ async fn goal_mode_runs_rounds_until_the_judge_is_satisfied() {
             .unwrap_or("")
             .starts_with("Resuming a goal")));
 }
+
+/// The prompt `ask_agent` sent for a conversation: its `messages` and `tools`, serialized.
+async fn asked_prompt(srv: &TestServer, llm: &MockLlm, id: &str) -> (String, Vec<Value>) {
+    let seen = llm.requests().len();
+    let (code, ans) = post(
+        srv,
+        &format!("/api/conversations/{id}/ask_agent"),
+        json!({"question": "what happened so far?"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ans}");
+    let req = llm.requests()[seen..]
+        .iter()
+        .rev()
+        .find(|r| r["messages"].to_string().contains("what happened so far?"))
+        .cloned()
+        .expect("the ask_agent request");
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    (format!("{}{}", req["messages"], req["tools"]), messages)
+}
+
+#[tokio::test]
+async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
+    let env: Vec<(String, String)> = vec![
+        ("OH_CONVERSATION_IDLE_TTL_SECONDS".into(), "1".into()),
+        (
+            "RUST_LOG".into(),
+            "info,agent_server::conversation=debug".into(),
+        ),
+        ("OH_SECRET_KEY".into(), "prompt-key".into()),
+    ];
+    let mut first = TestServer::start_with(ServerOptions {
+        env: env.clone(),
+        ..Default::default()
+    });
+    let convs = first.root_path().join("conversations");
+    let llm = MockLlm::start().await;
+    let (_, info) = create(&first, create_body(&llm, &first.workdir())).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&first, &id, "[[mock:echo marker=tok-prompt]] go", true).await;
+    assert_eq!(
+        wait_status(&first, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let (live, _) = asked_prompt(&first, &llm, &id).await;
+    // The terminal's text for the LLM carries more than the observation's content.
+    assert!(live.contains("tok-prompt-42"), "{live}");
+    assert!(
+        live.contains("[Command finished with exit code 0]"),
+        "{live}"
+    );
+
+    // Idle past the TTL: the conversation drops what it loaded, then reads it back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !first.log().contains("released an idle conversation") {
+        assert!(
+            Instant::now() < deadline,
+            "never released:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (released, _) = asked_prompt(&first, &llm, &id).await;
+    assert_eq!(released, live, "prompt changed after an idle release");
+
+    first.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let second = TestServer::start_with(ServerOptions {
+        conversations_dir: Some(convs),
+        env,
+        ..Default::default()
+    });
+    let (restarted, asked) = asked_prompt(&second, &llm, &id).await;
+    assert_eq!(restarted, live, "prompt changed after a restart");
+
+    // The next step of a run sees the same history, byte for byte.
+    let seen = llm.requests().len();
+    say(&second, &id, "[[mock:text]] tok-next", true).await;
+    assert_eq!(
+        wait_status(&second, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let step = llm.requests()[seen..]
+        .iter()
+        .find(|r| r["messages"].to_string().contains("tok-next"))
+        .cloned()
+        .expect("the run's request");
+    let history = &asked[..asked.len() - 1];
+    let step_messages = step["messages"].as_array().unwrap();
+    assert_eq!(
+        serde_json::to_string(&step_messages[..history.len()]).unwrap(),
+        serde_json::to_string(history).unwrap()
+    );
+    drop(first);
+}

@@ -3,7 +3,7 @@
 //! pause/interrupt, iteration limits, stuck detection, stop hooks, and the LLM view of the
 //! event log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -739,9 +739,9 @@ async fn step(
             }
         }
     }
-    let llm_texts = conv.llm_texts();
+    let secrets = conv.secret_values();
     let messages = conv
-        .with_events(|evs| build_messages(&llm_view(evs), &llm_texts))
+        .with_events(|evs| build_messages(&llm_view(evs), &secrets))
         .await?;
     let request = CompletionRequest {
         messages,
@@ -1152,17 +1152,13 @@ async fn execute_actions(
         };
         match result {
             Ok(out) => {
-                let secrets = conv.secret_values();
-                let llm_text = mask_secrets(&out.llm_text, &secrets);
-                let ev = conv
-                    .append(events::observation(
-                        &name,
-                        &call_id,
-                        out.observation,
-                        &action_id,
-                    ))
-                    .await?;
-                conv.set_llm_text(events::id(&ev), llm_text);
+                conv.append(events::observation(
+                    &name,
+                    &call_id,
+                    out.observation,
+                    &action_id,
+                ))
+                .await?;
                 hooks::post_tool_use(conv, &name, &action, &action_id).await?;
             }
             Err(e) => {
@@ -1188,17 +1184,11 @@ async fn execute_actions(
     Ok(())
 }
 
-fn observation_text(ev: &Value, llm_texts: &HashMap<String, String>) -> String {
-    if let Some(t) = llm_texts.get(events::id(ev)) {
-        return t.clone();
-    }
-    let obs = ev.get("observation");
-    let body = events::content_text(obs.and_then(|o| o.get("content")));
-    if obs.and_then(|o| o.get("is_error")).and_then(Value::as_bool) == Some(true) {
-        format!("[An error occurred during execution.]\n{body}")
-    } else {
-        body
-    }
+/// The LLM text of an `ObservationEvent`: derived from the stored observation (never from
+/// memory, so a reload gives the same prompt), secret values masked.
+fn observation_text(ev: &Value, secrets: &[(String, String)]) -> String {
+    let obs = ev.get("observation").unwrap_or(&Value::Null);
+    mask_secrets(&crate::tools::observation_llm_text(obs), secrets)
 }
 
 /// Settings of an `LLMSummarizingCondenser`.
@@ -1380,7 +1370,7 @@ async fn condense(
 }
 
 /// Converts the event log into the chat the LLM sees.
-pub fn build_messages(evs: &[Value], llm_texts: &HashMap<String, String>) -> Vec<Message> {
+pub fn build_messages(evs: &[Value], secrets: &[(String, String)]) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::new();
     let mut answered: HashSet<String> = HashSet::new();
     for e in evs {
@@ -1496,7 +1486,7 @@ pub fn build_messages(evs: &[Value], llm_texts: &HashMap<String, String>) -> Vec
             }
             "ObservationEvent" | "UserRejectObservation" | "AgentErrorEvent" => {
                 let body = match kind {
-                    "ObservationEvent" => observation_text(e, llm_texts),
+                    "ObservationEvent" => observation_text(e, secrets),
                     "UserRejectObservation" => format!(
                         "Action rejected: {}",
                         events::str_field(e, "rejection_reason")
@@ -1615,8 +1605,10 @@ fn ask_agent_prompt(question: &str) -> String {
 /// The conversation as the goal judge reads it: every LLM message but the system prompt, as
 /// `role: text`, blank ones left out.
 pub async fn transcript(conv: &Arc<Conversation>) -> Result<String, ConversationError> {
-    let texts = conv.llm_texts();
-    let messages = conv.with_events(|evs| build_messages(evs, &texts)).await?;
+    let secrets = conv.secret_values();
+    let messages = conv
+        .with_events(|evs| build_messages(evs, &secrets))
+        .await?;
     let lines: Vec<String> = messages
         .iter()
         .filter(|m| m.role != Role::System)
@@ -1642,8 +1634,10 @@ pub async fn ask_agent(
     question: &str,
 ) -> Result<String, ConversationError> {
     let rt = ensure_initialized(conv).await?;
-    let texts = conv.llm_texts();
-    let mut messages = conv.with_events(|evs| build_messages(evs, &texts)).await?;
+    let secrets = conv.secret_values();
+    let mut messages = conv
+        .with_events(|evs| build_messages(evs, &secrets))
+        .await?;
     messages.push(Message::text(Role::User, ask_agent_prompt(question)));
     side_call(conv, messages, rt.definitions.clone(), "ask-agent-llm").await
 }
@@ -1664,7 +1658,7 @@ mod tests {
             json!({"id": "o1", "kind": "ObservationEvent", "tool_name": "terminal", "tool_call_id": "c1", "action_id": "a1",
                    "observation": {"content": [{"type": "text", "text": "out"}], "is_error": false}}),
         ];
-        let msgs = build_messages(&evs, &HashMap::new());
+        let msgs = build_messages(&evs, &[]);
         assert_eq!(msgs.len(), 4);
         assert_eq!(
             msgs[2].tool_calls.len(),

@@ -14,7 +14,7 @@ use super::service::ConversationService;
 use super::ConversationError;
 use crate::git::{run_git, GitOptions};
 use crate::llm::ToolDefinition;
-use crate::tools::{Tool, ToolContext, ToolError, ToolOutput, ERROR_MESSAGE_HEADER};
+use crate::tools::{Tool, ToolContext, ToolError, ToolOutput};
 
 /// Where worktrees of child conversations are made.
 fn worktree_base() -> PathBuf {
@@ -220,7 +220,6 @@ fn failure(text: String) -> ToolOutput {
             "is_error": true,
             "kind": "StartChildConversationObservation",
         }),
-        llm_text: format!("{ERROR_MESSAGE_HEADER}{text}"),
     }
 }
 
@@ -310,9 +309,6 @@ impl Tool for StartChildConversationTool {
             }
             o.insert("kind".into(), json!("StartChildConversationObservation"));
         }
-        Ok(ToolOutput {
-            observation,
-            llm_text: text,
-        })
+        Ok(ToolOutput { observation })
     }
 }

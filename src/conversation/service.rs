@@ -123,8 +123,6 @@ struct Inner {
     next_sub: u64,
     overflow_flags: HashMap<u64, Arc<AtomicBool>>,
     run: Option<RunCtl>,
-    /// Text the LLM got for an observation (richer than the observation's content).
-    llm_texts: HashMap<String, String>,
     title_started: bool,
     /// Last time the event log was needed (idle conversations release it).
     last_used: std::time::Instant,
@@ -583,7 +581,6 @@ impl ConversationService {
                 next_sub: 0,
                 overflow_flags: HashMap::new(),
                 run: None,
-                llm_texts: HashMap::new(),
                 title_started: false,
                 last_used: std::time::Instant::now(),
             }),
@@ -1238,18 +1235,6 @@ impl Conversation {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Remembers the LLM-facing text of an observation event.
-    pub(super) fn set_llm_text(&self, event_id: &str, text: String) {
-        lock(&self.inner)
-            .llm_texts
-            .insert(event_id.to_string(), text);
-    }
-
-    /// The LLM-facing texts of observations seen in this process.
-    pub(super) fn llm_texts(&self) -> HashMap<String, String> {
-        lock(&self.inner).llm_texts.clone()
-    }
-
     // ----- views -------------------------------------------------------------------------
 
     fn state_view(&self, secrets: SecretView, include_skills: bool) -> Map<String, Value> {
@@ -1430,7 +1415,6 @@ impl Conversation {
             return false;
         }
         inner.events = None;
-        inner.llm_texts.clear();
         if inner.docs_loaded {
             inner.summary = Summary::of(&inner.state, &inner.meta);
             inner.state = Map::new();

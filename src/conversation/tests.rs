@@ -127,7 +127,6 @@ impl Tool for EchoTool {
         let t = action["text"].as_str().unwrap_or_default().to_string();
         Ok(ToolOutput {
             observation: json!({"content": [events::text(&t)], "is_error": false, "kind": "EchoObservation"}),
-            llm_text: format!("echoed: {t}"),
         })
     }
 }
@@ -161,7 +160,6 @@ impl Tool for FinishTool {
         let m = action["message"].as_str().unwrap_or_default().to_string();
         Ok(ToolOutput {
             observation: json!({"content": [events::text(&m)], "is_error": false, "kind": "FinishObservation"}),
-            llm_text: m,
         })
     }
 }
@@ -362,7 +360,7 @@ async fn tool_calls_produce_actions_and_observations_then_finish() {
         .iter()
         .find(|m| m.role == crate::llm::Role::Tool)
         .expect("tool msg");
-    assert_eq!(tool_msg.content, vec!["echoed: one".to_string()]);
+    assert_eq!(tool_msg.content, vec!["one".to_string()]);
     // Parent chain: every event but the first has a parent.
     assert!(evs.iter().skip(1).all(|e| e.get("parent_id").is_some()));
 }

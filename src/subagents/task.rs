@@ -16,7 +16,7 @@ use super::Registry;
 use crate::conversation::service::{Conversation, ConversationService};
 use crate::conversation::{events, status};
 use crate::llm::ToolDefinition;
-use crate::tools::{Tool, ToolContext, ToolError, ToolOutput, ERROR_MESSAGE_HEADER};
+use crate::tools::{Tool, ToolContext, ToolError, ToolOutput};
 
 const DESCRIPTION: &str = "Launch a subagent to handle complex, multi-step tasks autonomously.
 
@@ -309,12 +309,6 @@ impl TaskFailure {
 }
 
 fn output(task_id: &str, subagent: &str, status: &str, text: &str, is_error: bool) -> ToolOutput {
-    let header = format!("Task ID: {task_id}\nSubagent: {subagent}\nStatus: {status}");
-    let llm_text = if is_error {
-        format!("{header}\n{ERROR_MESSAGE_HEADER}{text}")
-    } else {
-        format!("{header}\n{text}")
-    };
     ToolOutput {
         observation: json!({
             "content": [{"cache_prompt": false, "type": "text", "text": text}],
@@ -324,7 +318,6 @@ fn output(task_id: &str, subagent: &str, status: &str, text: &str, is_error: boo
             "status": status,
             "kind": "TaskObservation",
         }),
-        llm_text,
     }
 }
 

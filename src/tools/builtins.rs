@@ -130,7 +130,7 @@ mod tests {
             json!({"content": [{"cache_prompt": false, "type": "text", "text": "all done"}],
                    "is_error": false, "kind": "FinishObservation"})
         );
-        assert_eq!(out.llm_text, "all done");
+        assert_eq!(out.llm_text(), "all done");
         let err = FinishTool.parse_action(&map(json!({})));
         assert_eq!(
             err,
@@ -149,7 +149,7 @@ mod tests {
             .map_err(|e| e.0);
         let out = out.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.observation["kind"], "ThinkObservation");
-        assert_eq!(out.llm_text, "Your thought has been logged.");
+        assert_eq!(out.llm_text(), "Your thought has been logged.");
         assert!(ThinkTool.parse_action(&map(json!({"thought": 3}))).is_err());
     }
 }

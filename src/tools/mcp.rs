@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::{llm_text, text_content, Tool, ToolContext, ToolError, ToolOutput};
+use super::{text_content, Tool, ToolContext, ToolError, ToolOutput};
 use crate::llm::ToolDefinition;
 use crate::mcp::McpClient;
 
@@ -102,7 +102,6 @@ impl Tool for McpTool {
         Ok(ToolOutput {
             observation: json!({"content": content, "is_error": is_error,
                                 "tool_name": self.name, "kind": "MCPToolObservation"}),
-            llm_text: llm_text(&texts.join("\n"), is_error),
         })
     }
 

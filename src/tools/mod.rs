@@ -47,9 +47,47 @@ pub struct ToolContext {
 pub struct ToolOutput {
     /// The observation as the SDK models it, with its `kind` (e.g. `TerminalObservation`).
     pub observation: Value,
-    /// The text the LLM receives as the tool result (it already starts with
-    /// [`ERROR_MESSAGE_HEADER`] when the observation has `is_error: true`).
-    pub llm_text: String,
+}
+
+impl ToolOutput {
+    /// The text the LLM receives as the tool result (see [`observation_llm_text`]).
+    pub fn llm_text(&self) -> String {
+        observation_llm_text(&self.observation)
+    }
+}
+
+/// The text the LLM receives for an observation, derived from the observation alone as the
+/// SDK's `to_llm_content` does: the same persisted event gives the same prompt before and
+/// after an idle release or a restart. It starts with [`ERROR_MESSAGE_HEADER`] when the
+/// observation has `is_error: true`.
+pub fn observation_llm_text(obs: &Value) -> String {
+    let is_error = obs.get("is_error").and_then(Value::as_bool) == Some(true);
+    let texts: Vec<&str> = obs
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("text").and_then(Value::as_str))
+        .collect();
+    let field = |k: &str| obs.get(k).and_then(Value::as_str).unwrap_or_default();
+    match field("kind") {
+        "TerminalObservation" => terminal::llm_text_of(obs, &texts.join("\n"), is_error),
+        "MCPToolObservation" => {
+            let head = format!("[Tool '{}' executed.]", field("tool_name"));
+            let body: Vec<&str> = std::iter::once(head.as_str()).chain(texts).collect();
+            llm_text(&body.join("\n"), is_error)
+        }
+        "TaskObservation" => {
+            let header = format!(
+                "Task ID: {}\nSubagent: {}\nStatus: {}",
+                field("task_id"),
+                field("subagent"),
+                field("status")
+            );
+            format!("{header}\n{}", llm_text(&texts.join("\n"), is_error))
+        }
+        _ => llm_text(&texts.join("\n"), is_error),
+    }
 }
 
 /// A tool failure that becomes an `AgentErrorEvent` ("Error executing tool '<name>': <msg>").
@@ -284,7 +322,6 @@ pub(crate) fn simple_observation(
     obs.insert("kind".into(), json!(kind));
     ToolOutput {
         observation: Value::Object(obs),
-        llm_text: llm_text(text, is_error),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::Validator;
 use super::truncate::maybe_truncate;
-use super::{definition, llm_text, text_content, Tool, ToolContext, ToolError, ToolOutput};
+use super::{definition, text_content, Tool, ToolContext, ToolError, ToolOutput};
 use crate::llm::ToolDefinition;
 
 const COMMANDS: &[&str] = &["view", "create", "str_replace", "insert", "undo_edit"];
@@ -213,7 +213,6 @@ fn observation(command: &str, result: Result<Done, String>) -> ToolOutput {
             obs.insert("kind".into(), json!("FileEditorObservation"));
             ToolOutput {
                 observation: Value::Object(obs),
-                llm_text: done.text,
             }
         }
         Err(msg) => {
@@ -224,7 +223,6 @@ fn observation(command: &str, result: Result<Done, String>) -> ToolOutput {
             obs.insert("kind".into(), json!("FileEditorObservation"));
             ToolOutput {
                 observation: Value::Object(obs),
-                llm_text: llm_text(&msg, true),
             }
         }
     }

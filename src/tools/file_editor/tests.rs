@@ -225,7 +225,7 @@ async fn replace_uniqueness_and_path_errors() {
     let out = run(&t, &ctx, json!({"command": "view", "path": "b.txt"})).await;
     assert_eq!(obs_text(&out), format!("Invalid `path` parameter: b.txt. The path should be an absolute path. Maybe you meant {ps}?"));
     assert!(out
-        .llm_text
+        .llm_text()
         .starts_with("[An error occurred during execution.]\n"));
     let missing = ctx
         .working_dir

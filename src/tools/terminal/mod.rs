@@ -148,6 +148,22 @@ impl Metadata {
         Value::Object(m)
     }
 
+    /// The metadata of a `TerminalObservation` as stored (missing fields take their defaults).
+    fn from_json(m: &Value) -> Self {
+        let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let i = |k: &str| m.get(k).and_then(Value::as_i64).unwrap_or(-1);
+        Metadata {
+            exit_code: i("exit_code"),
+            pid: i("pid"),
+            username: s("username"),
+            hostname: s("hostname"),
+            working_dir: s("working_dir"),
+            py_interpreter_path: s("py_interpreter_path"),
+            prefix: s("prefix").unwrap_or_default(),
+            suffix: s("suffix").unwrap_or_default(),
+        }
+    }
+
     /// What follows the output in the LLM text.
     fn trailer(&self) -> String {
         let mut t = self.suffix.clone();
@@ -169,6 +185,16 @@ impl Metadata {
         }
         t
     }
+}
+
+/// The LLM text of a stored `TerminalObservation` whose content reads `text`: the metadata's
+/// prefix, the output, then the suffix, working directory, interpreter and exit code.
+pub(super) fn llm_text_of(obs: &Value, text: &str, is_error: bool) -> String {
+    let meta = Metadata::from_json(obs.get("metadata").unwrap_or(&Value::Null));
+    llm_text(
+        &format!("{}{}{}", meta.prefix, text, meta.trailer()),
+        is_error,
+    )
 }
 
 /// Text of one observation before it is assembled.
@@ -245,10 +271,8 @@ impl TerminalTool {
             json!(self.opts.save_dir().to_string_lossy()),
         );
         obs.insert("kind".into(), json!("TerminalObservation"));
-        let full = format!("{}{}{}", meta.prefix, text, trailer);
         ToolOutput {
             observation: Value::Object(obs),
-            llm_text: llm_text(&full, is_error),
         }
     }
 
@@ -794,7 +818,6 @@ impl Tool for TerminalTool {
             let joined = format!("{RESET_TEXT}\n\n{text}");
             out.observation["content"] = json!([text_content(joined.clone())]);
             out.observation["command"] = json!(format!("[RESET] {}", action.command));
-            out.llm_text = out.llm_text.replacen(&text, &joined, 1);
             return Ok(out);
         }
         self.run_action(&mut slot, &action, ctx).await

@@ -88,13 +88,13 @@ async fn runs_commands_and_keeps_state() {
     let wd = ctx.working_dir.to_string_lossy().to_string();
     assert_eq!(o["metadata"]["working_dir"], wd.as_str());
     assert!(out
-        .llm_text
+        .llm_text()
         .starts_with("hello\n[The command completed with exit code 0.]"));
     assert!(out
-        .llm_text
+        .llm_text()
         .contains(&format!("[Current working directory: {wd}]")));
     assert!(out
-        .llm_text
+        .llm_text()
         .ends_with("[Command finished with exit code 0]"));
 
     let out = run(&t, &ctx, json!({"command": "false"})).await;
@@ -139,7 +139,9 @@ async fn runs_commands_and_keeps_state() {
     assert_eq!(out.observation["is_error"], true);
     assert!(obs_text(&out).starts_with("Cannot execute multiple commands at once."));
     assert!(obs_text(&out).contains("(1) echo one\n(2) echo two"));
-    assert!(out.llm_text.starts_with(super::super::ERROR_MESSAGE_HEADER));
+    assert!(out
+        .llm_text()
+        .starts_with(super::super::ERROR_MESSAGE_HEADER));
 
     // Nothing running: empty command and input are errors.
     let out = run(&t, &ctx, json!({"command": ""})).await;
@@ -181,7 +183,7 @@ async fn soft_timeout_input_and_ctrl_c() {
         suffix.starts_with("\n[The command has no new output after 1 seconds."),
         "{suffix}"
     );
-    assert!(!out.llm_text.contains("[Command finished with exit code"));
+    assert!(!out.llm_text().contains("[Command finished with exit code"));
 
     // A new command is refused while this one runs.
     let out = run(&t, &ctx, json!({"command": "echo other"})).await;
@@ -283,9 +285,9 @@ async fn long_output_is_truncated_and_saved() {
     assert!(text.starts_with("big-line-1\nbig-line-2\n"));
     assert!(text.ends_with("big-line-200000"));
     assert!(
-        out.llm_text.chars().count() <= MAX_OUTPUT_CHARS,
+        out.llm_text().chars().count() <= MAX_OUTPUT_CHARS,
         "{}",
-        out.llm_text.len()
+        out.llm_text().len()
     );
     let save_dir = ctx.persistence_dir.join("observations");
     assert_eq!(
@@ -402,7 +404,7 @@ async fn secrets_are_exported_and_hidden() {
     t.set_secrets(&[("API_TOKEN".into(), "s3cr'et\\value".into())]);
     let out = run(&t, &ctx, json!({"command": "echo \"token=$API_TOKEN\""})).await;
     assert_eq!(obs_text(&out), "token=<secret-hidden>");
-    assert!(!out.llm_text.contains("s3cr"));
+    assert!(!out.llm_text().contains("s3cr"));
     let out = run(&t, &ctx, json!({"command": "echo ${#API_TOKEN}"})).await;
     assert_eq!(obs_text(&out), "13");
     t.close().await;
