@@ -1713,6 +1713,34 @@ async fn asked_prompt(srv: &TestServer, llm: &MockLlm, id: &str) -> (String, Vec
     (format!("{}{}", req["messages"], req["tools"]), messages)
 }
 
+/// Fails with the first difference of two serialized prompts (they are long).
+fn assert_same_prompt(got: &str, want: &str, when: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .bytes()
+        .zip(want.bytes())
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let around = |s: &str| {
+        let mut start = at.saturating_sub(80).min(s.len());
+        while !s.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = (at + 200).min(s.len());
+        while !s.is_char_boundary(end) {
+            end += 1;
+        }
+        s[start..end].to_string()
+    };
+    panic!(
+        "the prompt changed {when} at byte {at}:\n  was: {}\n  now: {}",
+        around(want),
+        around(got)
+    );
+}
+
 #[tokio::test]
 async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
     let env: Vec<(String, String)> = vec![
@@ -1755,7 +1783,7 @@ async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (released, _) = asked_prompt(&first, &llm, &id).await;
-    assert_eq!(released, live, "prompt changed after an idle release");
+    assert_same_prompt(&released, &live, "after an idle release");
 
     first.stop_with(nix::sys::signal::Signal::SIGTERM);
     let second = TestServer::start_with(ServerOptions {
@@ -1764,7 +1792,7 @@ async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
         ..Default::default()
     });
     let (restarted, asked) = asked_prompt(&second, &llm, &id).await;
-    assert_eq!(restarted, live, "prompt changed after a restart");
+    assert_same_prompt(&restarted, &live, "after a restart");
 
     // The next step of a run sees the same history, byte for byte.
     let seen = llm.requests().len();
@@ -1780,9 +1808,10 @@ async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
         .expect("the run's request");
     let history = &asked[..asked.len() - 1];
     let step_messages = step["messages"].as_array().unwrap();
-    assert_eq!(
-        serde_json::to_string(&step_messages[..history.len()]).unwrap(),
-        serde_json::to_string(history).unwrap()
+    assert_same_prompt(
+        &serde_json::to_string(&step_messages[..history.len()]).unwrap(),
+        &serde_json::to_string(history).unwrap(),
+        "in the next step",
     );
     drop(first);
 }

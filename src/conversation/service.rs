@@ -1942,7 +1942,7 @@ impl Conversation {
 
     /// Rejects every pending action (`UserRejectObservation`), status → idle.
     pub async fn reject_pending(&self, reason: &str) -> std::io::Result<()> {
-        let pending = self.with_events(agent::pending_actions).await?;
+        let pending = self.with_events(super::history::pending_actions).await?;
         if self.status() == status::WAITING {
             self.set_status(status::IDLE).await?;
         }
@@ -1995,7 +1995,7 @@ impl Conversation {
         self.install_events(loaded);
         let pending = {
             let inner = lock(&self.inner);
-            agent::unanswered_actions(inner.events.as_deref().unwrap_or(&[]))
+            super::history::unanswered_actions(inner.events.as_deref().unwrap_or(&[]))
         };
         let mut bodies: Vec<Value> = pending
             .iter()
