@@ -246,17 +246,8 @@ impl Turn {
     }
 }
 
-/// One run of an ACP conversation.
+/// One run of an ACP conversation (initialized by the agent loop, which hands it over).
 pub(super) async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()> {
-    if let Err(e) = super::agent::ensure_initialized(conv).await {
-        conv.append(events::conversation_error(
-            "AgentInitializationError",
-            &e.to_string(),
-        ))
-        .await?;
-        conv.set_status(status::ERROR).await?;
-        return Ok(());
-    }
     conv.set_status(status::RUNNING).await?;
     let session = match session(conv).await {
         Ok(s) => s,

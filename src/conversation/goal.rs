@@ -35,12 +35,6 @@ fn followup(iteration: u64, missing: &str) -> String {
     )
 }
 
-/// A running goal loop of one conversation.
-#[derive(Debug, Clone)]
-pub struct GoalCtl {
-    pub cancel: CancellationToken,
-}
-
 /// Where a goal loop starts.
 #[derive(Debug, Clone)]
 pub struct GoalStart {

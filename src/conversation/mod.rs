@@ -22,6 +22,7 @@
 pub mod acp_run;
 pub mod agent;
 pub mod children;
+pub mod control;
 pub mod crypto;
 pub mod events;
 pub mod goal;

@@ -68,9 +68,6 @@ pub async fn run(conv: Arc<Conversation>, ctl: RunCtl) {
 }
 
 async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()> {
-    if conv.agent_json()["kind"] == "ACPAgent" {
-        return crate::conversation::acp_run::run_once(conv, ctl).await;
-    }
     let rt = match ensure_initialized(conv).await {
         Ok(rt) => rt,
         Err(e) => {
@@ -83,6 +80,9 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
             return Ok(());
         }
     };
+    if conv.agent_json()["kind"] == "ACPAgent" {
+        return crate::conversation::acp_run::run_once(conv, ctl).await;
+    }
     let st = conv.status();
     if [
         status::IDLE,

@@ -1,0 +1,682 @@
+//! One conversation's persisted state: its documents (`meta.json`, `base_state.json`,
+//! secrets decrypted in memory), its event log, and writing them crash-safely.
+
+use super::create::*;
+use super::fanout::*;
+use super::*;
+
+/// Reads a conversation's documents from disk, secrets decrypted and defaults filled. With
+/// `reset` (the first load after start-up) the confirmation policy and the security analyzer
+/// go back to their creation-time values, as the reference does when it loads a conversation;
+/// the flag returned says whether that changed the state. Blocking.
+pub(in crate::conversation) fn load_docs(
+    dir: &Path,
+    id: Uuid,
+    cipher: Option<&Cipher>,
+    reset: bool,
+) -> std::io::Result<Docs> {
+    let mut meta = match store::read_json(&dir.join("meta.json"))? {
+        Value::Object(m) => m,
+        _ => return Err(std::io::Error::other("meta.json is not an object")),
+    };
+    let mut state = match store::read_json(&dir.join("base_state.json")) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if let Some(agent) = state.get_mut("agent") {
+        crypto::map_secret_fields(agent, &|s| crypto::unseal(cipher, s));
+    }
+    if let Some(reg) = state.get_mut("secret_registry") {
+        crypto::map_registry(reg, &|s| crypto::unseal(cipher, s));
+    }
+    if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
+        for v in secrets.values_mut() {
+            if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+                v["value"] = crypto::unseal(cipher, s);
+            }
+        }
+    }
+    fill_state_defaults(&mut state, id, &meta);
+    let mut changed = false;
+    if reset {
+        for k in ["confirmation_policy", "security_analyzer"] {
+            if let Some(v) = meta.get(k) {
+                if (!v.is_null() || k == "security_analyzer") && state.get(k) != Some(v) {
+                    state.insert(k.into(), v.clone());
+                    changed = true;
+                }
+            }
+        }
+    }
+    Ok(Docs {
+        state,
+        meta,
+        changed,
+    })
+}
+
+impl Conversation {
+    // ----- plain accessors -------------------------------------------------------------
+
+    /// `execution_status`.
+    pub fn status(&self) -> String {
+        let inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            return inner.summary.status.to_string();
+        }
+        inner
+            .state
+            .get("execution_status")
+            .and_then(Value::as_str)
+            .unwrap_or(status::IDLE)
+            .to_string()
+    }
+
+    /// `created_at` or `updated_at` (the keys search sorts by), without loading documents.
+    pub fn sort_key(&self, key: &str) -> String {
+        let inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            let v = if key == "created_at" {
+                &inner.summary.created_at
+            } else {
+                &inner.summary.updated_at
+            };
+            return v.to_string();
+        }
+        inner
+            .meta
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The inner state with the documents loaded (read from disk, blocking, when an idle
+    /// conversation is touched by a synchronous accessor; async paths load them first with
+    /// [`Self::ensure_docs`]). When they cannot be read the maps stay empty and unsaved.
+    pub(in crate::conversation) fn loaded(&self) -> MutexGuard<'_, Inner> {
+        let mut inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            match load_docs(&self.dir, self.id, self.cipher.as_deref(), inner.first_load) {
+                Ok(docs) => install_docs(&mut inner, docs),
+                Err(e) => {
+                    tracing::warn!(conversation = %self.id, error = %e, "cannot load the conversation")
+                }
+            }
+        }
+        inner
+    }
+
+    /// Loads the documents of an idle conversation from disk (off the runtime).
+    pub async fn ensure_docs(&self) -> std::io::Result<()> {
+        let reset = {
+            let inner = lock(&self.inner);
+            if inner.docs_loaded {
+                return Ok(());
+            }
+            inner.first_load
+        };
+        let _l = self.load_lock.lock().await;
+        if lock(&self.inner).docs_loaded {
+            return Ok(());
+        }
+        let (dir, id, cipher) = (self.dir.clone(), self.id, self.cipher.clone());
+        let docs =
+            tokio::task::spawn_blocking(move || load_docs(&dir, id, cipher.as_deref(), reset))
+                .await
+                .map_err(std::io::Error::other)??;
+        let mut inner = lock(&self.inner);
+        if !inner.docs_loaded {
+            install_docs(&mut inner, docs);
+        }
+        Ok(())
+    }
+
+    /// A state field.
+    pub fn state_value(&self, key: &str) -> Option<Value> {
+        self.loaded().state.get(key).cloned()
+    }
+
+    /// A registry of conversations kept under this one's directory (`<dir>/<name>`), sealed
+    /// with the same key: the conversations the `task` tool runs.
+    pub fn nested_service(&self, name: &str) -> std::io::Result<ConversationService> {
+        let shared = self
+            .registry()
+            .upgrade()
+            .map(|s| s.subagents.clone())
+            .unwrap_or_default();
+        ConversationService::open_with(self.dir.join(name), self.cipher.clone(), 64, shared)
+    }
+
+    /// The registry this conversation belongs to, if it is still up.
+    pub fn registry(&self) -> std::sync::Weak<ConversationService> {
+        self.registry.get().cloned().unwrap_or_default()
+    }
+
+    /// A metadata field.
+    pub fn meta_value(&self, key: &str) -> Option<Value> {
+        self.loaded().meta.get(key).cloned()
+    }
+
+    /// The working directory of the workspace.
+    pub fn working_dir(&self) -> String {
+        self.loaded()
+            .state
+            .get("workspace")
+            .and_then(|w| w.get("working_dir"))
+            .and_then(Value::as_str)
+            .unwrap_or(".")
+            .to_string()
+    }
+
+    /// `<conversations_path>/<hex>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The agent JSON with secrets in plaintext.
+    pub fn agent_json(&self) -> Value {
+        self.state_value("agent").unwrap_or(Value::Null)
+    }
+
+    /// Secret name → plaintext value, for tools and masking: static secrets, and the
+    /// `LookupSecret`s as last resolved ([`Conversation::resolve_lookup_secrets`]).
+    pub fn secret_values(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in self.secret_sources() {
+            if let Some(s) = v.get("value").and_then(Value::as_str) {
+                out.push((k, s.to_string()));
+            }
+        }
+        let lookups = self.lookups.read().unwrap_or_else(|e| e.into_inner());
+        out.extend(lookups.iter().cloned());
+        out
+    }
+
+    pub(in crate::conversation) fn secret_sources(&self) -> Vec<(String, Value)> {
+        let inner = self.loaded();
+        inner
+            .state
+            .get("secret_registry")
+            .and_then(|r| r.get("secret_sources"))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Fetches the values of the `LookupSecret`s (this server's own URLs from its store).
+    pub async fn resolve_lookup_secrets(&self) {
+        let mut values = Vec::new();
+        for (name, source) in self.secret_sources() {
+            if source.get("kind").and_then(Value::as_str) != Some("LookupSecret") {
+                continue;
+            }
+            match crate::settings::lookup::resolve(&source, self.local_secrets.get()).await {
+                Some(v) => values.push((name, v)),
+                None => tracing::warn!(secret = %name, "a LookupSecret has no value"),
+            }
+        }
+        *self.lookups.write().unwrap_or_else(|e| e.into_inner()) = values;
+    }
+
+    /// The bash runner of the conversation-scoped `/bash` routes: events under
+    /// `<dir>/bash_events`, commands default to the working directory.
+    pub fn bash_service(&self) -> std::io::Result<Arc<crate::exec::BashService>> {
+        if let Some(b) = self.bash.get() {
+            return Ok(b.clone());
+        }
+        let svc = Arc::new(crate::exec::BashService::with_default_cwd(
+            self.dir.join("bash_events"),
+            Some(self.working_dir().into()),
+        )?);
+        Ok(self.bash.get_or_init(|| svc).clone())
+    }
+
+    /// The control of the active run, if any.
+    pub fn run_ctl(&self) -> Option<RunCtl> {
+        lock(&self.inner).run.clone()
+    }
+
+    /// Whether the documents are in memory.
+    #[cfg(test)]
+    pub(crate) fn docs_loaded(&self) -> bool {
+        lock(&self.inner).docs_loaded
+    }
+
+    /// Whether the state has changes not yet written to `base_state.json`.
+    pub(in crate::conversation) fn is_dirty(&self) -> bool {
+        lock(&self.inner).dirty
+    }
+
+    /// True once deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    // ----- persistence -------------------------------------------------------------------
+
+    pub(in crate::conversation) async fn save_state(&self) -> std::io::Result<()> {
+        let (mut state, cipher) = {
+            let mut inner = self.loaded();
+            if !inner.docs_loaded {
+                return Err(not_loaded());
+            }
+            inner.dirty = false;
+            (inner.state.clone(), self.cipher.clone())
+        };
+        state.insert("persistence_dir".into(), json!(self.persistence_dir));
+        let path = self.dir.join("base_state.json");
+        let written = tokio::task::spawn_blocking(move || {
+            let c = cipher.as_deref();
+            if let Some(agent) = state.get_mut("agent") {
+                crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
+            }
+            if let Some(reg) = state.get_mut("secret_registry") {
+                crypto::map_registry(reg, &|s| crypto::seal(c, s));
+            }
+            let state: Map<String, Value> =
+                state.into_iter().filter(|(_, v)| !v.is_null()).collect();
+            store::write_json(&path, &Value::Object(state))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        if written.is_err() {
+            lock(&self.inner).dirty = true;
+        }
+        written
+    }
+
+    /// Writes `meta.json`.
+    pub async fn save_meta(&self) -> std::io::Result<()> {
+        let (mut meta, cipher) = {
+            let inner = self.loaded();
+            if !inner.docs_loaded {
+                return Err(not_loaded());
+            }
+            (inner.meta.clone(), self.cipher.clone())
+        };
+        let path = self.dir.join("meta.json");
+        tokio::task::spawn_blocking(move || {
+            let c = cipher.as_deref();
+            if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
+                for v in secrets.values_mut() {
+                    if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+                        v["value"] = crypto::seal(c, s);
+                    }
+                }
+            }
+            store::write_json(&path, &Value::Object(meta))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Loads the event log from disk on first use.
+    pub async fn ensure_events(&self) -> std::io::Result<()> {
+        self.ensure_docs().await?;
+        {
+            let mut inner = lock(&self.inner);
+            inner.last_used = std::time::Instant::now();
+            if inner.events.is_some() {
+                return Ok(());
+            }
+        }
+        let _l = self.load_lock.lock().await;
+        if lock(&self.inner).events.is_some() {
+            return Ok(());
+        }
+        let dir = self.dir.join("events");
+        let loaded = tokio::task::spawn_blocking(move || store::load_events(&dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.install_events(loaded);
+        Ok(())
+    }
+
+    pub(in crate::conversation) fn install_events(&self, loaded: Vec<Value>) {
+        let mut inner = self.loaded();
+        for e in &loaded {
+            if let Some(ts) = events::str_field(e, "timestamp") {
+                inner.clock.observe(ts);
+            }
+        }
+        // HEAD is derived from the log, which is written before base_state.
+        if let Some(last) = loaded.iter().rev().find(|e| events::moves_head(e)) {
+            let id = events::id(last).to_string();
+            inner.state.insert("leaf_event_id".into(), json!(id));
+        }
+        inner.events = Some(loaded);
+    }
+
+    /// A copy of every event.
+    pub async fn events(&self) -> std::io::Result<Vec<Value>> {
+        self.ensure_events().await?;
+        Ok(lock(&self.inner).events.clone().unwrap_or_default())
+    }
+
+    /// Runs `f` over the event log without copying it.
+    pub async fn with_events<R>(&self, f: impl FnOnce(&[Value]) -> R) -> std::io::Result<R> {
+        // Retried: an idle conversation may release its log between the load and the read.
+        for _ in 0..3 {
+            self.ensure_events().await?;
+            let inner = lock(&self.inner);
+            if let Some(evs) = inner.events.as_deref() {
+                return Ok(f(evs));
+            }
+        }
+        Err(std::io::Error::other("the event log could not be loaded"))
+    }
+
+    /// Releases the in-memory log, documents and tools of a conversation idle for `ttl` (no
+    /// run, no subscriber, nothing unsaved); only its summary stays. Returns true when released.
+    pub fn release_if_idle(&self, ttl: Duration) -> bool {
+        let Ok(_w) = self.write_lock.try_lock() else {
+            return false;
+        };
+        let Ok(mut rt) = self.runtime.try_lock() else {
+            return false;
+        };
+        let mut inner = lock(&self.inner);
+        if inner.run.is_some()
+            || !inner.subscribers.is_empty()
+            || (inner.events.is_none() && !inner.docs_loaded)
+            || inner.dirty
+            || inner.last_used.elapsed() < ttl
+        {
+            return false;
+        }
+        inner.events = None;
+        if inner.docs_loaded {
+            inner.summary = Summary::of(&inner.state, &inner.meta);
+            inner.state = Map::new();
+            inner.meta = Map::new();
+            inner.docs_loaded = false;
+        }
+        drop(inner);
+        if let Some(rt) = rt.take() {
+            tokio::spawn(async move {
+                for t in rt.tools.iter() {
+                    t.close().await;
+                }
+            });
+        }
+        true
+    }
+
+    /// Appends an event: stamps id/timestamp/parent, persists it, then publishes it.
+    pub async fn append(&self, body: Value) -> std::io::Result<Value> {
+        self.ensure_events().await?;
+        let _w = self.write_lock.lock().await;
+        self.append_locked(body).await
+    }
+
+    pub(in crate::conversation) async fn append_locked(
+        &self,
+        body: Value,
+    ) -> std::io::Result<Value> {
+        self.ensure_events().await?;
+        let (ev, index) = {
+            let mut inner = self.loaded();
+            let id = crate::util::dashed_id();
+            let ts = inner.clock.tick();
+            let n = inner.events.as_ref().map_or(0, Vec::len);
+            let head = inner
+                .state
+                .get("leaf_event_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let parent = match head {
+                Some(h) => Some(h),
+                None if n > 0 => Some("__root__".to_string()),
+                None => None,
+            };
+            (events::finalize(body, &id, &ts, parent.as_deref()), n)
+        };
+        if !self.is_deleted() {
+            let path = self
+                .dir
+                .join("events")
+                .join(store::event_file_name(index, events::id(&ev)));
+            let ev2 = ev.clone();
+            tokio::task::spawn_blocking(move || store::write_new_json(&path, &ev2))
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
+        let mut inner = self.loaded();
+        if events::moves_head(&ev) {
+            inner
+                .state
+                .insert("leaf_event_id".into(), json!(events::id(&ev)));
+        }
+        if let Some(evs) = inner.events.as_mut() {
+            evs.push(ev.clone());
+        }
+        publish(&mut inner, text);
+        Ok(ev)
+    }
+
+    /// Sets state fields, persists `base_state.json`, and (if `emit`) appends one
+    /// `ConversationStateUpdateEvent` per field.
+    pub async fn set_fields(&self, fields: Vec<(&str, Value)>, emit: bool) -> std::io::Result<()> {
+        self.ensure_events().await?;
+        let _w = self.write_lock.lock().await;
+        {
+            let mut inner = self.loaded();
+            for (k, v) in &fields {
+                inner.state.insert((*k).to_string(), v.clone());
+            }
+        }
+        // Stats change on every LLM call; their events carry the totals, and base_state is
+        // rewritten with them at the next status change or when the run ends.
+        let only_stats = fields.iter().all(|(k, _)| *k == "stats");
+        if !self.is_deleted() && !only_stats {
+            self.save_state().await?;
+        } else {
+            lock(&self.inner).dirty = true;
+        }
+        if emit {
+            for (k, v) in fields {
+                let v = if k == "stats" { stats::snapshot(&v) } else { v };
+                self.append_locked(events::state_update(k, v)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `base_state.json` now (e.g. after stats changed outside a run).
+    pub async fn persist_state(&self) -> std::io::Result<()> {
+        if self.is_deleted() {
+            return Ok(());
+        }
+        let _w = self.write_lock.lock().await;
+        self.save_state().await
+    }
+
+    /// Sets `execution_status` (with its state-update event) when it changes.
+    pub async fn set_status(&self, new: &str) -> std::io::Result<()> {
+        if self.status() == new {
+            return Ok(());
+        }
+        self.set_fields(vec![("execution_status", json!(new))], true)
+            .await
+    }
+
+    /// Records one LLM call's usage and emits a `stats` update.
+    pub async fn record_usage(
+        &self,
+        usage_id: &str,
+        model: &str,
+        usage: &crate::llm::Usage,
+        cost: f64,
+        response_id: &str,
+        latency: f64,
+    ) -> std::io::Result<()> {
+        let stats_now = {
+            let mut inner = self.loaded();
+            inner.dirty = true;
+            let s = inner
+                .state
+                .entry("stats")
+                .or_insert_with(|| json!({"usage_to_metrics": {}}));
+            stats::record(s, usage_id, model, usage, cost, response_id, latency);
+            s.clone()
+        };
+        self.set_fields(vec![("stats", stats_now)], true).await
+    }
+
+    /// Registers LLM usage ids in the stats (without an event).
+    pub fn register_usage(&self, usage_id: &str, model: &str) {
+        let mut inner = self.loaded();
+        inner.dirty = true;
+        let s = inner
+            .state
+            .entry("stats")
+            .or_insert_with(|| json!({"usage_to_metrics": {}}));
+        stats::register(s, usage_id, model);
+    }
+
+    /// Sets the title (meta) and bumps `updated_at`.
+    pub async fn set_title(
+        &self,
+        title: Option<String>,
+        tags: Option<Map<String, Value>>,
+    ) -> std::io::Result<()> {
+        {
+            let mut inner = self.loaded();
+            if let Some(t) = title {
+                inner.meta.insert("title".into(), json!(t));
+            }
+            if let Some(t) = &tags {
+                inner.meta.insert("tags".into(), Value::Object(t.clone()));
+            }
+            inner
+                .meta
+                .insert("updated_at".into(), json!(crate::util::utc_timestamp()));
+        }
+        if let Some(t) = tags {
+            self.set_fields(vec![("tags", Value::Object(t))], true)
+                .await?;
+        }
+        self.save_meta().await
+    }
+
+    /// Updates the secret registry (no event, like the reference).
+    pub async fn update_secrets(&self, secrets: Map<String, Value>) -> std::io::Result<()> {
+        let reg = {
+            let inner = self.loaded();
+            let mut reg = inner
+                .state
+                .get("secret_registry")
+                .cloned()
+                .unwrap_or(json!({"secret_sources": {}}));
+            if !reg.get("secret_sources").is_some_and(Value::is_object) {
+                reg = json!({"secret_sources": {}});
+            }
+            for (k, v) in secrets {
+                reg["secret_sources"][k] = normalize_secret(v);
+            }
+            reg
+        };
+        self.set_fields(vec![("secret_registry", reg)], false)
+            .await?;
+        self.resolve_lookup_secrets().await;
+        let secrets = self.secret_values();
+        if let Some(rt) = self.runtime.lock().await.as_ref() {
+            for t in rt.tools.iter() {
+                t.set_secrets(&secrets);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a conversation found `running` at start-up: an `AgentErrorEvent` for each action
+    /// left without a result, then status `error` (blocking; start-up only).
+    pub(in crate::conversation) fn recover_interrupted_run_blocking(&self) -> std::io::Result<()> {
+        let loaded = store::load_events(&self.dir.join("events"))?;
+        self.install_events(loaded);
+        let pending = {
+            let inner = lock(&self.inner);
+            crate::conversation::history::unanswered_actions(inner.events.as_deref().unwrap_or(&[]))
+        };
+        let mut bodies: Vec<Value> = pending
+            .iter()
+            .map(|a| {
+                events::agent_error(
+                    events::str_field(a, "tool_name").unwrap_or(""),
+                    events::str_field(a, "tool_call_id").unwrap_or(""),
+                    "A restart occurred while this tool was in progress. This may indicate a fatal memory error or system crash. The tool execution was interrupted and did not complete.",
+                    events::internal_error(),
+                )
+            })
+            .collect();
+        bodies.push(events::state_update(
+            "execution_status",
+            json!(status::ERROR),
+        ));
+        let mut inner = self.loaded();
+        inner
+            .state
+            .insert("execution_status".into(), json!(status::ERROR));
+        for (i, body) in bodies.into_iter().enumerate() {
+            let id = crate::util::dashed_id();
+            let ts = inner.clock.tick();
+            let n = inner.events.as_ref().map_or(0, Vec::len);
+            let parent = if i < pending.len() {
+                Some(events::id(&pending[i]).to_string())
+            } else {
+                inner
+                    .state
+                    .get("leaf_event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            let ev = events::finalize(body, &id, &ts, parent.as_deref());
+            store::write_json(
+                &self.dir.join("events").join(store::event_file_name(n, &id)),
+                &ev,
+            )?;
+            if events::moves_head(&ev) {
+                inner.state.insert("leaf_event_id".into(), json!(id));
+            }
+            if let Some(evs) = inner.events.as_mut() {
+                evs.push(ev);
+            }
+        }
+        let mut state = inner.state.clone();
+        drop(inner);
+        state.insert("persistence_dir".into(), json!(self.persistence_dir));
+        let c = self.cipher.as_deref();
+        if let Some(agent) = state.get_mut("agent") {
+            crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
+        }
+        if let Some(reg) = state.get_mut("secret_registry") {
+            crypto::map_registry(reg, &|s| crypto::seal(c, s));
+        }
+        let state: Map<String, Value> = state.into_iter().filter(|(_, v)| !v.is_null()).collect();
+        store::write_json(&self.dir.join("base_state.json"), &Value::Object(state))
+    }
+}
+
+pub(in crate::conversation) fn not_loaded() -> std::io::Error {
+    std::io::Error::other("the conversation's files could not be read; they are left as they are")
+}
+
+/// Puts freshly read documents in place.
+pub(in crate::conversation) fn install_docs(inner: &mut Inner, docs: Docs) {
+    let Docs {
+        mut state,
+        meta,
+        changed,
+    } = docs;
+    // HEAD is derived from the log when it is in memory (the log is written first).
+    if let Some(leaf) = inner.state.get("leaf_event_id").filter(|v| !v.is_null()) {
+        state.insert("leaf_event_id".into(), leaf.clone());
+    }
+    inner.state = state;
+    inner.meta = meta;
+    inner.docs_loaded = true;
+    inner.first_load = false;
+    inner.dirty |= changed;
+}
