@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::conversation::{events, status, Conversation, ConversationService};
+use crate::conversation::{events, Conversation, ConversationService, ExecutionStatus};
 use crate::settings::{profiles, SettingsService};
 
 /// Prefix of gateway model ids.
@@ -160,7 +160,7 @@ impl Gateway {
             .and_then(|id| self.conversations.get(&id));
         let conv = match existing {
             Some(conv) => {
-                if conv.status() == status::ERROR {
+                if conv.status() == ExecutionStatus::Error {
                     return Err(GatewayError::Failed(
                         "Agent run ended with status: error".into(),
                     ));
@@ -222,18 +222,18 @@ impl Gateway {
         let mut saw_running = false;
         loop {
             let st = conv.status();
-            saw_running |= st == status::RUNNING;
+            saw_running |= st == ExecutionStatus::Running;
             let grown = conv.with_events(|e| e.len()).await.unwrap_or(0) > before + 1;
-            let ended = !matches!(st.as_str(), status::RUNNING | status::IDLE);
+            let ended = !matches!(st, ExecutionStatus::Running | ExecutionStatus::Idle);
             if ended && (saw_running || grown) && conv.run_ctl().is_none() {
-                return match st.as_str() {
-                    status::FINISHED => Ok(()),
-                    status::PAUSED | status::WAITING => Err(GatewayError::Conflict(format!(
-                        "Agent run ended with status: {st}"
-                    ))),
-                    status::ERROR | status::STUCK => Err(GatewayError::Failed(format!(
-                        "Agent run ended with status: {st}"
-                    ))),
+                return match st {
+                    ExecutionStatus::Finished => Ok(()),
+                    ExecutionStatus::Paused | ExecutionStatus::WaitingForConfirmation => Err(
+                        GatewayError::Conflict(format!("Agent run ended with status: {st}")),
+                    ),
+                    ExecutionStatus::Error | ExecutionStatus::Stuck => Err(GatewayError::Failed(
+                        format!("Agent run ended with status: {st}"),
+                    )),
                     other => Err(GatewayError::Failed(format!(
                         "Agent run ended with unexpected status: {other}"
                     ))),

@@ -37,3 +37,4 @@ pub mod skills;
 pub mod subagents;
 pub mod tools;
 pub mod util;
+pub mod wire;

@@ -1815,3 +1815,122 @@ async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
     );
     drop(first);
 }
+
+/// Every process below `root` (pid, command line), read from `/proc`.
+fn descendants(root: u32) -> Vec<(i32, String)> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_string()) else {
+            continue;
+        };
+        let ppid: i32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmd = std::fs::read(entry.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        parent_of.push((pid, ppid, cmd));
+    }
+    let mut out: Vec<(i32, String)> = Vec::new();
+    let mut frontier = vec![root as i32];
+    while let Some(p) = frontier.pop() {
+        for (pid, ppid, cmd) in &parent_of {
+            if *ppid == p && !out.iter().any(|(q, _)| q == pid) {
+                out.push((*pid, cmd.clone()));
+                frontier.push(*pid);
+            }
+        }
+    }
+    out
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+#[tokio::test]
+async fn sigterm_during_runs_stops_every_child_and_keeps_every_event() {
+    let env: Vec<(String, String)> = vec![("OH_SECRET_KEY".into(), "term-key".into())];
+    let mut first = TestServer::start_with(ServerOptions {
+        env: env.clone(),
+        ..Default::default()
+    });
+    let convs = first.root_path().join("conversations");
+    let llm = MockLlm::start().await;
+    let mut ids = Vec::new();
+    for secs in ["61.25", "62.25"] {
+        let (_, info) = create(&first, create_body(&llm, &first.workdir())).await;
+        let id = info["id"].as_str().unwrap().to_string();
+        say(&first, &id, &format!("[[mock:slow secs={secs}]] go"), true).await;
+        ids.push(id);
+    }
+    // A command of the conversation-scoped bash API, in a conversation that is not running.
+    let (_, info) = create(&first, create_body(&llm, &first.workdir())).await;
+    let idle = info["id"].as_str().unwrap().to_string();
+    let (code, v) = post(
+        &first,
+        &format!("/api/conversations/{idle}/bash/start_bash_command"),
+        json!({"command": "sleep 63.25"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    for id in &ids {
+        wait_terminal_action(&first, id).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kids = loop {
+        let kids = descendants(first.pid());
+        let has = |s: &str| kids.iter().any(|(_, c)| c.contains(s));
+        if has("sleep 61.25") && has("sleep 62.25") && has("sleep 63.25") {
+            break kids;
+        }
+        assert!(Instant::now() < deadline, "children not started: {kids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut seen = Vec::new();
+    for id in &ids {
+        seen.push(all_events(&first, id).await);
+    }
+
+    first.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let left: Vec<_> = kids.iter().filter(|(p, _)| alive(*p)).cloned().collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(left.is_empty(), "children outlived the server: {left:?}");
+
+    // Every event a client saw is on disk, and no run is left `running`.
+    let second = TestServer::start_with(ServerOptions {
+        conversations_dir: Some(convs),
+        env,
+        ..Default::default()
+    });
+    for (id, before) in ids.iter().zip(&seen) {
+        let after = all_events(&second, id).await;
+        let ids_of = |evs: &[Value]| evs.iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+        assert!(after.len() >= before.len(), "{id}: events lost");
+        assert_eq!(ids_of(&after[..before.len()]), ids_of(before), "{id}");
+        assert_ne!(status(&second, id).await, "running", "{id}");
+    }
+    drop(first);
+}

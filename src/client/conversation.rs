@@ -30,48 +30,12 @@ pub fn event_id(event: &Value) -> Option<&str> {
     event.get("id").and_then(Value::as_str)
 }
 
-/// `ConversationExecutionStatus`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecutionStatus {
-    Idle,
-    Running,
-    Paused,
-    WaitingForConfirmation,
-    Finished,
-    Error,
-    Stuck,
-    /// A value this client does not know.
-    Other(String),
-}
+pub use crate::wire::ExecutionStatus;
 
-impl ExecutionStatus {
-    /// Parses the wire value.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "idle" => Self::Idle,
-            "running" => Self::Running,
-            "paused" => Self::Paused,
-            "waiting_for_confirmation" => Self::WaitingForConfirmation,
-            "finished" => Self::Finished,
-            "error" => Self::Error,
-            "stuck" => Self::Stuck,
-            other => Self::Other(other.to_string()),
-        }
-    }
-
-    /// The wire value.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Idle => "idle",
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::WaitingForConfirmation => "waiting_for_confirmation",
-            Self::Finished => "finished",
-            Self::Error => "error",
-            Self::Stuck => "stuck",
-            Self::Other(s) => s,
-        }
-    }
+/// The status a server reported, or a protocol error for a value the wire does not have.
+fn parse_status(s: &str) -> Result<ExecutionStatus, ClientError> {
+    ExecutionStatus::parse(s)
+        .ok_or_else(|| ClientError::Protocol(format!("unknown execution_status {s:?}")))
 }
 
 /// How a conversation is created.
@@ -291,12 +255,12 @@ impl RemoteConversation {
                     let s = rx.borrow_and_update().clone();
                     if let Some((seq, st)) = &s.field {
                         if *seq > armed && (st == "error" || st == "stuck") {
-                            return Ok(ExecutionStatus::parse(st));
+                            return parse_status(st);
                         }
                     }
                     if let Some((seq, st)) = &s.full_state {
                         if *seq > armed && st != "running" {
-                            return Ok(ExecutionStatus::parse(st));
+                            return parse_status(st);
                         }
                     }
                 }
@@ -381,11 +345,11 @@ impl RemoteConversation {
     /// The current execution status (REST).
     pub async fn execution_status(&self) -> Result<ExecutionStatus, ClientError> {
         let info = self.state().await?;
-        Ok(ExecutionStatus::parse(
+        parse_status(
             info.get("execution_status")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
-        ))
+        )
     }
 
     /// Every persisted event received so far, in log order, each exactly once.
@@ -613,6 +577,10 @@ mod tests {
         assert_eq!(sig.field, Some((2, "error".into())));
         // The snapshot is not a persisted event; the per-field update is.
         assert_eq!(s.log.lock().unwrap().events.len(), 1);
-        assert_eq!(ExecutionStatus::parse("stuck"), ExecutionStatus::Stuck);
+        assert_eq!(parse_status("stuck").unwrap(), ExecutionStatus::Stuck);
+        assert!(matches!(
+            parse_status("Running"),
+            Err(ClientError::Protocol(_))
+        ));
     }
 }

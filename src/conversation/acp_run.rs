@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::events::{self, text};
 use super::service::{Conversation, RunCtl};
-use super::status;
+use super::ExecutionStatus;
 use crate::acp::{AcpError, Session};
 
 const SYSTEM_TEXT: &str = "This conversation is powered by an ACP server. The system prompt and tools are managed by the ACP server and are not available for display.";
@@ -248,12 +248,12 @@ impl Turn {
 
 /// One run of an ACP conversation (initialized by the agent loop, which hands it over).
 pub(super) async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()> {
-    conv.set_status(status::RUNNING).await?;
+    conv.set_status(ExecutionStatus::Running).await?;
     let session = match session(conv).await {
         Ok(s) => s,
         Err(e) => {
             conv.append(startup_error(e.code, &e.detail)).await?;
-            conv.set_status(status::ERROR).await?;
+            conv.set_status(ExecutionStatus::Error).await?;
             return Ok(());
         }
     };
@@ -310,7 +310,7 @@ pub(super) async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io:
     }
     match outcome {
         None => {
-            conv.set_status(status::PAUSED).await?;
+            conv.set_status(ExecutionStatus::Paused).await?;
             conv.append(events::bare("InterruptEvent", "user")).await?;
         }
         Some(Err(e)) => {
@@ -322,7 +322,7 @@ pub(super) async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io:
             .await?;
             conv.append(events::conversation_error(e.code, &e.detail))
                 .await?;
-            conv.set_status(status::ERROR).await?;
+            conv.set_status(ExecutionStatus::Error).await?;
             // A broken session is started afresh next time.
             if let Some(s) = conv.acp.lock().await.take() {
                 s.process.kill();
@@ -357,7 +357,7 @@ pub(super) async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io:
                 events::id(&stored),
             ))
             .await?;
-            conv.set_status(status::FINISHED).await?;
+            conv.set_status(ExecutionStatus::Finished).await?;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{self};
 use super::service::{lock, Conversation, RunCtl};
-use super::{agent, status, ConversationError};
+use super::{agent, ConversationError, ExecutionStatus};
 
 impl Conversation {
     // ----- operations --------------------------------------------------------------------
@@ -43,7 +43,7 @@ impl Conversation {
         let busy =
             || ConversationError::Conflict("Conversation run or goal loop already running.".into());
         let mut goal = lock(&self.goal);
-        if goal.is_some() || self.run_ctl().is_some() || self.status() == status::RUNNING {
+        if goal.is_some() || self.run_ctl().is_some() || self.status() == ExecutionStatus::Running {
             return Err(busy());
         }
         if self.active_runs.load(Ordering::Acquire) >= self.max_runs {
@@ -106,15 +106,15 @@ impl Conversation {
                 .await?;
         }
         let st = self.status();
-        if running.is_none() && (st == status::FINISHED || st == status::STUCK) {
-            self.set_status(status::IDLE).await?;
+        if running.is_none() && (st == ExecutionStatus::Finished || st == ExecutionStatus::Stuck) {
+            self.set_status(ExecutionStatus::Idle).await?;
         }
         self.maybe_autotitle(&msg);
         if run && self.start_or_queue_run()? {
             // Queued behind a loop that is winding down: the conversation is no longer done.
             let st = self.status();
-            if st == status::FINISHED || st == status::STUCK {
-                self.set_status(status::IDLE).await?;
+            if st == ExecutionStatus::Finished || st == ExecutionStatus::Stuck {
+                self.set_status(ExecutionStatus::Idle).await?;
             }
         }
         Ok(())
@@ -168,8 +168,8 @@ impl Conversation {
     /// is pending (the loop still finishing its step) resumes it, as the reference does: status
     /// `running` again at once, and the loop carries on (or starts again if it already stopped).
     pub async fn request_run(self: &Arc<Self>) -> Result<(), ConversationError> {
-        if self.status() == status::PAUSED && self.run_ctl().is_some() {
-            self.set_status(status::RUNNING).await?;
+        if self.status() == ExecutionStatus::Paused && self.run_ctl().is_some() {
+            self.set_status(ExecutionStatus::Running).await?;
             return self.start_or_queue_run().map(|_| ());
         }
         self.start_run()
@@ -213,7 +213,7 @@ impl Conversation {
                 let _ = conv
                     .append(events::conversation_error("InternalError", &e.to_string()))
                     .await;
-                let _ = conv.set_status(status::ERROR).await;
+                let _ = conv.set_status(ExecutionStatus::Error).await;
             }
             conv.end_run(&ctl).await;
         });
@@ -238,8 +238,11 @@ impl Conversation {
         ctl.done.notify_waiters();
         if again && !self.is_deleted() {
             let st = self.status();
-            if st == status::FINISHED || st == status::PAUSED || st == status::STUCK {
-                let _ = self.set_status(status::IDLE).await;
+            if st == ExecutionStatus::Finished
+                || st == ExecutionStatus::Paused
+                || st == ExecutionStatus::Stuck
+            {
+                let _ = self.set_status(ExecutionStatus::Idle).await;
             }
             if let Err(e) = self.start_run() {
                 tracing::warn!(conversation = %self.id, error = %e, "could not start the queued run");
@@ -264,8 +267,8 @@ impl Conversation {
     /// Pauses: status `paused` + `PauseEvent` when idle or running; always a snapshot.
     pub async fn pause(&self) -> std::io::Result<()> {
         let st = self.status();
-        if st == status::IDLE || st == status::RUNNING {
-            self.set_status(status::PAUSED).await?;
+        if st == ExecutionStatus::Idle || st == ExecutionStatus::Running {
+            self.set_status(ExecutionStatus::Paused).await?;
             self.append(events::bare("PauseEvent", "user")).await?;
         }
         self.publish_full_state();
@@ -288,8 +291,8 @@ impl Conversation {
     /// Rejects every pending action (`UserRejectObservation`), status → idle.
     pub async fn reject_pending(&self, reason: &str) -> std::io::Result<()> {
         let pending = self.with_events(super::history::pending_actions).await?;
-        if self.status() == status::WAITING {
-            self.set_status(status::IDLE).await?;
+        if self.status() == ExecutionStatus::WaitingForConfirmation {
+            self.set_status(ExecutionStatus::Idle).await?;
         }
         for a in pending {
             let body = events::user_reject(

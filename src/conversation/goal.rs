@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::service::Conversation;
-use super::{events, status, ConversationError};
+use super::{events, ConversationError, ExecutionStatus};
 
 const JUDGE_SYSTEM_PROMPT: &str = "You are auditing whether a long-running GOAL has been COMPLETED by an AI software agent.
 
@@ -102,7 +102,7 @@ async fn run_end(conv: &Arc<Conversation>, cancel: &CancellationToken) -> bool {
         if cancel.is_cancelled() {
             return false;
         }
-        if conv.run_ctl().is_none() && conv.status() != status::RUNNING {
+        if conv.run_ctl().is_none() && conv.status() != ExecutionStatus::Running {
             return true;
         }
         tokio::select! {
@@ -142,7 +142,7 @@ pub async fn run(conv: Arc<Conversation>, start: GoalStart, cancel: Cancellation
             break ("interrupted", Value::Null);
         }
         let st = conv.status();
-        if st == status::PAUSED || st == status::ERROR {
+        if st == ExecutionStatus::Paused || st == ExecutionStatus::Error {
             break ("interrupted", Value::Null);
         }
         let verdict = match judge(&conv, &start.objective).await {

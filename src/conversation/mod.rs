@@ -70,27 +70,7 @@ pub enum ConversationError {
     Io(#[from] std::io::Error),
 }
 
-/// The `execution_status` values of the reference.
-pub mod status {
-    pub const IDLE: &str = "idle";
-    pub const RUNNING: &str = "running";
-    pub const PAUSED: &str = "paused";
-    pub const WAITING: &str = "waiting_for_confirmation";
-    pub const FINISHED: &str = "finished";
-    pub const ERROR: &str = "error";
-    pub const STUCK: &str = "stuck";
-    /// Every valid value, for validation messages.
-    pub const ALL: [&str; 8] = [
-        "idle",
-        "running",
-        "paused",
-        "waiting_for_confirmation",
-        "finished",
-        "error",
-        "stuck",
-        "deleting",
-    ];
-}
+pub use crate::wire::ExecutionStatus;
 
 #[cfg(test)]
 mod tests;

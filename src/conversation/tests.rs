@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::agent::{install_runtime, AgentRuntime, Tools};
-use super::{events, status, Conversation, ConversationService};
+use super::{events, Conversation, ConversationService, ExecutionStatus};
 use crate::llm::{
     Completion, CompletionRequest, LlmClient, LlmError, ToolCall, ToolDefinition, Usage,
 };
@@ -252,7 +252,7 @@ async fn text_reply_finishes_and_records_stats() {
     install(&conv, llm.clone()).await;
     conv.send_message(msg("hi"), false).await.expect("send");
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     let evs = conv.events().await.expect("events");
     assert_eq!(
         kinds(&evs),
@@ -308,12 +308,12 @@ async fn tool_calls_produce_actions_and_observations_then_finish() {
     install(&conv, llm.clone()).await;
     conv.send_message(msg("go"), true).await.expect("send");
     for _ in 0..500 {
-        if conv.run_ctl().is_none() && conv.status() != status::IDLE {
+        if conv.run_ctl().is_none() && conv.status() != ExecutionStatus::Idle {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     let evs = conv.events().await.expect("events");
     assert_eq!(
         kinds(&evs),
@@ -374,7 +374,7 @@ async fn max_iterations_and_llm_errors_end_in_error() {
     install(&conv, llm).await;
     conv.send_message(msg("loop"), false).await.expect("send");
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::ERROR);
+    assert_eq!(conv.status(), ExecutionStatus::Error);
     let evs = conv.events().await.expect("events");
     assert_eq!(
         evs.iter()
@@ -400,7 +400,7 @@ async fn max_iterations_and_llm_errors_end_in_error() {
     .await;
     conv2.send_message(msg("hi"), false).await.expect("send");
     run_to_end(&conv2).await;
-    assert_eq!(conv2.status(), status::ERROR);
+    assert_eq!(conv2.status(), ExecutionStatus::Error);
     let evs = conv2.events().await.expect("events");
     let err = evs
         .iter()
@@ -430,9 +430,9 @@ async fn confirmation_reject_and_accept() {
     install(&conv, llm).await;
     conv.send_message(msg("go"), false).await.expect("send");
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::WAITING);
+    assert_eq!(conv.status(), ExecutionStatus::WaitingForConfirmation);
     conv.reject_pending("no thanks").await.expect("reject");
-    assert_eq!(conv.status(), status::IDLE);
+    assert_eq!(conv.status(), ExecutionStatus::Idle);
     let evs = conv.events().await.expect("events");
     let rej = evs
         .iter()
@@ -442,7 +442,7 @@ async fn confirmation_reject_and_accept() {
     assert_eq!(rej["rejection_source"], "user");
     // Next run stops again at the second action; running again accepts it.
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::WAITING);
+    assert_eq!(conv.status(), ExecutionStatus::WaitingForConfirmation);
     run_to_end(&conv).await;
     let evs = conv.events().await.expect("events");
     let obs: Vec<&Value> = evs
@@ -469,7 +469,7 @@ async fn interrupt_abandons_the_llm_call_and_pauses() {
         conv.run_ctl().is_none(),
         "interrupt waits for the run to stop"
     );
-    assert_eq!(conv.status(), status::PAUSED);
+    assert_eq!(conv.status(), ExecutionStatus::Paused);
     let evs = conv.events().await.expect("events");
     assert_eq!(
         kinds(&evs).last().map(String::as_str),
@@ -502,7 +502,7 @@ async fn pause_stops_at_the_step_boundary() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(conv.run_ctl().is_none());
-    assert_eq!(conv.status(), status::PAUSED);
+    assert_eq!(conv.status(), ExecutionStatus::Paused);
     let evs = conv.events().await.expect("events");
     assert!(evs.iter().any(|e| events::kind(e) == "PauseEvent"));
 }
@@ -524,11 +524,13 @@ async fn reopening_keeps_events_and_recovers_a_crashed_run() {
             "llm_response_id": "r", "security_risk": "UNKNOWN", "kind": "ActionEvent"}))
             .await
             .expect("append");
-        conv.set_status(status::RUNNING).await.expect("status");
+        conv.set_status(ExecutionStatus::Running)
+            .await
+            .expect("status");
     }
     let svc = ConversationService::open(fx.root.clone(), Some("k1"), 4).expect("reopen");
     let conv = svc.get(&id).expect("listed");
-    assert_eq!(conv.status(), status::ERROR);
+    assert_eq!(conv.status(), ExecutionStatus::Error);
     assert_eq!(
         conv.agent_json()["llm"]["api_key"],
         "sk-secret",
@@ -549,7 +551,7 @@ async fn reopening_keeps_events_and_recovers_a_crashed_run() {
     install(&conv, FakeLlm::new(vec![Reply::Text("back")], None)).await;
     conv.send_message(msg("again"), false).await.expect("send");
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     let info = conv.info(false, true);
     assert_eq!(info["agent"]["llm"]["api_key"], Value::Null);
 }
@@ -634,7 +636,7 @@ async fn stop_hook_feedback_keeps_the_agent_going() {
     .await;
     conv.send_message(msg("go"), false).await.expect("send");
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     let evs = conv.events().await.expect("events");
     let hooks: Vec<&Value> = evs
         .iter()
@@ -680,7 +682,7 @@ async fn long_histories_are_condensed_with_a_summary() {
     install_with(&conv, llm.clone(), Some(condenser.clone())).await;
     conv.send_message(msg("go"), false).await.expect("send");
     run_to_end(&conv).await;
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     let evs = conv.events().await.expect("events");
     let cond = evs
         .iter()
@@ -776,7 +778,7 @@ async fn listed_conversations_keep_a_summary_and_are_read_from_disk_on_demand() 
     let svc = ConversationService::open(fx.root.clone(), Some("k1"), 4).expect("reopen");
     let conv = svc.get(&id).expect("listed");
     assert!(!conv.docs_loaded());
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     assert_eq!(conv.sort_key("created_at"), created_at);
     // REST views read the files for the answer only.
     let second = svc.get(&other).expect("listed");
@@ -803,7 +805,7 @@ async fn listed_conversations_keep_a_summary_and_are_read_from_disk_on_demand() 
     conv.persist_state().await.expect("persist");
     assert!(conv.release_if_idle(Duration::ZERO));
     assert!(!conv.docs_loaded());
-    assert_eq!(conv.status(), status::FINISHED);
+    assert_eq!(conv.status(), ExecutionStatus::Finished);
     let stats = conv.state_value("stats").expect("stats");
     assert!(stats["usage_to_metrics"].get("extra").is_some(), "{stats}");
     assert_eq!(conv.meta_value("title"), Some(json!("First")));

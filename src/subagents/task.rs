@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::Registry;
 use crate::conversation::service::{Conversation, ConversationService};
-use crate::conversation::{events, status};
+use crate::conversation::{events, ExecutionStatus};
 use crate::llm::ToolDefinition;
 use crate::tools::{Tool, ToolContext, ToolError, ToolOutput};
 
@@ -258,7 +258,7 @@ impl TaskTool {
         loop {
             let st = conv.status();
             let grown = conv.with_events(|e| e.len()).await.unwrap_or(0) > before + 1;
-            if grown && st != status::RUNNING && conv.run_ctl().is_none() {
+            if grown && st != ExecutionStatus::Running && conv.run_ctl().is_none() {
                 break;
             }
             if cancel.is_cancelled() || tokio::time::Instant::now() > deadline {
@@ -271,7 +271,7 @@ impl TaskTool {
         }
         let evs = conv.with_events(|e| e.to_vec()).await.unwrap_or_default();
         let st = conv.status();
-        if st == status::FINISHED {
+        if st == ExecutionStatus::Finished {
             let answer = events::final_response(&evs);
             let answer = if answer.trim().is_empty() {
                 "Task completed with no result.".to_string()

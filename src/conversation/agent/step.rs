@@ -16,7 +16,7 @@ use crate::conversation::history::{
 };
 use crate::conversation::runtime::{AgentRuntime, Tools};
 use crate::conversation::service::{Conversation, RunCtl};
-use crate::conversation::{hooks, status, stuck, ConversationError};
+use crate::conversation::{hooks, stuck, ConversationError, ExecutionStatus};
 use crate::llm::{self, Completion, CompletionRequest, LlmError};
 use crate::tools::ToolContext;
 
@@ -50,7 +50,7 @@ pub async fn run(conv: Arc<Conversation>, ctl: RunCtl) {
             let _ = conv
                 .append(events::conversation_error("InternalError", &e.to_string()))
                 .await;
-            let _ = conv.set_status(status::ERROR).await;
+            let _ = conv.set_status(ExecutionStatus::Error).await;
         }
         if ctl.cancel.is_cancelled()
             || conv.is_deleted()
@@ -60,9 +60,9 @@ pub async fn run(conv: Arc<Conversation>, ctl: RunCtl) {
             break;
         }
         let st = conv.status();
-        if st == status::FINISHED || st == status::PAUSED {
+        if st == ExecutionStatus::Finished || st == ExecutionStatus::Paused {
             // A queued message re-arms a run that already stopped.
-            conv.set_status(status::IDLE).await.ok();
+            conv.set_status(ExecutionStatus::Idle).await.ok();
         }
     }
 }
@@ -76,7 +76,7 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
                 &e.to_string(),
             ))
             .await?;
-            conv.set_status(status::ERROR).await?;
+            conv.set_status(ExecutionStatus::Error).await?;
             return Ok(());
         }
     };
@@ -85,15 +85,15 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
     }
     let st = conv.status();
     if [
-        status::IDLE,
-        status::PAUSED,
-        status::ERROR,
-        status::STUCK,
-        status::WAITING,
+        ExecutionStatus::Idle,
+        ExecutionStatus::Paused,
+        ExecutionStatus::Error,
+        ExecutionStatus::Stuck,
+        ExecutionStatus::WaitingForConfirmation,
     ]
-    .contains(&st.as_str())
+    .contains(&st)
     {
-        conv.set_status(status::RUNNING).await?;
+        conv.set_status(ExecutionStatus::Running).await?;
     }
     let max_iterations = conv
         .state_value("max_iterations")
@@ -114,16 +114,16 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
             return Ok(());
         }
         let st = conv.status();
-        if st == status::PAUSED
-            || st == status::STUCK
-            || st == status::ERROR
-            || st == status::WAITING
+        if st == ExecutionStatus::Paused
+            || st == ExecutionStatus::Stuck
+            || st == ExecutionStatus::Error
+            || st == ExecutionStatus::WaitingForConfirmation
         {
             return Ok(());
         }
-        if st == status::FINISHED {
+        if st == ExecutionStatus::Finished {
             if hooks::run_stop_hooks(conv).await? {
-                conv.set_status(status::RUNNING).await?;
+                conv.set_status(ExecutionStatus::Running).await?;
                 continue;
             }
             return Ok(());
@@ -132,7 +132,7 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
             let verdict = conv.with_events(stuck::check).await?;
             match verdict {
                 stuck::Verdict::Stuck => {
-                    conv.set_status(status::STUCK).await?;
+                    conv.set_status(ExecutionStatus::Stuck).await?;
                     return Ok(());
                 }
                 stuck::Verdict::Nudge(text_body) => {
@@ -155,7 +155,7 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
             Err(StepError::Llm(e)) => {
                 conv.append(events::conversation_error(e.code(), &e.to_string()))
                     .await?;
-                conv.set_status(status::ERROR).await?;
+                conv.set_status(ExecutionStatus::Error).await?;
                 return Ok(());
             }
             Err(StepError::Io(e)) => return Err(e),
@@ -163,23 +163,23 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
         iteration += 1;
         let st = conv.status();
         if ctl.new_message.swap(false, Ordering::AcqRel)
-            && (st == status::FINISHED || st == status::WAITING)
+            && (st == ExecutionStatus::Finished || st == ExecutionStatus::WaitingForConfirmation)
         {
-            if st == status::WAITING {
+            if st == ExecutionStatus::WaitingForConfirmation {
                 conv.reject_pending("Superseded by a new user message")
                     .await?;
             }
-            conv.set_status(status::RUNNING).await?;
+            conv.set_status(ExecutionStatus::Running).await?;
         }
-        if conv.status() == status::WAITING {
+        if conv.status() == ExecutionStatus::WaitingForConfirmation {
             return Ok(());
         }
         if iteration >= max_iterations {
             let st = conv.status();
-            if st == status::FINISHED || st == status::PAUSED {
+            if st == ExecutionStatus::Finished || st == ExecutionStatus::Paused {
                 // Let stop hooks run for a finish reached on the last iteration.
-                if st == status::FINISHED && hooks::run_stop_hooks(conv).await? {
-                    conv.set_status(status::RUNNING).await?;
+                if st == ExecutionStatus::Finished && hooks::run_stop_hooks(conv).await? {
+                    conv.set_status(ExecutionStatus::Running).await?;
                 } else {
                     return Ok(());
                 }
@@ -189,7 +189,7 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
                 &format!("Agent reached maximum iterations limit ({max_iterations})."),
             ))
             .await?;
-            conv.set_status(status::ERROR).await?;
+            conv.set_status(ExecutionStatus::Error).await?;
             return Ok(());
         }
     }
@@ -206,7 +206,7 @@ async fn handle_interrupt(conv: &Arc<Conversation>) -> std::io::Result<()> {
         ))
         .await?;
     }
-    conv.set_status(status::PAUSED).await?;
+    conv.set_status(ExecutionStatus::Paused).await?;
     conv.append(events::bare("InterruptEvent", "user")).await?;
     Ok(())
 }
@@ -238,7 +238,7 @@ async fn step(
     {
         let blocked = conv.state_value("blocked_messages");
         if blocked.as_ref().and_then(|b| b.get(&last)).is_some() {
-            conv.set_status(status::FINISHED).await?;
+            conv.set_status(ExecutionStatus::Finished).await?;
             return Ok(());
         }
     }
@@ -308,7 +308,8 @@ async fn step(
             Some("finish") | Some("think")
         );
     if !only_builtin && needs_confirmation(conv, &actions).await? {
-        conv.set_status(status::WAITING).await?;
+        conv.set_status(ExecutionStatus::WaitingForConfirmation)
+            .await?;
         return Ok(());
     }
     execute_actions(conv, rt, ctl, actions).await
@@ -324,7 +325,7 @@ async fn handle_text_reply(conv: &Arc<Conversation>, c: &Completion) -> Result<(
             &c.response_id,
         ))
         .await?;
-        conv.set_status(status::FINISHED).await?;
+        conv.set_status(ExecutionStatus::Finished).await?;
     } else {
         conv.append(events::agent_message(
             &body,
@@ -684,7 +685,7 @@ async fn execute_actions(
         }
     }
     if finished {
-        conv.set_status(status::FINISHED).await?;
+        conv.set_status(ExecutionStatus::Finished).await?;
     }
     Ok(())
 }

@@ -308,7 +308,7 @@ pub(in crate::conversation) fn fill_state_defaults(
         ("persistence_dir", Value::Null),
         ("max_iterations", m("max_iterations", json!(500))),
         ("stuck_detection", m("stuck_detection", json!(true))),
-        ("execution_status", json!(status::IDLE)),
+        ("execution_status", json!(ExecutionStatus::Idle)),
         (
             "confirmation_policy",
             m("confirmation_policy", json!({"kind": "NeverConfirm"})),

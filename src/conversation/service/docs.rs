@@ -59,17 +59,12 @@ impl Conversation {
     // ----- plain accessors -------------------------------------------------------------
 
     /// `execution_status`.
-    pub fn status(&self) -> String {
+    pub fn status(&self) -> ExecutionStatus {
         let inner = lock(&self.inner);
         if !inner.docs_loaded {
-            return inner.summary.status.to_string();
+            return inner.summary.status;
         }
-        inner
-            .state
-            .get("execution_status")
-            .and_then(Value::as_str)
-            .unwrap_or(status::IDLE)
-            .to_string()
+        status_of(&inner.state)
     }
 
     /// `created_at` or `updated_at` (the keys search sorts by), without loading documents.
@@ -495,7 +490,7 @@ impl Conversation {
     }
 
     /// Sets `execution_status` (with its state-update event) when it changes.
-    pub async fn set_status(&self, new: &str) -> std::io::Result<()> {
+    pub async fn set_status(&self, new: ExecutionStatus) -> std::io::Result<()> {
         if self.status() == new {
             return Ok(());
         }
@@ -613,12 +608,12 @@ impl Conversation {
             .collect();
         bodies.push(events::state_update(
             "execution_status",
-            json!(status::ERROR),
+            json!(ExecutionStatus::Error),
         ));
         let mut inner = self.loaded();
         inner
             .state
-            .insert("execution_status".into(), json!(status::ERROR));
+            .insert("execution_status".into(), json!(ExecutionStatus::Error));
         for (i, body) in bodies.into_iter().enumerate() {
             let id = crate::util::dashed_id();
             let ts = inner.clock.tick();

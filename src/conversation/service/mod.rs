@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::crypto::{self, Cipher, MASK};
 use super::events::{self, Clock};
-use super::{stats, status, store, ConversationError};
+use super::{stats, store, ConversationError, ExecutionStatus};
 
 /// Capacity of one WebSocket subscriber's queue; a subscriber that falls this far behind is
 /// disconnected (it reconnects and reconciles over REST) instead of slowing the agent.
@@ -141,7 +141,7 @@ pub(super) struct Inner {
 /// The fields of an unloaded conversation that search, count and sorting read.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Summary {
-    pub(super) status: Box<str>,
+    pub(super) status: ExecutionStatus,
     pub(super) created_at: Box<str>,
     pub(super) updated_at: Box<str>,
 }
@@ -152,7 +152,7 @@ impl Summary {
             m.get(k).and_then(Value::as_str).unwrap_or_default().into()
         };
         Summary {
-            status: s(state, "execution_status"),
+            status: status_of(state),
             created_at: s(meta, "created_at"),
             updated_at: s(meta, "updated_at"),
         }
@@ -228,5 +228,14 @@ impl RunCtl {
             }
             notified.await;
         }
+    }
+}
+
+/// The `execution_status` of a `ConversationState` (`idle` when absent; a value this server
+/// does not know reads as `error`, so nothing runs on a corrupted state).
+pub(super) fn status_of(state: &Map<String, Value>) -> ExecutionStatus {
+    match state.get("execution_status").and_then(Value::as_str) {
+        None => ExecutionStatus::Idle,
+        Some(s) => ExecutionStatus::parse(s).unwrap_or(ExecutionStatus::Error),
     }
 }

@@ -124,13 +124,14 @@ impl ConversationService {
             inner.first_load = true;
             inner.summary = Summary {
                 status: text(state.and_then(|s| s.execution_status))
-                    .unwrap_or_else(|| status::IDLE.into())
-                    .into(),
+                    .map_or(ExecutionStatus::Idle, |s| {
+                        ExecutionStatus::parse(&s).unwrap_or(ExecutionStatus::Error)
+                    }),
                 created_at: text(meta.created_at).unwrap_or_default().into(),
                 updated_at: text(meta.updated_at).unwrap_or_default().into(),
             };
         }
-        if conv.status() == status::RUNNING {
+        if conv.status() == ExecutionStatus::Running {
             drop(conv.loaded());
             conv.recover_interrupted_run_blocking()?;
         }
@@ -355,7 +356,7 @@ impl ConversationService {
             "persistence_dir".into(),
             json!(persistence_dir_string(&self.root, &hex)),
         );
-        state.insert("execution_status".into(), json!(status::IDLE));
+        state.insert("execution_status".into(), json!(ExecutionStatus::Idle));
         if reset_metrics {
             state.insert("stats".into(), json!({"usage_to_metrics": {}}));
         }
