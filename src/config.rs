@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default time for a request's headers (and for an idle kept-alive connection).
 pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Default time an idle conversation keeps its documents and events in memory.
+pub const DEFAULT_CONVERSATION_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(1200);
+
 /// Default connection cap: three quarters of the open-file limit (the rest is for files,
 /// pipes and WebSockets), at most 10,000.
 fn default_max_connections() -> usize {
@@ -47,6 +50,7 @@ OH_ALLOW_CORS_ORIGINS_0..N, OH_ALLOW_CORS_ORIGIN_REGEX   extra CORS origins\n  \
 OH_MAX_CONCURRENT_RUNS     parallel agent runs before 429 (default 10)\n  \
 OH_MAX_REQUEST_BODY_BYTES  largest JSON/request body, uploads excepted (default 67108864 = 64 MiB)\n  \
 OH_HEADER_READ_TIMEOUT_SECONDS  time for a request's headers and for an idle connection (default 30)\n  \
+OH_CONVERSATION_IDLE_TTL_SECONDS  idle time before a conversation's events leave memory (default 1200)\n  \
 OH_MAX_CONNECTIONS         open HTTP connections at most; over it a quick 503 (default 3/4 of the fd limit)\n  \
 OH_BASH_EVENTS_MAX         bash events kept per events directory, oldest deleted first (default 20000)\n  \
 OH_APP_BACKEND_PUBLIC_URL  separate browser origin serving Canvas App backends (/app-backends/*)\n  \
@@ -118,6 +122,9 @@ pub struct Config {
     /// Seconds a client has to send a request's headers, idle keep-alive included
     /// (`OH_HEADER_READ_TIMEOUT_SECONDS`).
     pub header_read_timeout: std::time::Duration,
+    /// Idle time after which a conversation's documents and events leave memory
+    /// (`OH_CONVERSATION_IDLE_TTL_SECONDS`).
+    pub conversation_idle_ttl: std::time::Duration,
     /// Open HTTP connections at most, WebSockets excluded (`OH_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// Bash events kept per events directory; older ones are deleted (`OH_BASH_EVENTS_MAX`).
@@ -200,18 +207,16 @@ impl Config {
             "a positive number of bytes",
             DEFAULT_MAX_REQUEST_BODY_BYTES,
         )?;
-        let header_read_timeout = match env("OH_HEADER_READ_TIMEOUT_SECONDS") {
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|n| n.is_finite() && *n > 0.0)
-                .map(crate::util::duration_from_secs)
-                .ok_or_else(|| ConfigError::Env {
-                    name: "OH_HEADER_READ_TIMEOUT_SECONDS".into(),
-                    reason: format!("{v:?} is not a positive number of seconds"),
-                })?,
-            None => DEFAULT_HEADER_READ_TIMEOUT,
-        };
+        let header_read_timeout = seconds(
+            &env,
+            "OH_HEADER_READ_TIMEOUT_SECONDS",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?;
+        let conversation_idle_ttl = seconds(
+            &env,
+            "OH_CONVERSATION_IDLE_TTL_SECONDS",
+            DEFAULT_CONVERSATION_IDLE_TTL,
+        )?;
         let max_connections = positive(
             &env,
             "OH_MAX_CONNECTIONS",
@@ -288,6 +293,7 @@ impl Config {
             max_concurrent_runs,
             max_request_body_bytes,
             header_read_timeout,
+            conversation_idle_ttl,
             max_connections,
             bash_events_max,
             build_git_sha: env("OPENHANDS_BUILD_GIT_SHA").unwrap_or_else(|| "unknown".into()),
@@ -326,6 +332,7 @@ impl Config {
             max_concurrent_runs: 10,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            conversation_idle_ttl: DEFAULT_CONVERSATION_IDLE_TTL,
             max_connections: default_max_connections(),
             bash_events_max: crate::exec::DEFAULT_MAX_EVENTS,
             build_git_sha: "unknown".into(),
@@ -367,6 +374,27 @@ fn positive(
             .ok_or_else(|| ConfigError::Env {
                 name: name.into(),
                 reason: format!("{v:?} is not {what}"),
+            }),
+        None => Ok(default),
+    }
+}
+
+/// A positive number of seconds from `name` (fractions allowed), else `default`.
+fn seconds(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match env(name) {
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .map(crate::util::duration_from_secs)
+            .ok_or_else(|| ConfigError::Env {
+                name: name.into(),
+                reason: format!("{v:?} is not a positive number of seconds"),
             }),
         None => Ok(default),
     }

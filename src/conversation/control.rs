@@ -53,7 +53,8 @@ impl Conversation {
         }
         let cancel = CancellationToken::new();
         *goal = Some(cancel.clone());
-        tokio::spawn(super::goal::run(self.clone(), start, cancel));
+        self.tasks
+            .spawn(super::goal::run(self.clone(), start, cancel));
         Ok(())
     }
 
@@ -160,7 +161,8 @@ impl Conversation {
         if should {
             let conv = self.clone();
             let text = events::message_text(first);
-            tokio::spawn(async move { agent::autotitle(conv, text).await });
+            self.tasks
+                .spawn(async move { agent::autotitle(conv, text).await });
         }
     }
 
@@ -177,6 +179,11 @@ impl Conversation {
 
     /// Starts a background run. `Conflict` when one is active, `TooManyRuns` at capacity.
     pub fn start_run(self: &Arc<Self>) -> Result<(), ConversationError> {
+        if self.stopping.is_cancelled() {
+            return Err(ConversationError::Conflict(
+                "The server is shutting down; runs are not started.".into(),
+            ));
+        }
         let ctl = {
             let mut inner = lock(&self.inner);
             if inner.run.is_some() {
@@ -204,10 +211,12 @@ impl Conversation {
             ctl
         };
         let conv = self.clone();
-        tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        self.tasks.spawn(async move {
             let c2 = conv.clone();
             let ctl2 = ctl.clone();
-            let res = tokio::spawn(async move { agent::run(c2, ctl2).await }).await;
+            // A task of its own, so that a panic in the loop is reported and the run retired.
+            let res = tasks.spawn(async move { agent::run(c2, ctl2).await }).await;
             if let Err(e) = res {
                 tracing::error!(conversation = %conv.id, error = %e, "run task failed");
                 let _ = conv
@@ -256,7 +265,7 @@ impl Conversation {
         // its replay would be an event `events/search` does not list.
         let upto = self.subscriptions_so_far();
         let conv = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             if conv.run_ctl().is_none() && !conv.is_deleted() {
                 conv.publish_full_state_to(upto);

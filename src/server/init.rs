@@ -269,7 +269,9 @@ async fn initialize_server(
     crate::util::extend_child_env(&env);
     ready.init = Some(handle.clone());
     ready.set_ready();
-    ready.conversations.start_idle_release();
+    ready
+        .conversations
+        .start_idle_release(ready.config.conversation_idle_ttl);
     let app = super::app(ready.clone());
     *handle.ready.write().unwrap_or_else(|e| e.into_inner()) = Some((ready, app));
     handle.set("ready", None);

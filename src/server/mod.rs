@@ -359,7 +359,9 @@ pub async fn serve_deferred(
         header_read_timeout: state.config.header_read_timeout,
         max_connections: state.config.max_connections,
     };
-    state.conversations.start_idle_release();
+    state
+        .conversations
+        .start_idle_release(state.config.conversation_idle_ttl);
     let shutdown = async move {
         shutdown.await;
         if let Some((ready, _)) = handle.ready_app() {
@@ -385,7 +387,7 @@ pub async fn serve(
     let bash = state.bash.clone();
     let conversations = state.conversations.clone();
     let canvas = state.canvas.clone();
-    conversations.start_idle_release();
+    conversations.start_idle_release(state.config.conversation_idle_ttl);
     // Commands, runs and app backends are stopped before connections drain, so waiting
     // requests finish promptly.
     let shutdown = async move {

@@ -140,7 +140,14 @@ impl Conversation {
             .upgrade()
             .map(|s| s.subagents.clone())
             .unwrap_or_default();
-        ConversationService::open_with(self.dir.join(name), self.cipher.clone(), 64, shared)
+        let lifecycle = (self.tasks.clone(), self.stopping.clone());
+        ConversationService::open_with(
+            self.dir.join(name),
+            self.cipher.clone(),
+            64,
+            shared,
+            lifecycle,
+        )
     }
 
     /// The registry this conversation belongs to, if it is still up.
@@ -233,7 +240,6 @@ impl Conversation {
     }
 
     /// Whether the documents are in memory.
-    #[cfg(test)]
     pub(crate) fn docs_loaded(&self) -> bool {
         lock(&self.inner).docs_loaded
     }
@@ -390,7 +396,7 @@ impl Conversation {
         }
         drop(inner);
         if let Some(rt) = rt.take() {
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 for t in rt.tools.iter() {
                     t.close().await;
                 }

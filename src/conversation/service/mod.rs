@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::crypto::{self, Cipher, MASK};
@@ -37,6 +38,11 @@ pub const MAX_SUBSCRIBERS: usize = 50;
 
 /// The registry of conversations under `conversations_path`.
 pub struct ConversationService {
+    /// Every task this registry's conversations start (runs, goal loops, titles, snapshots,
+    /// the idle release): [`ConversationService::shutdown`] waits for them.
+    pub(super) tasks: TaskTracker,
+    /// Cancelled at shutdown: the idle release stops and no new run starts.
+    pub(super) stopping: CancellationToken,
     pub(super) root: PathBuf,
     pub(super) cipher: Option<Arc<Cipher>>,
     pub(super) max_runs: usize,
@@ -184,6 +190,10 @@ pub(super) struct Docs {
 
 /// One conversation.
 pub struct Conversation {
+    /// The registry's task tracker: every task of this conversation is spawned on it.
+    pub(super) tasks: TaskTracker,
+    /// The registry's shutdown signal.
+    pub(super) stopping: CancellationToken,
     /// The conversation id.
     pub id: Uuid,
     /// The conversation that started this one (`parent_conversation_id`), if any.

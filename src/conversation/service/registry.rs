@@ -9,7 +9,8 @@ impl ConversationService {
     /// recovers conversations that were running when the previous process stopped.
     pub fn open(root: PathBuf, secret_key: Option<&str>, max_runs: usize) -> std::io::Result<Self> {
         let cipher = secret_key.and_then(Cipher::from_key).map(Arc::new);
-        Self::open_with(root, cipher, max_runs, Arc::default())
+        let lifecycle = (TaskTracker::new(), CancellationToken::new());
+        Self::open_with(root, cipher, max_runs, Arc::default(), lifecycle)
     }
 
     pub(in crate::conversation) fn open_with(
@@ -17,9 +18,12 @@ impl ConversationService {
         cipher: Option<Arc<Cipher>>,
         max_runs: usize,
         subagents: Arc<crate::subagents::Registry>,
+        (tasks, stopping): (TaskTracker, CancellationToken),
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
         let svc = ConversationService {
+            tasks,
+            stopping,
             subagents,
             user_dir: std::sync::OnceLock::new(),
             root,
@@ -62,6 +66,8 @@ impl ConversationService {
             .and_then(Value::as_str)
             .and_then(|p| Uuid::parse_str(p).ok());
         Conversation {
+            tasks: self.tasks.clone(),
+            stopping: self.stopping.clone(),
             id,
             parent,
             dir: self.root.join(&hex),
@@ -397,18 +403,18 @@ impl ConversationService {
         Ok(conv)
     }
 
-    /// Starts the background task that releases conversations idle for
-    /// `OH_CONVERSATION_IDLE_TTL_SECONDS` (default 20 min); their files stay on disk.
-    pub fn start_idle_release(self: &Arc<Self>) {
-        let ttl = std::env::var("OH_CONVERSATION_IDLE_TTL_SECONDS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1200);
+    /// Starts the background task that releases conversations idle for `ttl` (the server's
+    /// `OH_CONVERSATION_IDLE_TTL_SECONDS`); their files stay on disk. It ends at shutdown.
+    pub fn start_idle_release(self: &Arc<Self>, ttl: Duration) {
         let svc = Arc::downgrade(self);
-        let period = Duration::from_secs(ttl.clamp(1, 60));
-        tokio::spawn(async move {
+        let period = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
             loop {
-                tokio::time::sleep(period).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = stopping.cancelled() => return,
+                }
                 let Some(svc) = svc.upgrade() else {
                     return;
                 };
@@ -416,7 +422,7 @@ impl ConversationService {
                     if conv.is_dirty() && conv.run_ctl().is_none() {
                         let _ = conv.persist_state().await;
                     }
-                    if conv.release_if_idle(Duration::from_secs(ttl)) {
+                    if conv.release_if_idle(ttl) {
                         tracing::debug!(conversation = %conv.id, "released an idle conversation");
                     }
                 }
@@ -424,22 +430,48 @@ impl ConversationService {
         });
     }
 
-    /// Stops every run (graceful shutdown) and writes each conversation's metadata.
+    /// Graceful shutdown, in order: nothing new starts (the idle release ends, runs are
+    /// refused); every run and goal loop is cancelled and awaited (a tool gets a moment to
+    /// stop its process and report); then each conversation's terminals and bash commands are
+    /// stopped, their process groups killed; last, the state of every conversation that ran
+    /// or changed is written.
     pub async fn shutdown(&self) {
-        for conv in self.all() {
-            let active = conv.run_ctl().is_some() || conv.runtime.lock().await.is_some();
-            if !active {
-                continue;
+        self.stopping.cancel();
+        let convs = self.all();
+        let mut ran = Vec::with_capacity(convs.len());
+        for conv in &convs {
+            if let Some(goal) = lock(&conv.goal).as_ref() {
+                goal.cancel();
             }
-            if let Some(ctl) = conv.run_ctl() {
+            let run = conv.run_ctl();
+            if let Some(ctl) = &run {
                 ctl.cancel.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(3), ctl.wait()).await;
             }
-            let _ = conv.save_state().await;
-            let _ = conv.save_meta().await;
+            ran.push(run.is_some() || conv.runtime.lock().await.is_some());
+        }
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("conversation tasks still running after 5 s; stopping their tools");
+        }
+        for (conv, ran) in convs.iter().zip(ran) {
             if let Some(rt) = conv.runtime.lock().await.take() {
                 for t in rt.tools.iter() {
                     t.close().await;
+                }
+            }
+            if let Some(bash) = conv.bash.get() {
+                bash.shutdown().await;
+            }
+            if (ran || conv.is_dirty()) && conv.docs_loaded() {
+                let _w = conv.write_lock.lock().await;
+                if let Err(e) = conv.save_state().await {
+                    tracing::warn!(conversation = %conv.id, error = %e, "could not save the state");
+                }
+                if let Err(e) = conv.save_meta().await {
+                    tracing::warn!(conversation = %conv.id, error = %e, "could not save the metadata");
                 }
             }
         }
