@@ -164,6 +164,17 @@ pub fn duration_from_secs(secs: f64) -> std::time::Duration {
     std::time::Duration::from_secs_f64(secs)
 }
 
+/// Runs blocking `f` from synchronous code that may be on a runtime thread: on the
+/// multi-threaded runtime the thread is handed over (`block_in_place`) so other tasks move on.
+pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

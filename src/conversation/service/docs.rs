@@ -86,13 +86,24 @@ impl Conversation {
             .to_string()
     }
 
-    /// The inner state with the documents loaded (read from disk, blocking, when an idle
-    /// conversation is touched by a synchronous accessor; async paths load them first with
-    /// [`Self::ensure_docs`]). When they cannot be read the maps stay empty and unsaved.
+    /// The inner state with the documents loaded. An idle conversation touched by a
+    /// synchronous accessor reads them here, outside the lock and marked as blocking for the
+    /// runtime (async paths load them first with [`Self::ensure_docs`]). When they cannot be
+    /// read the maps stay empty and unsaved.
     pub(in crate::conversation) fn loaded(&self) -> MutexGuard<'_, Inner> {
+        let reset = {
+            let inner = lock(&self.inner);
+            if inner.docs_loaded {
+                return inner;
+            }
+            inner.first_load
+        };
+        let docs = crate::util::blocking_section(|| {
+            load_docs(&self.dir, self.id, self.cipher.as_deref(), reset)
+        });
         let mut inner = lock(&self.inner);
         if !inner.docs_loaded {
-            match load_docs(&self.dir, self.id, self.cipher.as_deref(), inner.first_load) {
+            match docs {
                 Ok(docs) => install_docs(&mut inner, docs),
                 Err(e) => {
                     tracing::warn!(conversation = %self.id, error = %e, "cannot load the conversation")
