@@ -1221,6 +1221,20 @@ async fn replay_of_a_finished_conversation_matches_search() {
         wait_status(&srv, &id, &["finished", "error"], 60).await,
         "finished"
     );
+    // The title is generated beside the run (its LLM call records stats events): wait for it
+    // and for the log to settle, so that the listing below is the whole log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut count = 0;
+    loop {
+        let (_, info) = get(&srv, &format!("/api/conversations/{id}")).await;
+        let now = all_events(&srv, &id).await.len();
+        if !info["title"].is_null() && now == count {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log never settled");
+        count = now;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     // Connected right away: the run's trailing snapshot must not show up as an extra event.
     let listed: Vec<Value> = all_events(&srv, &id)
         .await
