@@ -189,7 +189,7 @@ pub fn allowed_control_origin(
         return true;
     }
     cors_regex
-        .and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
+        .and_then(|r| crate::config::cors_regex(r).ok())
         .is_some_and(|re| re.is_match(origin_header))
 }
 
