@@ -36,4 +36,5 @@ pub mod settings;
 pub mod skills;
 pub mod subagents;
 pub mod tools;
+pub mod urlcode;
 pub mod util;

@@ -313,21 +313,14 @@ fn parse_uuid(raw: &str, loc: Vec<Value>) -> Result<String, Box<ValidationIssue>
         })
 }
 
-/// The `key=value` pairs of a raw query string (percent-decoded), `None` when malformed.
-fn query_pairs(raw: Option<&str>) -> Option<Vec<(String, String)>> {
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-        return Some(Vec::new());
-    };
-    let uri: axum::http::Uri = format!("/?{raw}").parse().ok()?;
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
-        .ok()
-        .map(|q| q.0)
+/// The decoded `key=value` pairs of a raw query string.
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    crate::urlcode::query_pairs(raw.unwrap_or(""))
 }
 
 /// Validates the search query string, collecting every problem like FastAPI.
 fn parse_search_query(raw: Option<&str>) -> Result<SearchQuery, ApiError> {
-    let pairs = query_pairs(raw)
-        .ok_or_else(|| ApiError::invalid("value_error", &["query"], "Invalid query string"))?;
+    let pairs = query_pairs(raw);
     // Starlette: the last value of a repeated parameter wins.
     let get = |key: &str| {
         pairs
@@ -560,7 +553,7 @@ struct SocketParams {
 }
 
 fn socket_params(raw: Option<&str>) -> Result<SocketParams, ()> {
-    let pairs = query_pairs(raw).ok_or(())?;
+    let pairs = query_pairs(raw);
     let get = |key: &str| {
         pairs
             .iter()

@@ -130,7 +130,7 @@ async fn batch_get(
 ) -> Result<Json<Value>, ApiError> {
     let mut ids = Vec::new();
     let mut include_skills = false;
-    for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
+    for (k, v) in crate::urlcode::query_pairs(raw.as_deref().unwrap_or("")) {
         match k.as_str() {
             "ids" => ids.push(v),
             "include_skills" => include_skills = matches!(v.as_str(), "true" | "1" | "yes" | "on"),
@@ -177,39 +177,6 @@ async fn batch_get(
         })
         .collect();
     Ok(Json(Value::Array(out)))
-}
-
-/// Splits a query string into decoded pairs (repeated keys kept).
-pub(super) fn url_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let hex = |b: u8| (b as char).to_digit(16);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Query of `/conversations/search` and `/count`.
@@ -1197,7 +1164,7 @@ async fn scoped(
     };
     let root = conv.working_dir();
     let query = req.uri().query().unwrap_or("").to_string();
-    for (k, v) in url_pairs(&query) {
+    for (k, v) in crate::urlcode::query_pairs(&query) {
         if (k == "path" || k == "workspace_dir") && !inside(&root, &v).await {
             return unprocessable("path must be inside the conversation workspace");
         }
