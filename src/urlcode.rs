@@ -49,7 +49,10 @@ pub fn quote(value: &str, safe: &str) -> String {
     let mut out = utf8_percent_encode(value, PY_UNRESERVED).to_string();
     // Every `%` of the output starts an escape (a `%` of the input is `%25`), so putting a
     // safe character back for its escape cannot touch anything else.
-    for b in safe.bytes().filter(|b| b.is_ascii_punctuation() && !b"_.-~".contains(b)) {
+    for b in safe
+        .bytes()
+        .filter(|b| b.is_ascii_punctuation() && !b"_.-~".contains(b))
+    {
         out = out.replace(&format!("%{b:02X}"), &char::from(b).to_string());
     }
     out

@@ -1060,23 +1060,59 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(children))
 }
 
-/// The workspace-checked copies of the file and git routes under
-/// `/api/conversations/{id}/file|git/...`: the conversation must exist, every `path` /
+/// The workspace route groups a conversation-scoped request can be forwarded to.
+#[derive(Clone, Copy, PartialEq)]
+enum Group {
+    File,
+    Git,
+    Bash,
+}
+
+impl Group {
+    fn name(self) -> &'static str {
+        match self {
+            Group::File => "file",
+            Group::Git => "git",
+            Group::Bash => "bash",
+        }
+    }
+}
+
+/// The workspace-checked copies of the file, git and bash routes under
+/// `/api/conversations/{id}/file|git|bash/...`: the conversation must exist, every `path` /
 /// `workspace_dir` must be absolute and inside its working directory; the request is then
-/// served by the global route.
-pub(super) fn scoped_router() -> axum::Router<AppState> {
+/// served by the global route of its group (built once here, with `state`), bash by the
+/// conversation's own bash service.
+pub(super) fn scoped_router(state: &AppState) -> axum::Router<AppState> {
+    let limit = axum::extract::DefaultBodyLimit::max(state.config.max_request_body_bytes);
+    let built = |routes: OpenApiRouter<AppState>| {
+        routes
+            .split_for_parts()
+            .0
+            .layer(limit)
+            .with_state(state.clone())
+    };
+    let group_route = |group: Group, inner: axum::Router| {
+        axum::routing::any(
+            move |State(state): State<AppState>,
+                  axum::extract::Path(params): axum::extract::Path<(String, String)>,
+                  req: axum::extract::Request| {
+                scoped(state, params, req, group, inner.clone())
+            },
+        )
+    };
     axum::Router::new()
         .route(
             "/api/conversations/{conversation_id}/file/{*rest}",
-            axum::routing::any(scoped),
+            group_route(Group::File, built(super::files::router())),
         )
         .route(
             "/api/conversations/{conversation_id}/git/{*rest}",
-            axum::routing::any(scoped),
+            group_route(Group::Git, built(super::git::router())),
         )
         .route(
             "/api/conversations/{conversation_id}/bash/{*rest}",
-            axum::routing::any(scoped),
+            group_route(Group::Bash, built(super::bash::router())),
         )
 }
 
@@ -1133,23 +1169,12 @@ async fn inside(root: &str, candidate: &str) -> bool {
     full.starts_with(&root_c)
 }
 
-/// The workspace routes (files, git, bash) that conversation-scoped requests are forwarded to,
-/// built once; each request binds them to its own state (the conversation's bash service).
-fn workspace_routes() -> &'static axum::Router<AppState> {
-    static ROUTES: std::sync::OnceLock<axum::Router<AppState>> = std::sync::OnceLock::new();
-    ROUTES.get_or_init(|| {
-        super::files::router()
-            .merge(super::git::router())
-            .merge(super::bash::router())
-            .split_for_parts()
-            .0
-    })
-}
-
 async fn scoped(
-    State(state): State<AppState>,
-    axum::extract::Path((raw_id, rest)): axum::extract::Path<(String, String)>,
+    state: AppState,
+    (raw_id, rest): (String, String),
     req: axum::extract::Request,
+    group: Group,
+    inner: axum::Router,
 ) -> Response {
     let Ok(id) = Uuid::parse_str(&raw_id) else {
         return ApiError::invalid(
@@ -1174,16 +1199,8 @@ async fn scoped(
             return unprocessable("conversation_id must match the runtime conversation");
         }
     }
-    let path = req.uri().path().to_string();
-    let group = if path.contains(&format!("{raw_id}/file/")) {
-        "file"
-    } else if path.contains(&format!("{raw_id}/bash/")) {
-        "bash"
-    } else {
-        "git"
-    };
     // Bash commands: `cwd` must be inside the workspace and defaults to it.
-    let req = if group == "bash"
+    let req = if group == Group::Bash
         && req.method() == axum::http::Method::POST
         && rest.ends_with("_bash_command")
     {
@@ -1214,34 +1231,29 @@ async fn scoped(
     } else {
         req
     };
+    let group_name = group.name();
     let target = if query.is_empty() {
-        format!("/api/{group}/{rest}")
+        format!("/api/{group_name}/{rest}")
     } else {
-        format!("/api/{group}/{rest}?{query}")
+        format!("/api/{group_name}/{rest}?{query}")
     };
     let (mut parts, body) = req.into_parts();
     match target.parse() {
         Ok(uri) => parts.uri = uri,
         Err(_) => return ApiError::BadRequest("malformed path".into()).into_response(),
     }
-    let mut state = state;
-    if group == "bash" {
-        match conv.bash_service() {
-            Ok(b) => state.bash = b,
-            Err(e) => return ApiError::Internal(e.to_string()).into_response(),
-        }
-    }
     // The outer route's path parameters must not reach the inner handlers (they would see
     // three parameters where they expect one): the request goes in with fresh extensions.
     parts.extensions = axum::http::Extensions::new();
-    let router = workspace_routes()
-        .clone()
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.config.max_request_body_bytes,
-        ))
-        .with_state(state);
-    match tower::ServiceExt::oneshot(router, axum::extract::Request::from_parts(parts, body)).await
-    {
+    if group == Group::Bash {
+        match conv.bash_service() {
+            Ok(b) => {
+                parts.extensions.insert(super::bash::ScopedBash(b));
+            }
+            Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        }
+    }
+    match tower::ServiceExt::oneshot(inner, axum::extract::Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) => match e {},
     }

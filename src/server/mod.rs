@@ -258,7 +258,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .merge(bash::socket_router())
         .merge(events::socket_router())
-        .merge(conversations::scoped_router())
+        .merge(conversations::scoped_router(&state))
         .merge(openapi::router(doc))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
