@@ -101,7 +101,11 @@ pub struct Config {
     /// Accepted API keys; empty means no authentication.
     pub session_api_keys: Vec<String>,
     pub allow_cors_origins: Vec<String>,
+    /// `OH_ALLOW_CORS_ORIGIN_REGEX`: origins it matches in full are allowed (checked to compile).
     pub allow_cors_origin_regex: Option<String>,
+    /// `OH_RUNTIME_IDLE_TIMEOUT_SECONDS`: the runtime is cleaned up after this long without
+    /// activity, so the terminal refuses foreground commands with longer timeouts.
+    pub runtime_idle_timeout_secs: Option<f64>,
     pub conversations_path: PathBuf,
     pub workspace_path: PathBuf,
     pub bash_events_dir: PathBuf,
@@ -156,6 +160,23 @@ pub enum ConfigError {
     },
     #[error("{name} is not valid: {reason}")]
     Env { name: String, reason: String },
+}
+
+/// `regex` if it compiles as the full-match pattern CORS checks use; else the error naming
+/// where it came from.
+fn checked_regex(regex: String, name: String) -> Result<String, ConfigError> {
+    match cors_regex(&regex) {
+        Ok(_) => Ok(regex),
+        Err(e) => Err(ConfigError::Env {
+            name,
+            reason: format!("{regex:?} is not a valid regular expression: {e}"),
+        }),
+    }
+}
+
+/// The CORS origin pattern `regex` as a full match (Starlette's `fullmatch`).
+pub fn cors_regex(regex: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{regex})$"))
 }
 
 impl Config {
@@ -241,6 +262,19 @@ impl Config {
             file.conversations_path,
             "workspace/conversations",
         );
+        let allow_cors_origin_regex = match env("OH_ALLOW_CORS_ORIGIN_REGEX") {
+            Some(r) => Some(checked_regex(r, "OH_ALLOW_CORS_ORIGIN_REGEX".into())?),
+            None => file
+                .allow_cors_origin_regex
+                .map(|r| {
+                    let name = format!("allow_cors_origin_regex in {}", file_path.display());
+                    checked_regex(r, name)
+                })
+                .transpose()?,
+        };
+        let runtime_idle_timeout_secs = env("OH_RUNTIME_IDLE_TIMEOUT_SECONDS")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| *v > 0.0);
         let host = args.host.unwrap_or_else(|| {
             if keys.is_empty() {
                 "127.0.0.1"
@@ -255,8 +289,8 @@ impl Config {
             log_json: args.log_json,
             session_api_keys: keys,
             allow_cors_origins: cors,
-            allow_cors_origin_regex: env("OH_ALLOW_CORS_ORIGIN_REGEX")
-                .or(file.allow_cors_origin_regex),
+            allow_cors_origin_regex,
+            runtime_idle_timeout_secs,
             workspace_path: path(
                 "OH_WORKSPACE_PATH",
                 file.workspace_path,
@@ -321,6 +355,7 @@ impl Config {
             session_api_keys: Vec::new(),
             allow_cors_origins: Vec::new(),
             allow_cors_origin_regex: None,
+            runtime_idle_timeout_secs: None,
             conversations_path: root.join("conversations"),
             workspace_path: root.join("project"),
             bash_events_dir: root.join("bash_events"),
@@ -444,6 +479,37 @@ mod tests {
             reload: false,
         };
         Config::from_args_and_env(args, |k| map.get(k).cloned()).expect("valid config")
+    }
+
+    #[test]
+    fn an_invalid_cors_regex_is_an_error_naming_the_variable() {
+        let args = Args {
+            host: None,
+            port: 0,
+            log_json: false,
+            reload: false,
+        };
+        let env = |k: &str| (k == "OH_ALLOW_CORS_ORIGIN_REGEX").then(|| "https://(a|b".to_string());
+        let err = Config::from_args_and_env(args, env).expect_err("invalid regex refused");
+        assert!(
+            err.to_string().contains("OH_ALLOW_CORS_ORIGIN_REGEX"),
+            "{err}"
+        );
+        let c = cfg(
+            &[("OH_ALLOW_CORS_ORIGIN_REGEX", "https://.*\\.example\\.com")],
+            None,
+        );
+        let re =
+            cors_regex(c.allow_cors_origin_regex.as_deref().unwrap_or_default()).expect("compiles");
+        assert!(re.is_match("https://app.example.com"));
+        assert!(!re.is_match("https://app.example.com.evil.net"));
+    }
+
+    #[test]
+    fn runtime_idle_timeout_is_read_once_into_the_config() {
+        assert_eq!(cfg(&[], None).runtime_idle_timeout_secs, None);
+        let c = cfg(&[("OH_RUNTIME_IDLE_TIMEOUT_SECONDS", " 600 ")], None);
+        assert_eq!(c.runtime_idle_timeout_secs, Some(600.0));
     }
 
     #[test]

@@ -36,5 +36,6 @@ pub mod settings;
 pub mod skills;
 pub mod subagents;
 pub mod tools;
+pub mod urlcode;
 pub mod util;
 pub mod wire;

@@ -1,7 +1,8 @@
 //! Launchers: Cloud and Runtime-API launchers against local fakes of their APIs (exact request
 //! sequences, retries, timeouts, cleanup on failure); Apptainer against a stand-in CLI that checks
-//! the real grammar and runs our server; Docker against real containers (skipped with a message
-//! when no daemon or base image is available); the Python SDK's own DockerWorkspace on our image.
+//! the real grammar and runs our server; Docker against real containers (`#[ignore]`d; asked for
+//! with `--include-ignored`, they fail when the daemon, the base image or the image build is
+//! missing or broken); the Python SDK's own DockerWorkspace on our image.
 
 use std::path::Path;
 use std::sync::OnceLock;

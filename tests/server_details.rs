@@ -581,3 +581,35 @@ async fn deferred_init_from_dormant_to_ready() {
     assert!(r.text().await.unwrap().contains("v-17:marked"));
     assert!(convs.is_dir());
 }
+
+/// An invalid `OH_ALLOW_CORS_ORIGIN_REGEX` stops the server at start-up, non-zero, with a
+/// message naming the variable (it used to be dropped silently).
+#[test]
+fn an_invalid_cors_regex_stops_the_server_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-server"))
+        .args(["--port", "0"])
+        .current_dir(dir.path())
+        .env("OH_ALLOW_CORS_ORIGIN_REGEX", "https://(a|b")
+        .env("OH_PERSISTENCE_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started with an invalid CORS regex");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("OH_ALLOW_CORS_ORIGIN_REGEX"), "{stderr}");
+}

@@ -189,7 +189,7 @@ pub fn allowed_control_origin(
         return true;
     }
     cors_regex
-        .and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
+        .and_then(|r| crate::config::cors_regex(r).ok())
         .is_some_and(|re| re.is_match(origin_header))
 }
 
@@ -207,28 +207,8 @@ pub fn secure_context(request_origin: Option<&str>) -> bool {
         )
 }
 
-/// `urllib.parse.unquote`: `%XX` escapes decoded, the bytes read as UTF-8 (bad ones replaced).
-pub fn unquote(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::urlcode::quote_plus;
+pub use crate::urlcode::{encode_path, unquote};
 
 /// Whether a proxied path is safe: decoded until stable, no `\` and no `.`/`..` segment.
 pub fn valid_proxy_path(path: &str) -> bool {
@@ -245,75 +225,20 @@ pub fn valid_proxy_path(path: &str) -> bool {
     stable && !candidate.contains('\\') && !candidate.split('/').any(|p| p == "." || p == "..")
 }
 
-fn quote_plus(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// A query string without credentials (`session_api_key`, `x-session-api-key`,
 /// `authorization`, any case), re-encoded as `urlencode(parse_qsl(..., keep_blank_values))`.
 pub fn strip_auth_query(query: &str) -> String {
-    let mut pairs = Vec::new();
-    for piece in query.split('&') {
-        if piece.is_empty() {
-            continue;
-        }
-        let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
-        let key = unquote(&k.replace('+', " "));
-        let value = unquote(&v.replace('+', " "));
-        let lower = key.to_lowercase();
-        if matches!(
-            lower.as_str(),
-            "session_api_key" | "x-session-api-key" | "authorization"
-        ) {
-            continue;
-        }
-        pairs.push(format!("{}={}", quote_plus(&key), quote_plus(&value)));
-    }
-    pairs.join("&")
-}
-
-/// A decoded path made safe for a URL again (characters a path may not hold are escaped;
-/// `%` is kept, as the upstream decodes it).
-pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'.'
-            | b'_'
-            | b'~'
-            | b'!'
-            | b'$'
-            | b'&'
-            | b'\''
-            | b'('
-            | b')'
-            | b'*'
-            | b'+'
-            | b','
-            | b';'
-            | b'='
-            | b':'
-            | b'@'
-            | b'/'
-            | b'%' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    crate::urlcode::query_pairs(query)
+        .into_iter()
+        .filter(|(key, _)| {
+            !matches!(
+                key.to_lowercase().as_str(),
+                "session_api_key" | "x-session-api-key" | "authorization"
+            )
+        })
+        .map(|(key, value)| format!("{}={}", quote_plus(&key), quote_plus(&value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// `expires_at` as pydantic writes a UTC datetime (`...T08:23:02.299263Z`).

@@ -93,18 +93,8 @@ pub struct Archive {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// Percent-encodes every byte except unreserved ones (`quote(value, safe="")`).
-pub fn percent_encode(value: &str, safe: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) || safe.as_bytes().contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes every byte except unreserved ones and `safe` (`quote(value, safe)`).
+pub use crate::urlcode::quote as percent_encode;
 
 /// Removes a scratch file when dropped.
 struct Scratch(PathBuf);

@@ -1,8 +1,9 @@
 //! Zip of a conversation's directory for `download-trajectory`, with secrets redacted from
 //! every JSON/JSONL file, files still being written (`*.tmp`) and the `acp/` directory left
-//! out. Written to a scratch file by a small zip writer (deflate via flate2).
+//! out. Written to a scratch file with the `zip` crate (deflate; zip64 where sizes or the
+//! entry count need it).
 
-use std::io::{BufWriter, Read, Seek, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -150,167 +151,39 @@ pub fn redacted_json(data: &[u8], jsonl: bool) -> Option<Vec<u8>> {
     redact(&mut v).then(|| python_dumps(&v))
 }
 
-/// One central-directory record.
-struct Entry {
-    name: Vec<u8>,
-    crc: u32,
-    compressed: u32,
-    size: u32,
-    offset: u32,
-    method: u16,
-    time: u16,
-    date: u16,
-    external_attr: u32,
-}
-
-fn dos_time(t: std::time::SystemTime) -> (u16, u16) {
-    let dt: chrono::DateTime<chrono::Local> = t.into();
+/// The entry time of `t`: local time, as Python's `zipfile` (clamped to what zip can hold).
+fn zip_time(t: std::time::SystemTime) -> zip::DateTime {
     use chrono::{Datelike, Timelike};
-    let year = dt.year().clamp(1980, 2107) as u16;
-    let date = ((year - 1980) << 9) | ((dt.month() as u16) << 5) | dt.day() as u16;
-    let time = ((dt.hour() as u16) << 11) | ((dt.minute() as u16) << 5) | (dt.second() as u16 / 2);
-    (time, date)
+    let dt: chrono::DateTime<chrono::Local> = t.into();
+    zip::DateTime::from_date_and_time(
+        dt.year().clamp(1980, 2107) as u16,
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+    )
+    .unwrap_or_default()
 }
 
-fn too_big() -> std::io::Error {
-    std::io::Error::other("file too large for a zip without zip64")
+/// Entry options from a file's metadata: its modification time and permission bits;
+/// zip64 sizes for files that are (or may grow while read to) 4 GiB.
+fn options(meta: &std::fs::Metadata, size: u64) -> zip::write::SimpleFileOptions {
+    use std::os::unix::fs::PermissionsExt;
+    zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip_time(meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
+        .unix_permissions(meta.permissions().mode())
+        .large_file(size >= LARGE_FILE)
 }
 
-/// Minimal zip writer: stored directories, deflated files, no zip64.
-struct ZipWriter<W: Write + Seek> {
-    out: W,
-    entries: Vec<Entry>,
-}
+/// Files from this size on get zip64 sizes (headroom for files still growing).
+const LARGE_FILE: u64 = 1 << 31;
 
-impl<W: Write + Seek> ZipWriter<W> {
-    fn offset(&mut self) -> std::io::Result<u32> {
-        u32::try_from(self.out.stream_position()?).map_err(|_| too_big())
-    }
-
-    fn local_header(&mut self, e: &Entry) -> std::io::Result<()> {
-        let mut h = Vec::with_capacity(30 + e.name.len());
-        h.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        h.extend_from_slice(&20u16.to_le_bytes());
-        h.extend_from_slice(&0x0800u16.to_le_bytes()); // UTF-8 names
-        h.extend_from_slice(&e.method.to_le_bytes());
-        h.extend_from_slice(&e.time.to_le_bytes());
-        h.extend_from_slice(&e.date.to_le_bytes());
-        h.extend_from_slice(&e.crc.to_le_bytes());
-        h.extend_from_slice(&e.compressed.to_le_bytes());
-        h.extend_from_slice(&e.size.to_le_bytes());
-        h.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
-        h.extend_from_slice(&0u16.to_le_bytes());
-        h.extend_from_slice(&e.name);
-        self.out.write_all(&h)
-    }
-
-    fn add_dir(&mut self, name: &str, meta: &std::fs::Metadata) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let (time, date) = dos_time(meta.modified().unwrap_or(std::time::UNIX_EPOCH));
-        let entry = Entry {
-            name: format!("{name}/").into_bytes(),
-            crc: 0,
-            compressed: 0,
-            size: 0,
-            offset: self.offset()?,
-            method: 0,
-            time,
-            date,
-            external_attr: ((0o040000 | (meta.permissions().mode() & 0o7777)) << 16) | 0x10,
-        };
-        self.local_header(&entry)?;
-        self.entries.push(entry);
-        Ok(())
-    }
-
-    fn add_file(
-        &mut self,
-        name: &str,
-        meta: &std::fs::Metadata,
-        mut data: impl Read,
-    ) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let (time, date) = dos_time(meta.modified().unwrap_or(std::time::UNIX_EPOCH));
-        let offset = self.offset()?;
-        let mut entry = Entry {
-            name: name.as_bytes().to_vec(),
-            crc: 0,
-            compressed: 0,
-            size: 0,
-            offset,
-            method: 8,
-            time,
-            date,
-            external_attr: (0o100000 | (meta.permissions().mode() & 0o7777)) << 16,
-        };
-        self.local_header(&entry)?;
-        let start = self.out.stream_position()?;
-        let mut crc = flate2::Crc::new();
-        let mut size: u64 = 0;
-        {
-            let mut enc =
-                flate2::write::DeflateEncoder::new(&mut self.out, flate2::Compression::default());
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = data.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                crc.update(&buf[..n]);
-                size += n as u64;
-                enc.write_all(&buf[..n])?;
-            }
-            enc.finish()?;
-        }
-        let end = self.out.stream_position()?;
-        entry.crc = crc.sum();
-        entry.size = u32::try_from(size).map_err(|_| too_big())?;
-        entry.compressed = u32::try_from(end - start).map_err(|_| too_big())?;
-        // Patch the sizes into the local header.
-        self.out
-            .seek(std::io::SeekFrom::Start(u64::from(offset) + 14))?;
-        self.out.write_all(&entry.crc.to_le_bytes())?;
-        self.out.write_all(&entry.compressed.to_le_bytes())?;
-        self.out.write_all(&entry.size.to_le_bytes())?;
-        self.out.seek(std::io::SeekFrom::Start(end))?;
-        self.entries.push(entry);
-        Ok(())
-    }
-
-    fn finish(mut self) -> std::io::Result<W> {
-        let cd_start = self.offset()?;
-        let entries = std::mem::take(&mut self.entries);
-        for e in &entries {
-            let mut h = Vec::with_capacity(46 + e.name.len());
-            h.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-            h.extend_from_slice(&((3u16 << 8) | 20).to_le_bytes()); // made by unix
-            h.extend_from_slice(&20u16.to_le_bytes());
-            h.extend_from_slice(&0x0800u16.to_le_bytes());
-            h.extend_from_slice(&e.method.to_le_bytes());
-            h.extend_from_slice(&e.time.to_le_bytes());
-            h.extend_from_slice(&e.date.to_le_bytes());
-            h.extend_from_slice(&e.crc.to_le_bytes());
-            h.extend_from_slice(&e.compressed.to_le_bytes());
-            h.extend_from_slice(&e.size.to_le_bytes());
-            h.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
-            h.extend_from_slice(&[0u8; 8]); // extra, comment, disk, internal attr
-            h.extend_from_slice(&e.external_attr.to_le_bytes());
-            h.extend_from_slice(&e.offset.to_le_bytes());
-            h.extend_from_slice(&e.name);
-            self.out.write_all(&h)?;
-        }
-        let cd_end = self.offset()?;
-        let count = u16::try_from(entries.len()).map_err(|_| too_big())?;
-        let mut end = Vec::with_capacity(22);
-        end.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-        end.extend_from_slice(&[0u8; 4]);
-        end.extend_from_slice(&count.to_le_bytes());
-        end.extend_from_slice(&count.to_le_bytes());
-        end.extend_from_slice(&(cd_end - cd_start).to_le_bytes());
-        end.extend_from_slice(&cd_start.to_le_bytes());
-        end.extend_from_slice(&0u16.to_le_bytes());
-        self.out.write_all(&end)?;
-        Ok(self.out)
+fn zip_error(e: zip::result::ZipError) -> std::io::Error {
+    match e {
+        zip::result::ZipError::Io(e) => e,
+        other => std::io::Error::other(other),
     }
 }
 
@@ -344,11 +217,9 @@ pub fn write_zip(source: &Path, output: &Path) -> std::io::Result<()> {
         .write(true)
         .truncate(true)
         .open(output)?;
-    let mut zip = ZipWriter {
-        out: BufWriter::new(file),
-        entries: Vec::new(),
-    };
-    zip.add_dir(&name, &std::fs::metadata(source)?)?;
+    let mut zip = zip::ZipWriter::new(BufWriter::new(file));
+    zip.add_directory(name.as_str(), options(&std::fs::metadata(source)?, 0))
+        .map_err(zip_error)?;
     for path in walk(source) {
         let Ok(rel) = path.strip_prefix(source) else {
             continue;
@@ -364,7 +235,8 @@ pub fn write_zip(source: &Path, output: &Path) -> std::io::Result<()> {
             continue;
         };
         if meta.is_dir() {
-            zip.add_dir(&arcname, &meta)?;
+            zip.add_directory(arcname, options(&meta, 0))
+                .map_err(zip_error)?;
             continue;
         }
         if !meta.is_file() {
@@ -379,15 +251,19 @@ pub fn write_zip(source: &Path, output: &Path) -> std::io::Result<()> {
                 continue;
             };
             let data = redacted_json(&data, ext == "jsonl").unwrap_or(data);
-            zip.add_file(&arcname, &meta, data.as_slice())?;
+            zip.start_file(arcname, options(&meta, data.len() as u64))
+                .map_err(zip_error)?;
+            zip.write_all(&data)?;
         } else {
-            let Ok(f) = std::fs::File::open(&path) else {
+            let Ok(mut f) = std::fs::File::open(&path) else {
                 continue;
             };
-            zip.add_file(&arcname, &meta, f)?;
+            zip.start_file(arcname, options(&meta, meta.len()))
+                .map_err(zip_error)?;
+            std::io::copy(&mut f, &mut zip)?;
         }
     }
-    let out = zip.finish()?;
+    let out = zip.finish().map_err(zip_error)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()
 }
@@ -429,6 +305,7 @@ pub async fn create(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn secrets_are_redacted_like_the_reference() {
@@ -445,5 +322,33 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"api_key\": \"**********\"}\n{\"b\": \"\\u00e9\"}\n"
         );
+    }
+
+    #[test]
+    fn an_archive_of_more_than_65535_entries_is_readable() {
+        // The classic zip end record counts entries in 16 bits: beyond that, zip64.
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("conv");
+        std::fs::create_dir(&source).unwrap();
+        let files = 70_000;
+        for i in 0..files {
+            std::fs::File::create(source.join(format!("f{i:05}"))).unwrap();
+        }
+        std::fs::write(source.join("base_state.json"), br#"{"api_key": "sk-1"}"#).unwrap();
+        let output = tmp.path().join("out.zip");
+        std::fs::File::create(&output).unwrap();
+        write_zip(&source, &output).unwrap();
+
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&output).unwrap()).unwrap();
+        assert_eq!(archive.len(), files + 2);
+        assert_eq!(archive.by_index(0).unwrap().name(), "conv/");
+        let mut state = String::new();
+        archive
+            .by_name("conv/base_state.json")
+            .unwrap()
+            .read_to_string(&mut state)
+            .unwrap();
+        assert_eq!(state, r#"{"api_key": "**********"}"#);
+        assert!(archive.by_name("conv/f69999").is_ok());
     }
 }

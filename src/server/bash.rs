@@ -3,7 +3,10 @@
 
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +20,7 @@ use super::{await_auth_frame, check_handshake, AppState, SocketAuth};
 use crate::error::{ApiError, ValidBytes, ValidationIssue};
 use crate::exec::{
     BashCommand, BashError, BashEventKind, BashEventPage, BashEventSortOrder, BashOutput,
-    ExecuteBashRequest, JsonStream, Received, SearchQuery, DEFAULT_TIMEOUT_SECS,
+    BashService, ExecuteBashRequest, JsonStream, Received, SearchQuery, DEFAULT_TIMEOUT_SECS,
 };
 
 /// Default and largest `limit` of a search page.
@@ -33,6 +36,29 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(batch_get_bash_events))
         .routes(routes!(clear_all_bash_events))
         .routes(routes!(stop_bash_command))
+}
+
+/// Marks a request as served by a conversation's own bash service (set by the
+/// conversation-scoped copies of these routes).
+#[derive(Clone)]
+pub(super) struct ScopedBash(pub(super) Arc<BashService>);
+
+/// The bash service a request is served by: the conversation's ([`ScopedBash`]) when set,
+/// else the server's.
+struct Bash(Arc<BashService>);
+
+impl FromRequestParts<AppState> for Bash {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Bash(match parts.extensions.get::<ScopedBash>() {
+            Some(scoped) => scoped.0.clone(),
+            None => state.bash.clone(),
+        }))
+    }
 }
 
 /// The bash-events WebSocket.
@@ -215,11 +241,12 @@ fn request_from_body(bytes: &[u8]) -> Result<ExecuteBashRequest, ApiError> {
 )]
 async fn start_bash_command(
     State(state): State<AppState>,
+    Bash(bash): Bash,
     ValidBytes(body): ValidBytes,
 ) -> Result<Json<BashCommand>, ApiError> {
     state.activity.touch();
     let request = request_from_body(&body)?;
-    Ok(Json(state.bash.start(request).await.map_err(exec_error)?))
+    Ok(Json(bash.start(request).await.map_err(exec_error)?))
 }
 
 /// Run a command and wait for it; returns one `BashOutput` with all its output joined.
@@ -232,11 +259,12 @@ async fn start_bash_command(
 )]
 async fn execute_bash_command(
     State(state): State<AppState>,
+    Bash(bash): Bash,
     ValidBytes(body): ValidBytes,
 ) -> Result<Response, ApiError> {
     state.activity.touch();
     let request = request_from_body(&body)?;
-    let stream = state.bash.execute(request).await.map_err(exec_error)?;
+    let stream = bash.execute(request).await.map_err(exec_error)?;
     state.activity.touch();
     Ok(json_body(stream))
 }
@@ -313,21 +341,14 @@ fn parse_uuid(raw: &str, loc: Vec<Value>) -> Result<String, Box<ValidationIssue>
         })
 }
 
-/// The `key=value` pairs of a raw query string (percent-decoded), `None` when malformed.
-fn query_pairs(raw: Option<&str>) -> Option<Vec<(String, String)>> {
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-        return Some(Vec::new());
-    };
-    let uri: axum::http::Uri = format!("/?{raw}").parse().ok()?;
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
-        .ok()
-        .map(|q| q.0)
+/// The decoded `key=value` pairs of a raw query string.
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    crate::urlcode::query_pairs(raw.unwrap_or(""))
 }
 
 /// Validates the search query string, collecting every problem like FastAPI.
 fn parse_search_query(raw: Option<&str>) -> Result<SearchQuery, ApiError> {
-    let pairs = query_pairs(raw)
-        .ok_or_else(|| ApiError::invalid("value_error", &["query"], "Invalid query string"))?;
+    let pairs = query_pairs(raw);
     // Starlette: the last value of a repeated parameter wins.
     let get = |key: &str| {
         pairs
@@ -447,11 +468,12 @@ fn parse_search_query(raw: Option<&str>) -> Result<SearchQuery, ApiError> {
 )]
 async fn search_bash_events(
     State(state): State<AppState>,
+    Bash(bash): Bash,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     state.activity.touch();
     let query = parse_search_query(raw.as_deref())?;
-    Ok(json_body(state.bash.search(query).await))
+    Ok(json_body(bash.search(query).await))
 }
 
 /// One bash event by its hex id.
@@ -464,10 +486,11 @@ async fn search_bash_events(
 )]
 async fn get_bash_event(
     State(state): State<AppState>,
+    Bash(bash): Bash,
     Path(event_id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.activity.touch();
-    match state.bash.get(&event_id).await {
+    match bash.get(&event_id).await {
         Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
         None => Err(ApiError::not_found()),
     }
@@ -483,6 +506,7 @@ async fn get_bash_event(
 )]
 async fn batch_get_bash_events(
     State(state): State<AppState>,
+    Bash(bash): Bash,
     ValidBytes(body): ValidBytes,
 ) -> Result<Response, ApiError> {
     state.activity.touch();
@@ -511,7 +535,7 @@ async fn batch_get_bash_events(
     if !issues.is_empty() {
         return Err(ApiError::Validation(issues));
     }
-    Ok(json_body(state.bash.batch_get(ids)))
+    Ok(json_body(bash.batch_get(ids)))
 }
 
 /// Delete every stored bash event.
@@ -521,9 +545,12 @@ async fn batch_get_bash_events(
     tag = "Bash",
     responses((status = 200, description = "`{\"cleared_count\": N}`"))
 )]
-async fn clear_all_bash_events(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn clear_all_bash_events(
+    State(state): State<AppState>,
+    Bash(bash): Bash,
+) -> Result<Json<Value>, ApiError> {
     state.activity.touch();
-    let count = state.bash.clear().await.map_err(exec_error)?;
+    let count = bash.clear().await.map_err(exec_error)?;
     Ok(Json(json!({ "cleared_count": count })))
 }
 
@@ -541,12 +568,13 @@ async fn clear_all_bash_events(State(state): State<AppState>) -> Result<Json<Val
 )]
 async fn stop_bash_command(
     State(state): State<AppState>,
+    Bash(bash): Bash,
     Path(command_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.activity.touch();
     let id = parse_uuid(&command_id, vec![json!("path"), json!("command_id")])
         .map_err(|i| ApiError::Validation(vec![*i]))?;
-    if state.bash.stop(&id).await {
+    if bash.stop(&id).await {
         Ok(Json(json!({ "success": true })))
     } else {
         Err(ApiError::not_found())
@@ -560,7 +588,7 @@ struct SocketParams {
 }
 
 fn socket_params(raw: Option<&str>) -> Result<SocketParams, ()> {
-    let pairs = query_pairs(raw).ok_or(())?;
+    let pairs = query_pairs(raw);
     let get = |key: &str| {
         pairs
             .iter()

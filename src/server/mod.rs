@@ -102,6 +102,7 @@ impl AppState {
             canvas.reap_orphans();
         }
         crate::exec::set_max_events(config.bash_events_max);
+        crate::tools::set_runtime_idle_timeout(config.runtime_idle_timeout_secs);
         crate::plugins::set_persistence_dir(&config.persistence_dir);
         let bash = Arc::new(BashService::new(config.bash_events_dir.clone())?);
         let conversations = Arc::new(ConversationService::open(
@@ -257,7 +258,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .merge(bash::socket_router())
         .merge(events::socket_router())
-        .merge(conversations::scoped_router())
+        .merge(conversations::scoped_router(&state))
         .merge(openapi::router(doc))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -300,7 +301,7 @@ fn cors_layer(config: &Config) -> CorsLayer {
     let regex = config
         .allow_cors_origin_regex
         .as_deref()
-        .and_then(|r| regex::Regex::new(r).ok());
+        .and_then(|r| crate::config::cors_regex(r).ok());
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
             let Ok(origin) = origin.to_str() else {

@@ -25,7 +25,7 @@ use crate::llm::ToolDefinition;
 pub use builtins::{FinishTool, ThinkTool};
 pub use file_editor::FileEditorTool;
 pub use task_tracker::TaskTrackerTool;
-pub use terminal::{TerminalOptions, TerminalTool};
+pub use terminal::{set_runtime_idle_timeout, TerminalOptions, TerminalTool};
 pub use truncate::maybe_truncate;
 
 /// The header the SDK puts in front of an error observation's text for the LLM.

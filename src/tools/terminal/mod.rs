@@ -989,18 +989,26 @@ fn literal_kind(command: &str) -> Option<&'static str> {
     }
 }
 
-/// With `OH_RUNTIME_IDLE_TIMEOUT_SECONDS` set, foreground timeouts above 90 % of it are refused.
+/// The runtime's idle timeout in seconds as bits of an `f64`; 0: none.
+static RUNTIME_IDLE_TIMEOUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the runtime's idle timeout (`Config::runtime_idle_timeout_secs`): foreground commands
+/// with timeouts above 90 % of it are refused. Applies to every terminal from then on.
+pub fn set_runtime_idle_timeout(secs: Option<f64>) {
+    let bits = secs.filter(|s| *s > 0.0).map_or(0, f64::to_bits);
+    RUNTIME_IDLE_TIMEOUT.store(bits, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// With a runtime idle timeout set, foreground timeouts above 90 % of it are refused.
 fn idle_timeout_rejection(command: &str, is_input: bool, timeout: Option<f64>) -> Option<String> {
     let timeout = timeout?;
     if is_input || command.is_empty() {
         return None;
     }
-    let idle: f64 = std::env::var("OH_RUNTIME_IDLE_TIMEOUT_SECONDS")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|v: &f64| *v > 0.0)?;
+    let idle = f64::from_bits(RUNTIME_IDLE_TIMEOUT.load(std::sync::atomic::Ordering::Relaxed));
+    if idle <= 0.0 {
+        return None;
+    }
     let max = idle * 0.9;
     if timeout <= max {
         return None;
