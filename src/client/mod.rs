@@ -13,6 +13,8 @@ mod conversation;
 mod docker;
 mod error;
 mod guard;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 pub mod launch;
 mod podman;
 mod remote_api;
@@ -27,6 +29,8 @@ pub use conversation::{
 pub use docker::{DockerBuild, DockerOptions, DockerWorkspace};
 pub use error::ClientError;
 pub use guard::{cleanup_all, cleanup_on_signals, find_available_tcp_port, port_is_free};
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubernetesOptions, KubernetesWorkspace};
 pub use podman::{PodmanOptions, PodmanWorkspace};
 pub use remote_api::{ApiRemoteOptions, ApiRemoteWorkspace, ImagePullPolicy, TargetType};
 pub use slurm::{SlurmOptions, SlurmServer, SlurmWorkspace};

@@ -143,23 +143,17 @@ fn default_ulimits() -> Vec<String> {
     ]
 }
 
-/// Copies `image` from the local Docker daemon when Podman does not have it (once at a time).
+/// Copies `image` from the local Docker daemon when Podman lacks it or has another build of it
+/// (one copy at a time).
 async fn ensure_image(podman: &str, image: &str) -> Result<(), ClientError> {
     static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = LOADING.lock().await;
-    let has = |cmd: &str, args: &[&str]| {
-        let mut c = Command::new(cmd);
-        c.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        async move { c.status().await.is_ok_and(|s| s.success()) }
-    };
-    if has(podman, &["image", "exists", image]).await {
+    // Docker's copy wins when it differs (a rebuilt image), as Podman's would otherwise be stale.
+    let Some(docker_id) = image_id("docker", image).await else {
+        // No Docker copy: Podman uses its own, or pulls it.
         return Ok(());
-    }
-    if !has("docker", &["image", "inspect", image]).await {
-        // Podman may still pull it from a registry.
+    };
+    if image_id(podman, image).await.as_deref() == Some(docker_id.as_str()) {
         return Ok(());
     }
     tracing::info!(%image, "copying the image from Docker to Podman");
@@ -192,6 +186,22 @@ async fn ensure_image(podman: &str, image: &str) -> Result<(), ClientError> {
         )));
     }
     Ok(())
+}
+
+/// The image's id without its `sha256:` prefix, if `tool` has the image.
+async fn image_id(tool: &str, image: &str) -> Option<String> {
+    let out = Command::new(tool)
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()
+        .filter(|o| o.status.success())?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = id.strip_prefix("sha256:").unwrap_or(&id).to_string();
+    (!id.is_empty()).then_some(id)
 }
 
 #[cfg(test)]

@@ -338,7 +338,10 @@ impl SlurmWorkspace {
                 }
             }
             if Instant::now() >= next_state_check {
-                last_state = job_state(&self.squeue, &scontrol, &job_id).await?;
+                // An unanswered query (a busy controller) keeps the last known state.
+                if let Some(s) = job_state(&self.squeue, &scontrol, &job_id).await? {
+                    last_state = s;
+                }
                 next_state_check = Instant::now() + Duration::from_millis(500);
                 if !last_state.active {
                     // The job may have written its last lines just now.
@@ -456,8 +459,13 @@ fn cancel_job(scancel: &str, squeue: &str, id: &str) {
     }
 }
 
-/// The job's state from `squeue`, or from `scontrol` once it has left the queue.
-async fn job_state(squeue: &str, scontrol: &str, id: &str) -> Result<JobState, ClientError> {
+/// The job's state from `squeue`, or from `scontrol` once it has left the queue; `None` when
+/// the controller did not answer.
+async fn job_state(
+    squeue: &str,
+    scontrol: &str,
+    id: &str,
+) -> Result<Option<JobState>, ClientError> {
     let out = Command::new(squeue)
         .args(["-h", "-j", id, "-o", "%T|%r"])
         .stdin(Stdio::null())
@@ -466,6 +474,11 @@ async fn job_state(squeue: &str, scontrol: &str, id: &str) -> Result<JobState, C
         .await
         .map_err(|e| ClientError::Tool(format!("cannot run {squeue}: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout);
+    // squeue fails for a job the controller has forgotten ("Invalid job id specified"), which
+    // means it ended; any other failure is the controller not answering.
+    if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Invalid job id") {
+        return Ok(None);
+    }
     if let Some(line) = text.lines().find(|l| !l.trim().is_empty()) {
         let (state, reason) = line.split_once('|').unwrap_or((line, ""));
         let state = state.trim().to_string();
@@ -473,11 +486,11 @@ async fn job_state(squeue: &str, scontrol: &str, id: &str) -> Result<JobState, C
         let reason = Some(reason.trim())
             .filter(|r| !r.is_empty() && *r != "None")
             .map(String::from);
-        return Ok(JobState {
+        return Ok(Some(JobState {
             state,
             reason,
             active,
-        });
+        }));
     }
     // Gone from the queue: its final state, while the controller still remembers it.
     let out = Command::new(scontrol)
@@ -486,9 +499,11 @@ async fn job_state(squeue: &str, scontrol: &str, id: &str) -> Result<JobState, C
         .kill_on_drop(true)
         .output()
         .await;
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let text = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("Invalid job id") => String::new(),
+        _ => return Ok(None),
+    };
     let field = |name: &str| {
         text.split_whitespace()
             .find_map(|w| w.strip_prefix(name))
@@ -500,11 +515,11 @@ async fn job_state(squeue: &str, scontrol: &str, id: &str) -> Result<JobState, C
         (_, Some(c)) => Some(format!("exit code {c}")),
         (r, None) => r.filter(|r| r != "None"),
     };
-    Ok(JobState {
+    Ok(Some(JobState {
         active: !is_final(&state) && state != "ENDED",
         state,
         reason,
-    })
+    }))
 }
 
 fn is_final(state: &str) -> bool {
