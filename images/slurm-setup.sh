@@ -47,8 +47,9 @@ if ! have_all; then
   apt-get install -y -qq --no-install-recommends slurm-wlm munge podman >/dev/null
 fi
 
-# Podman in a VM/container without systemd: cgroupfs, file events, vfs storage (no overlay
-# mounts or fuse needed). Written once; an administrator's own files are left alone.
+# Podman in a VM/container without systemd: cgroupfs, file events; overlay storage where the
+# kernel has it (else vfs, which copies the whole image per container). Written once; an
+# administrator's own files are left alone.
 mkdir -p /etc/containers
 if [[ ! -s /etc/containers/containers.conf ]]; then
   cat >/etc/containers/containers.conf <<'EOF'
@@ -61,10 +62,12 @@ log_driver = "k8s-file"
 EOF
 fi
 if [[ ! -s /etc/containers/storage.conf ]]; then
-  cat >/etc/containers/storage.conf <<'EOF'
+  driver=vfs
+  if grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null; then driver=overlay; fi
+  cat >/etc/containers/storage.conf <<EOF
 # written by agent-server images/slurm-setup.sh
 [storage]
-driver = "vfs"
+driver = "$driver"
 runroot = "/run/containers/storage"
 graphroot = "/var/lib/containers/storage"
 EOF
@@ -107,7 +110,7 @@ SlurmdParameters=config_overrides
 # Quick turnover: short waits, cancelled jobs' processes killed promptly.
 KillWait=5
 MinJobAge=30
-SchedulerParameters=sched_interval=2
+SchedulerParameters=sched_interval=1,batch_sched_delay=0
 MessageTimeout=10
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
@@ -126,19 +129,20 @@ if [[ ! -s /etc/munge/munge.key ]]; then
   chmod 0400 /etc/munge/munge.key
 fi
 if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1 9>&-
   for _ in $(seq 50); do
     munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && break
     sleep 0.1
   done
 fi
 
-# Daemons: started in the background, detached from this shell (they daemonize themselves).
+# Daemons (they daemonize themselves): without this shell's output (a caller waiting for EOF
+# would wait forever) and without the lock's descriptor (they would hold the lock).
 if ! pgrep -x slurmctld >/dev/null; then
-  /usr/sbin/slurmctld
+  /usr/sbin/slurmctld </dev/null >/dev/null 2>&1 9>&-
 fi
 if ! pgrep -x slurmd >/dev/null; then
-  /usr/sbin/slurmd
+  /usr/sbin/slurmd </dev/null >/dev/null 2>&1 9>&-
 fi
 
 deadline=$(( SECONDS + TIMEOUT ))

@@ -227,9 +227,11 @@ async fn slurm_start_timeouts_cancel_the_job() {
     o.server = SlurmServer::Binary(slow);
     o.start_timeout = Duration::from_secs(8);
 
-    // Never scheduled within the deadline: the job may not begin for an hour.
+    // Never scheduled within the deadline: the job may not begin for an hour. Kept alive or
+    // not (`launch slurm -d`), a job that never became ready is cancelled.
     let pending = job_name("queued");
     let mut q = slurm_opts(&pending, state.path());
+    q.keep_alive = true;
     q.sbatch_args = vec!["--begin=now+3600".into()];
     q.start_timeout = Duration::from_secs(3);
 

@@ -75,7 +75,8 @@ pub struct SlurmOptions {
     pub connect_host: Option<String>,
     /// Directory for relative git paths (default: `workdir`, or `/workspace` under Apptainer).
     pub working_dir: Option<String>,
-    /// Leave the job running when this value is dropped or cleaned up.
+    /// Leave the job running when this value is dropped or cleaned up (a job that does not
+    /// become ready is cancelled all the same).
     pub keep_alive: bool,
     /// Directory holding `sbatch`, `squeue`, `scancel`, `scontrol` (default: `PATH`).
     pub slurm_bin: Option<PathBuf>,
@@ -266,10 +267,13 @@ impl SlurmWorkspace {
             .to_string();
         tracing::info!(job = %job_id, dir = %job_dir.display(), "submitted Slurm job");
         let scancel = opts.tool("scancel");
-        let ticket = (!opts.keep_alive).then(|| {
+        // Until it is ready the job is ours to cancel, kept alive or not.
+        let ticket = {
             let (scancel, squeue, id) = (scancel.clone(), opts.tool("squeue"), job_id.clone());
-            guard::register(Box::new(move || cancel_job(&scancel, &squeue, &id)) as Release)
-        });
+            Some(guard::register(
+                Box::new(move || cancel_job(&scancel, &squeue, &id)) as Release,
+            ))
+        };
         let mut ws = SlurmWorkspace {
             workspace: RemoteWorkspace::new("http://unresolved.invalid", None)?,
             job_id: Some(job_id.clone()),
@@ -278,11 +282,19 @@ impl SlurmWorkspace {
             port: 0,
             scancel,
             squeue: opts.tool("squeue"),
-            keep_alive: opts.keep_alive,
+            keep_alive: false,
             ticket,
         };
         match ws.wait_ready(&opts, &api_key, &workdir).await {
-            Ok(()) => Ok(ws),
+            Ok(()) => {
+                if opts.keep_alive {
+                    ws.keep_alive = true;
+                    if let Some(t) = ws.ticket.take() {
+                        guard::unregister(t);
+                    }
+                }
+                Ok(ws)
+            }
             Err(e) => {
                 ws.cancel_now();
                 Err(e)
