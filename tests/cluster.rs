@@ -269,6 +269,64 @@ async fn slurm_start_timeouts_cancel_the_job() {
     assert_eq!(queued(&pending), Vec::<String>::new());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs slurm (images/slurm-setup.sh)"]
+async fn slurm_job_runs_a_sif_with_apptainer() {
+    // Apptainer is not packaged here: the job runs the stand-in CLI of tests/fakes/apptainer
+    // (the real grammar; its "SIF" names our binary; --compat gives a clean environment).
+    require_slurm();
+    use agent_server::client::{ApptainerOptions, SifSource};
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().unwrap();
+    let calls = state.path().join("calls.log");
+    let wrapper = state.path().join("apptainer");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport FAKE_APPTAINER_LOG='{}' FAKE_APPTAINER_SERVER='{}'\nexec '{}/tests/fakes/apptainer' \"$@\"\n",
+            calls.display(),
+            env!("CARGO_BIN_EXE_agent-server"),
+            env!("CARGO_MANIFEST_DIR"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sif = state.path().join("agent-server.sif");
+    std::fs::write(
+        &sif,
+        format!("FAKE-SIF {}\n", env!("CARGO_BIN_EXE_agent-server")),
+    )
+    .unwrap();
+    let mut a = ApptainerOptions::new(SifSource::File(sif.clone()));
+    a.apptainer = wrapper.display().to_string();
+    let name = job_name("sif");
+    let mut o = slurm_opts(&name, state.path());
+    o.server = SlurmServer::Apptainer(Box::new(a));
+    o.env = vec![("MARKER".into(), "inside-the-sif".into())];
+    let mut ws = SlurmWorkspace::start(o).await.unwrap();
+    assert_eq!(ws.working_dir(), "/workspace");
+    let r = ws
+        .execute_command("echo $MARKER", Some("/tmp"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(r.stdout.trim(), "inside-the-sif");
+    let anon = RemoteWorkspace::new(ws.host(), None).unwrap();
+    let err = anon
+        .execute_command("true", None, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401), "the key reached the server: {err}");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        format!(
+            "run --compat --no-mount hostfs --no-mount bind-paths --no-mount tmp {} --host 0.0.0.0 --port 0\n",
+            sif.display()
+        )
+    );
+    ws.cleanup().await.unwrap();
+    assert_eq!(queued(&name), Vec::<String>::new());
+}
+
 #[test]
 #[ignore = "needs slurm (images/slurm-setup.sh)"]
 fn slurm_job_is_cancelled_when_the_workspace_is_dropped_by_a_panic() {
