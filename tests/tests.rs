@@ -6,6 +6,7 @@ mod support;
 mod acp;
 mod bash;
 mod canvas;
+mod cluster;
 mod conversations;
 mod crash_loop;
 mod fakes;

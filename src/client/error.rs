@@ -41,6 +41,22 @@ pub enum ClientError {
     /// The operation is not possible in the current state (e.g. pause without a sandbox).
     #[error("{0}")]
     State(String),
+    /// A scheduler job (Slurm) ended before its server was ready, or did not become ready in
+    /// time; `log_tail` holds the last lines of the job's output.
+    #[error("Slurm job {job_id} {}: state {state}{}; log {log_path}:\n{log_tail}",
+        if *timed_out { "did not become ready in time" } else { "ended before its server was ready" },
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Job {
+        job_id: String,
+        /// The scheduler's last known state (`PENDING`, `RUNNING`, `FAILED`, ...).
+        state: String,
+        /// The scheduler's reason or exit code, when it gave one.
+        reason: Option<String>,
+        /// The start deadline passed (the job was cancelled).
+        timed_out: bool,
+        log_path: String,
+        log_tail: String,
+    },
     /// A conversation run ended in `error` or `stuck`.
     #[error("conversation run ended with status {status}: {detail}")]
     RunFailed { status: String, detail: String },

@@ -1,4 +1,4 @@
-//! The `agent-server launch docker|apptainer …` subcommand: start a sandboxed server, print its
+//! The `agent-server launch docker|podman|apptainer|slurm …` subcommand: start a sandboxed server, print its
 //! URL and key, then either stay in the foreground (logs; Ctrl-C stops and removes it) or, with
 //! `--detach`, leave it running and exit, like `docker run -d`.
 
@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rand::Rng;
+
+mod cluster;
 
 use super::{
     guard, ApptainerOptions, ApptainerWorkspace, DockerBuild, DockerOptions, DockerWorkspace,
@@ -37,6 +39,10 @@ pub enum Sandbox {
     Docker(DockerArgs),
     /// Run the server from a SIF with Apptainer (unprivileged, host network).
     Apptainer(ApptainerArgs),
+    /// Run the server image with Podman (the docker options; no daemon, rootless for non-root).
+    Podman(DockerArgs),
+    /// Submit a Slurm batch job that runs the server on a compute node.
+    Slurm(cluster::SlurmArgs),
 }
 
 /// Options shared by every sandbox.
@@ -261,6 +267,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 async fn run(cli: LaunchCli) -> i32 {
     match cli.sandbox {
+        Sandbox::Podman(a) => cluster::podman(a).await,
+        Sandbox::Slurm(a) => cluster::slurm(a).await,
         Sandbox::Docker(a) => {
             let (forward, env) = split_env(&a.common.env);
             let key = api_key(&a.common);
