@@ -60,7 +60,8 @@ SHA="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 if ((PREBUILT)); then
   if [[ "$BINARY" == "$ROOT/target/release/agent-server" ]]; then
     log "cargo build --release (no-op when up to date)"
-    cargo build --release --bin agent-server
+    # The features .ci/run tests with, so that the test build reuses this one.
+    cargo build --release --features kubernetes --bin agent-server
   fi
   [[ -x "$BINARY" ]] || { echo "no executable at $BINARY" >&2; exit 1; }
   CTX="$(mktemp -d)"

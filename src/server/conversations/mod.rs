@@ -16,7 +16,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::conversation::{agent, events, service, status, Conversation, ConversationError};
+use crate::conversation::{
+    agent, events, service, Conversation, ConversationError, ExecutionStatus,
+};
 use crate::error::{
     ApiError, ValidBytes, ValidJson, ValidObject, ValidPath, ValidQuery, ValidationIssue,
 };
@@ -218,13 +220,13 @@ pub(super) fn check_limit(limit: Option<i64>) -> Result<usize, ApiError> {
 
 fn check_status(s: &Option<String>) -> Result<(), ApiError> {
     if let Some(v) = s {
-        if !status::ALL.contains(&v.as_str()) {
+        if ExecutionStatus::parse(v).is_none() {
             return Err(ApiError::Validation(vec![ValidationIssue::new(
                 "enum",
                 &["query", "status"],
                 format!(
                     "Input should be {}",
-                    status::ALL.map(|s| format!("'{s}'")).join(", ")
+                    ExecutionStatus::ALL.map(|s| format!("'{s}'")).join(", ")
                 ),
             )
             .with_input(v.clone())]));
@@ -238,7 +240,11 @@ fn filtered(state: &AppState, status_filter: &Option<String>) -> Vec<Arc<Convers
         .conversations
         .all()
         .into_iter()
-        .filter(|c| status_filter.as_ref().is_none_or(|s| &c.status() == s))
+        .filter(|c| {
+            status_filter
+                .as_ref()
+                .is_none_or(|s| c.status().as_str() == s)
+        })
         .collect()
 }
 
