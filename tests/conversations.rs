@@ -577,7 +577,9 @@ async fn tools_run_and_results_reach_the_llm() {
     let (_, info) = create(&srv, create_body(&llm, &wd)).await;
     let id = info["id"].as_str().unwrap().to_string();
     run_text(&srv, &id).await;
+    let since = all_events(&srv, &id).await.len();
     say(&srv, &id, "[[mock:echo]] tok-echo", true).await;
+    wait_run_started(&srv, &id, since, 30).await;
     assert_eq!(
         wait_status(&srv, &id, &["finished", "error"], 60).await,
         "finished"
@@ -616,7 +618,9 @@ async fn tools_run_and_results_reach_the_llm() {
     assert!(tool_msg.to_string().contains("mock-marker-42"));
 
     // An unknown tool becomes an AgentErrorEvent and the agent goes on.
+    let since = all_events(&srv, &id).await.len();
     say(&srv, &id, "[[mock:bad_tool]] tok-bad", true).await;
+    wait_run_started(&srv, &id, since, 30).await;
     assert_eq!(
         wait_status(&srv, &id, &["finished", "error"], 60).await,
         "finished"
