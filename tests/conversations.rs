@@ -717,7 +717,9 @@ async fn llm_failure_stuck_and_confirmation() {
     let (_, info) = create(&srv, create_body(&llm, &srv.workdir())).await;
     let id = info["id"].as_str().unwrap().to_string();
     run_text(&srv, &id).await;
+    let since = all_events(&srv, &id).await.len();
     say(&srv, &id, "[[mock:llm_error]] tok-err", true).await;
+    wait_run_started(&srv, &id, since, 30).await;
     assert_eq!(
         wait_status(&srv, &id, &["error", "finished"], 60).await,
         "error"
@@ -840,7 +842,9 @@ async fn sigkill_mid_run_then_restart_recovers() {
         .unwrap();
     assert!(recovery["error"].as_str().unwrap().contains("restart"));
     // The API key survived (encrypted at rest) and the conversation runs again.
+    let since = all_events(&second, &id).await.len();
     say(&second, &id, "[[mock:text]] tok-after", true).await;
+    wait_run_started(&second, &id, since, 30).await;
     assert_eq!(
         wait_status(&second, &id, &["finished", "error"], 60).await,
         "finished"
