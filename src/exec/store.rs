@@ -73,6 +73,8 @@ struct Index {
     by_id: HashMap<Arc<str>, Arc<str>>,
     outputs_by_command: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     unresolved_orders: usize,
+    /// Name of the newest event deleted by the retention limit.
+    newest_evicted: Option<Arc<str>>,
 }
 
 impl Index {
@@ -126,6 +128,7 @@ fn evict_oldest(index: &mut Index, keep: usize) -> Vec<Arc<str>> {
     for name in &names {
         index.remove(name);
     }
+    index.newest_evicted = names.last().cloned();
     names
 }
 
@@ -264,8 +267,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating if needed) `dir` and indexes the events already in it; new events are
-    /// announced on `announce`.
+    /// [`Store::open_keeping`] with the configured retention limit.
+    #[cfg(test)]
     pub fn open(
         dir: PathBuf,
         announce: tokio::sync::broadcast::Sender<Announced>,
@@ -273,7 +276,8 @@ impl Store {
         Self::open_keeping(dir, announce, max_events())
     }
 
-    /// [`Store::open`] keeping at most `max_events` events.
+    /// Opens (creating if needed) `dir` and indexes the events already in it, keeping at most
+    /// `max_events` (the oldest beyond are deleted); new events are announced on `announce`.
     pub fn open_keeping(
         dir: PathBuf,
         announce: tokio::sync::broadcast::Sender<Announced>,
@@ -588,6 +592,12 @@ impl Store {
             None => idx.by_name.range::<str, _>(..),
         };
         range.take(limit).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The name of the newest event the retention limit deleted (events are deleted oldest
+    /// first, so a reader that has read up to an earlier name missed one).
+    pub fn newest_evicted(&self) -> Option<Arc<str>> {
+        lock(&self.index).newest_evicted.clone()
     }
 
     /// The name of the newest stored event.
