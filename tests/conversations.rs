@@ -1956,3 +1956,161 @@ async fn sigterm_during_runs_stops_every_child_and_keeps_every_event() {
     }
     drop(first);
 }
+
+/// As the SDK drives a conversation (`send_message`, then `run()`, which takes a 409 for "a run
+/// is active" and then waits for the end): a message sent the moment the previous run reports
+/// `finished` is run too, wherever its requests fall against the loop winding down.
+#[tokio::test]
+async fn a_message_sent_as_the_previous_run_ends_is_run() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start_unrecorded().await;
+    let mut body = create_body(&llm, &srv.workdir());
+    body["max_iterations"] = json!(1000);
+    let (_, info) = create(&srv, body).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut ws = ws_connect(&srv, &id).await;
+    assert_eq!(next_json(&mut ws).await.unwrap()["key"], "full_state");
+    let mut lost = Vec::new();
+    for round in 0..60 {
+        say(&srv, &id, &format!("[[mock:text]] round {round}"), false).await;
+        let (code, v) = post(&srv, &format!("/api/conversations/{id}/run"), json!({})).await;
+        assert!(code == 200 || code == 409, "{code} {v}");
+        // The run answers this round's message, then reports `finished`; the next round
+        // follows at once.
+        let mut answered = false;
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_secs(3), next_json(&mut ws)).await
+        {
+            if ev["kind"] == "MessageEvent" && ev["source"] == "agent" {
+                answered = true;
+            }
+            if ev["key"] == "execution_status" && ev["value"] == "finished" && answered {
+                break;
+            }
+        }
+        if !answered {
+            lost.push((round, code, status(&srv, &id).await));
+            say(&srv, &id, "[[mock:text]] recover", true).await;
+            wait_status(&srv, &id, &["finished", "error"], 30).await;
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "messages never run (round, /run status, status after): {lost:?}"
+    );
+}
+
+/// What the agent's terminal started on a server killed with SIGKILL does not outlive the next
+/// start on the same state, even a process that ignores the hang-up the terminal's end sends.
+#[tokio::test]
+async fn a_killed_servers_terminal_is_killed_at_the_next_start() {
+    let state = tempfile::tempdir().unwrap();
+    let opts = ServerOptions::on_state(state.path());
+    let pid_file = state.path().join("terminal.pid");
+    let mut first = TestServer::start_with(opts.clone());
+    let llm = MockLlm::start().await;
+    let (_, info) = create(&first, create_body(&llm, &first.workdir())).await;
+    let id = info["id"].as_str().unwrap().to_string();
+    let command = format!(
+        "nohup sleep 300 > /dev/null 2>&1 & echo $! > {}",
+        pid_file.display()
+    )
+    .replace(' ', "%20");
+    say(&first, &id, &format!("[[mock:cmd run={command}]]"), true).await;
+    let mut shell = String::new();
+    for _ in 0..600 {
+        shell = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if !shell.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shell: u32 = shell
+        .trim()
+        .parse()
+        .expect("the pid of the terminal's command");
+    let alive = |pid: u32| {
+        // A zombie counts as gone.
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| !s.contains("State:\tZ"))
+    };
+    assert!(alive(shell));
+    first.stop_with(nix::sys::signal::Signal::SIGKILL);
+    let _second = TestServer::start_with(opts);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(shell) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !alive(shell),
+        "the terminal's command {shell} is still running"
+    );
+}
+
+/// Hooks start from the server's environment without its credentials, like every child.
+#[tokio::test]
+async fn hooks_never_see_the_server_credentials() {
+    let srv = TestServer::start_with(ServerOptions {
+        api_key: Some("key-hook-4b1".into()),
+        env: vec![
+            ("OH_SESSION_API_KEYS".into(), r#"["key-hook-4b1"]"#.into()),
+            ("OH_SECRET_KEY".into(), "secret-hook-8d3".into()),
+            ("SOME_HOOK_SETTING".into(), "visible-6e2".into()),
+        ],
+        ..Default::default()
+    });
+    let llm = MockLlm::start().await;
+    let mut body = create_body(&llm, &srv.workdir());
+    body["hook_config"] = json!({"user_prompt_submit": [{"matcher": "*",
+        "hooks": [{"type": "command", "command": "env | sort"}]}]});
+    let (code, info) = create(&srv, body).await;
+    assert_eq!(code, 201, "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&srv, &id, "[[mock:text]] hooked", true).await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished"
+    );
+    let evs = all_events(&srv, &id).await;
+    let out = evs
+        .iter()
+        .find(|e| e["kind"] == "HookExecutionEvent")
+        .expect("the hook ran")["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(out.contains("SOME_HOOK_SETTING=visible-6e2"), "{out}");
+    for secret in ["key-hook-4b1", "secret-hook-8d3", "OH_SESSION_API_KEYS"] {
+        assert!(!out.contains(secret), "{secret} reached the hook: {out}");
+    }
+}
+
+/// Timeouts a client gives far beyond any real duration (1e20 s: the LLM's timeout and stream
+/// idle timeout, a hook's timeout) are clamped; the run goes on as usual instead of panicking.
+#[tokio::test]
+async fn huge_timeouts_from_the_client_do_not_break_a_run() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let mut body = create_body(&llm, &srv.workdir());
+    body["agent"]["llm"]["timeout"] = json!(1e20);
+    body["agent"]["llm"]["stream_idle_timeout"] = json!(1e20);
+    body["agent"]["llm"]["stream"] = json!(true);
+    body["hook_config"] = json!({"user_prompt_submit": [{"matcher": "*",
+        "hooks": [{"type": "command", "command": "echo hook-ok", "timeout": 1e20}]}]});
+    let (code, info) = create(&srv, body).await;
+    assert_eq!(code, 201, "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+    say(&srv, &id, "[[mock:echo]] long timeouts", true).await;
+    assert_eq!(
+        wait_status(&srv, &id, &["finished", "error"], 60).await,
+        "finished",
+        "{:?}",
+        kinds(&all_events(&srv, &id).await)
+    );
+    let evs = all_events(&srv, &id).await;
+    assert!(evs.iter().any(|e| e["kind"] == "HookExecutionEvent"
+        && e["stdout"].as_str().is_some_and(|s| s.contains("hook-ok"))));
+    assert!(evs
+        .iter()
+        .any(|e| e["kind"] == "ObservationEvent" && e.to_string().contains("mock-marker-42")));
+}

@@ -106,8 +106,11 @@ impl Conversation {
             self.set_fields(vec![("blocked_messages", blocked)], true)
                 .await?;
         }
+        // A finished conversation has work again, as in the reference, even when its loop is
+        // still winding down: the loop then goes on (it reads `idle` as "continue"), or a later
+        // `run` starts from `idle`. Left `finished`, the message would never be run.
         let st = self.status();
-        if running.is_none() && (st == ExecutionStatus::Finished || st == ExecutionStatus::Stuck) {
+        if st == ExecutionStatus::Finished || st == ExecutionStatus::Stuck {
             self.set_status(ExecutionStatus::Idle).await?;
         }
         self.maybe_autotitle(&msg);

@@ -126,6 +126,9 @@ pub enum Received {
     Event(String),
     /// The service is gone.
     Closed,
+    /// Events this subscriber had not read yet were deleted by the retention limit
+    /// (`OH_BASH_EVENTS_MAX`) before it could: it fell too far behind and must resync.
+    Missed,
 }
 
 impl Subscription {
@@ -190,10 +193,18 @@ impl Subscription {
             if let Some(name) = self.pending.clone() {
                 let json = self.store.load_json(&name).await;
                 self.pending = None;
-                self.last = Some(name);
                 match json {
-                    Some(json) => return Received::Event(json),
-                    None => continue,
+                    Some(json) => {
+                        self.last = Some(name);
+                        return Received::Event(json);
+                    }
+                    None if self.store.newest_evicted().is_some_and(|e| e >= name) => {
+                        return Received::Missed
+                    }
+                    None => {
+                        self.last = Some(name);
+                        continue;
+                    }
                 }
             }
             if let Some(name) = self.backlog.pop_front() {
@@ -201,6 +212,11 @@ impl Subscription {
                 continue;
             }
             if self.catching_up {
+                // Read in name order up to `last`: anything deleted after it was never sent.
+                let evicted = self.store.newest_evicted();
+                if evicted.is_some_and(|e| self.last.as_ref().is_some_and(|last| e > *last)) {
+                    return Received::Missed;
+                }
                 let names = self.store.names_after(self.last.as_deref(), CATCH_UP_BATCH);
                 if names.is_empty() {
                     self.catching_up = false;
@@ -291,8 +307,17 @@ impl BashService {
         events_dir: PathBuf,
         default_cwd: Option<PathBuf>,
     ) -> std::io::Result<Self> {
+        Self::keeping(events_dir, default_cwd, store::max_events())
+    }
+
+    /// [`BashService::with_default_cwd`] keeping at most `max_events` events.
+    fn keeping(
+        events_dir: PathBuf,
+        default_cwd: Option<PathBuf>,
+        max_events: usize,
+    ) -> std::io::Result<Self> {
         let (events, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
-        let store = Store::open(events_dir, events.clone())?;
+        let store = Store::open_keeping(events_dir, events.clone(), max_events)?;
         let service = BashService {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
@@ -624,7 +649,7 @@ mod tests {
     async fn next_echo(sub: &mut Subscription) -> usize {
         match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
             Ok(Received::Event(json)) => echo_of(&json),
-            Ok(Received::Closed) => panic!("subscription closed"),
+            Ok(other) => panic!("no event: {other:?}"),
             Err(_) => panic!("no event within 5 s"),
         }
     }
@@ -653,6 +678,31 @@ mod tests {
         assert!(quiet(&mut sub).await, "no event twice, none from before");
         store_command(&service, n).await;
         assert_eq!(next_echo(&mut sub).await, n, "live again after catching up");
+    }
+
+    /// A subscriber so far behind that the retention limit deleted events it had not read is
+    /// told so (its socket is closed for a resync) instead of skipping them silently.
+    #[tokio::test]
+    async fn a_subscriber_overtaken_by_the_retention_limit_is_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = BashService::keeping(dir.path().join("events"), None, 50).expect("service");
+        store_command(&service, 999_999).await;
+        let mut sub = service.subscribe().expect("subscription");
+        for i in 0..SUBSCRIBER_BACKLOG + 100 {
+            store_command(&service, i).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Received::Missed) => {}
+            other => panic!("expected Missed, got {other:?}"),
+        }
+        // Within the limit, a subscriber that fell behind still gets everything.
+        let mut sub = service.subscribe().expect("subscription");
+        for i in 0..60 {
+            store_command(&service, 2000 + i).await;
+        }
+        for i in 0..60 {
+            assert_eq!(next_echo(&mut sub).await, 2000 + i);
+        }
     }
 
     #[tokio::test]

@@ -711,6 +711,10 @@ async fn serve_socket(mut socket: WebSocket, state: AppState, auth: SocketAuth, 
                     close(&mut socket, 1001, "Server shutting down").await;
                     return;
                 }
+                Received::Missed => {
+                    close(&mut socket, 1013, "Subscriber too slow; reconnect and resync").await;
+                    return;
+                }
             },
             Some(error) = failed.recv() => {
                 if !send_error(&mut socket, "RuntimeError", error).await {

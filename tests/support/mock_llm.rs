@@ -32,15 +32,27 @@ impl Drop for MockLlm {
 struct Shared {
     requests: Arc<Mutex<Vec<Value>>>,
     counter: Arc<Mutex<u64>>,
+    /// Whether request bodies are kept (not in long soaks: they would pile up).
+    record: bool,
 }
 
 impl MockLlm {
     /// Starts the mock on a free port of the current runtime.
     pub async fn start() -> Self {
+        Self::start_recording(true).await
+    }
+
+    /// Starts the mock without keeping request bodies ([`MockLlm::requests`] stays empty).
+    pub async fn start_unrecorded() -> Self {
+        Self::start_recording(false).await
+    }
+
+    async fn start_recording(record: bool) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             requests: requests.clone(),
             counter: Arc::new(Mutex::new(0)),
+            record,
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
@@ -222,7 +234,9 @@ fn script(name: &str, args: &[(String, String)], step: usize) -> Step {
 }
 
 async fn complete(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
-    shared.requests.lock().expect("lock").push(body.clone());
+    if shared.record {
+        shared.requests.lock().expect("lock").push(body.clone());
+    }
     let n = {
         let mut c = shared.counter.lock().expect("lock");
         *c += 1;

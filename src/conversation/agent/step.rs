@@ -114,6 +114,10 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
             return Ok(());
         }
         let st = conv.status();
+        if st == ExecutionStatus::Idle {
+            // A message arrived after this loop's step finished the conversation.
+            conv.set_status(ExecutionStatus::Running).await?;
+        }
         if st == ExecutionStatus::Paused
             || st == ExecutionStatus::Stuck
             || st == ExecutionStatus::Error

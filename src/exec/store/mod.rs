@@ -81,6 +81,8 @@ struct Index {
     by_id: HashMap<Arc<str>, Arc<str>>,
     outputs_by_command: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     unresolved_orders: usize,
+    /// Name of the newest event deleted by the retention limit.
+    newest_evicted: Option<Arc<str>>,
 }
 
 impl Index {
@@ -134,6 +136,7 @@ fn evict_oldest(index: &mut Index, keep: usize) -> Vec<Arc<str>> {
     for name in &names {
         index.remove(name);
     }
+    index.newest_evicted = names.last().cloned();
     names
 }
 
@@ -219,8 +222,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating if needed) `dir` and indexes the events already in it; new events are
-    /// announced on `announce`.
+    /// [`Store::open_keeping`] with the configured retention limit.
+    #[cfg(test)]
     pub fn open(
         dir: PathBuf,
         announce: tokio::sync::broadcast::Sender<Announced>,
@@ -228,7 +231,8 @@ impl Store {
         Self::open_keeping(dir, announce, max_events())
     }
 
-    /// [`Store::open`] keeping at most `max_events` events.
+    /// Opens (creating if needed) `dir` and indexes the events already in it, keeping at most
+    /// `max_events` (the oldest beyond are deleted); new events are announced on `announce`.
     pub fn open_keeping(
         dir: PathBuf,
         announce: tokio::sync::broadcast::Sender<Announced>,

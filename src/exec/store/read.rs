@@ -71,6 +71,12 @@ impl Store {
         range.take(limit).map(|(name, _)| name.clone()).collect()
     }
 
+    /// The name of the newest event the retention limit deleted (events are deleted oldest
+    /// first, so a reader that has read up to an earlier name missed one).
+    pub fn newest_evicted(&self) -> Option<Arc<str>> {
+        lock(&self.index).newest_evicted.clone()
+    }
+
     /// The name of the newest stored event.
     pub fn last_name(&self) -> Option<Arc<str>> {
         lock(&self.index).by_name.keys().next_back().cloned()
