@@ -208,7 +208,7 @@ impl Gateway {
             .with_events(events::final_response)
             .await
             .map_err(|e| GatewayError::Failed(e.to_string()))?;
-        let stats = conv.state_value("stats").unwrap_or(Value::Null);
+        let stats = conv.read_state(|s| s.stats.clone());
         Ok(TurnResult {
             conversation_id: conv.id,
             text,

@@ -14,6 +14,7 @@ use super::events::{self, text};
 use super::service::{Conversation, RunCtl};
 use super::ExecutionStatus;
 use crate::acp::{AcpError, Session};
+use crate::conversation::StateField;
 
 const SYSTEM_TEXT: &str = "This conversation is powered by an ACP server. The system prompt and tools are managed by the ACP server and are not available for display.";
 
@@ -68,7 +69,7 @@ async fn session(conv: &Arc<Conversation>) -> Result<Arc<Session>, AcpError> {
         agent_state["acp_current_model_id"] = current;
     }
     let _ = conv
-        .set_fields(vec![("agent_state", agent_state)], true)
+        .set_field(StateField::AgentState(agent_state), true)
         .await;
     *slot = Some(session.clone());
     Ok(session)
@@ -445,11 +446,17 @@ pub async fn switch_model(conv: &Arc<Conversation>, model: &str) -> Result<(), S
     }
     agent["acp_model"] = json!(model);
     let mut agent_state = conv
-        .state_value("agent_state")
+        .read_state(|s| Some(s.agent_state.clone()))
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
     agent_state["acp_current_model_id"] = json!(model);
-    conv.set_fields(vec![("agent", agent), ("agent_state", agent_state)], true)
-        .await?;
+    conv.set_fields(
+        vec![
+            StateField::Agent(agent),
+            StateField::AgentState(agent_state),
+        ],
+        true,
+    )
+    .await?;
     Ok(())
 }

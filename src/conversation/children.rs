@@ -158,11 +158,8 @@ impl ConversationService {
                 body.insert(key.into(), v);
             }
         }
-        if let Some(sources) = parent
-            .state_value("secret_registry")
-            .and_then(|r| r.get("secret_sources").cloned())
-        {
-            body.insert("secrets".into(), sources);
+        if let Some(sources) = parent.read_state(|s| s.secret_sources().cloned()) {
+            body.insert("secrets".into(), Value::Object(sources));
         }
         body.insert("agent".into(), agent);
         body.insert("conversation_id".into(), json!(child_id.to_string()));

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{self};
 use super::service::{lock, Conversation, RunCtl};
-use super::{agent, ConversationError, ExecutionStatus};
+use super::{agent, ConversationError, ExecutionStatus, StateField};
 
 impl Conversation {
     // ----- operations --------------------------------------------------------------------
@@ -94,16 +94,13 @@ impl Conversation {
         if let Some(ctl) = &running {
             ctl.new_message.store(true, Ordering::Release);
         }
-        self.set_fields(vec![("last_user_message_id", json!(msg_id))], true)
+        self.set_field(StateField::LastUserMessageId(msg_id.clone()), true)
             .await?;
         let text_body = events::message_text(&msg);
         if let Some(reason) = super::hooks::user_prompt_submit(self, &text_body, &msg_id).await? {
-            let mut blocked = self
-                .state_value("blocked_messages")
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            blocked[msg_id.as_str()] = json!(reason);
-            self.set_fields(vec![("blocked_messages", blocked)], true)
+            let mut blocked = self.read_state(|s| s.blocked_messages.clone());
+            blocked.insert(msg_id.clone(), json!(reason));
+            self.set_field(StateField::BlockedMessages(blocked), true)
                 .await?;
         }
         // A finished conversation has work again, as in the reference, even when its loop is

@@ -70,8 +70,7 @@ fn matches(matcher: &str, tool_name: Option<&str>) -> bool {
 fn hooks_for(conv: &Conversation, event_type: &str, tool_name: Option<&str>) -> Vec<Value> {
     // The state's configuration once set (it holds the hooks of loaded plugins too).
     let cfg = conv
-        .state_value("hook_config")
-        .filter(Value::is_object)
+        .read_state(|s| s.hooks().cloned())
         .or_else(|| conv.meta_value("hook_config").filter(Value::is_object));
     let Some(cfg) = cfg else {
         return Vec::new();

@@ -31,12 +31,14 @@ pub mod hooks;
 pub mod plugins;
 pub mod runtime;
 pub mod service;
+pub mod state;
 pub mod stats;
 pub mod store;
 pub mod stuck;
 pub mod switch;
 
 pub use service::{Conversation, ConversationService};
+pub use state::{ConversationState, StateField};
 
 /// Failures of conversation operations, mapped to HTTP errors by the server module.
 #[derive(Debug, thiserror::Error)]

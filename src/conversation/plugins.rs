@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::crypto::{map_secret_fields, MASK};
 use super::{events, Conversation, ConversationError};
+use crate::conversation::StateField;
 use crate::error::ValidationIssue;
 use crate::plugins::marketplace::{Registration, Registry, ResolveError};
 use crate::plugins::{load, source, Plugin, PluginError, Plugins};
@@ -339,7 +340,7 @@ async fn set_agent(conv: &Arc<Conversation>, agent: Value) -> std::io::Result<()
     if conv.agent_json() == agent {
         return Ok(());
     }
-    conv.set_fields(vec![("agent", agent.clone())], false)
+    conv.set_field(StateField::Agent(agent.clone()), false)
         .await?;
     let mut shown = agent;
     map_secret_fields(&mut shown, &|_| Value::String(MASK.into()));
@@ -390,7 +391,7 @@ pub async fn ensure_loaded(conv: &Arc<Conversation>) -> Result<(), ConversationE
                 .collect();
             all.extend(hooks);
             if let Some(h) = merge_hooks(&all) {
-                conv.set_fields(vec![("hook_config", h)], true).await?;
+                conv.set_field(StateField::HookConfig(h), true).await?;
             }
         }
     }
@@ -460,13 +461,12 @@ pub async fn load_plugin(conv: &Arc<Conversation>, plugin_ref: &str) -> Result<(
     let (agent, hooks) = merged;
     if !hooks.is_empty() {
         let current = conv
-            .state_value("hook_config")
-            .filter(Value::is_object)
+            .read_state(|s| s.hooks().cloned())
             .or_else(|| conv.meta_value("hook_config").filter(Value::is_object));
         let mut all: Vec<Value> = current.into_iter().collect();
         all.extend(hooks);
         if let Some(h) = merge_hooks(&all) {
-            conv.set_fields(vec![("hook_config", h)], true).await?;
+            conv.set_field(StateField::HookConfig(h), true).await?;
         }
     }
     set_agent(conv, agent).await?;

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::agent::AgentRuntime;
 use super::crypto::{map_secret_fields, MASK};
 use super::{events, Conversation, ConversationError};
+use crate::conversation::StateField;
 use crate::llm;
 
 /// An LLM object without the key it is registered under (to compare configurations).
@@ -39,7 +40,7 @@ pub async fn switch_llm(conv: &Arc<Conversation>, new_llm: Value) -> Result<(), 
         agent["condenser"]["llm"] = new_llm.clone();
         agent["condenser"]["llm"]["usage_id"] = usage;
     }
-    conv.set_fields(vec![("agent", agent.clone())], false)
+    conv.set_field(StateField::Agent(agent.clone()), false)
         .await?;
     let mut shown = agent;
     map_secret_fields(&mut shown, &|_| Value::String(MASK.into()));

@@ -12,6 +12,7 @@ use crate::conversation::runtime::{
 };
 use crate::conversation::service::Conversation;
 use crate::conversation::ConversationError;
+use crate::conversation::StateField;
 use crate::llm::{self};
 use crate::tools::{ToolContext, ToolSet};
 
@@ -235,11 +236,9 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
         return Ok(());
     }
     let hook_config = conv.meta_value("hook_config").filter(|h| !h.is_null());
-    let set = conv
-        .state_value("hook_config")
-        .is_some_and(|h| !h.is_null());
+    let set = conv.read_state(|s| !s.hook_config.is_null());
     if let (Some(h), false) = (hook_config, set) {
-        conv.set_fields(vec![("hook_config", h)], true).await?;
+        conv.set_field(StateField::HookConfig(h), true).await?;
     }
     let tool_defs: Vec<Value> = rt
         .tools

@@ -95,15 +95,8 @@ async fn run_once(conv: &Arc<Conversation>, ctl: &RunCtl) -> std::io::Result<()>
     {
         conv.set_status(ExecutionStatus::Running).await?;
     }
-    let max_iterations = conv
-        .state_value("max_iterations")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(500)
-        .max(1);
-    let stuck_on = conv
-        .state_value("stuck_detection")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
+    let (max_iterations, stuck_on) =
+        conv.read_state(|s| (s.max_iterations.max(1), s.stuck_detection));
     let mut iteration: u64 = 0;
     loop {
         if conv.is_deleted() {
@@ -236,15 +229,14 @@ async fn step(
     if !pending.is_empty() {
         return execute_actions(conv, rt, ctl, pending).await;
     }
-    if let Some(last) = conv
-        .state_value("last_user_message_id")
-        .and_then(|v| v.as_str().map(str::to_owned))
-    {
-        let blocked = conv.state_value("blocked_messages");
-        if blocked.as_ref().and_then(|b| b.get(&last)).is_some() {
-            conv.set_status(ExecutionStatus::Finished).await?;
-            return Ok(());
-        }
+    let last_message_blocked = conv.read_state(|s| {
+        s.last_user_message_id
+            .as_ref()
+            .is_some_and(|last| s.blocked_messages.contains_key(last))
+    });
+    if last_message_blocked {
+        conv.set_status(ExecutionStatus::Finished).await?;
+        return Ok(());
     }
     if let Some(cfg) =
         CondenserConfig::from_agent(&conv.agent_json()).filter(|_| rt.condenser_llm.is_some())
@@ -384,7 +376,7 @@ async fn emit_actions(
     c: &Completion,
 ) -> Result<Vec<Value>, StepError> {
     let analyzer = conv
-        .state_value("security_analyzer")
+        .read_state(|s| Some(s.security_analyzer.clone()))
         .filter(|v| !v.is_null());
     let mut out = Vec::new();
     let available: Vec<&str> = rt.tools.iter().map(|t| t.name()).collect();
@@ -548,12 +540,9 @@ fn risk_rank(r: &str) -> u8 {
 }
 
 async fn needs_confirmation(conv: &Arc<Conversation>, actions: &[Value]) -> std::io::Result<bool> {
-    let policy = conv
-        .state_value("confirmation_policy")
-        .unwrap_or(json!({"kind": "NeverConfirm"}));
-    let analyzer = conv
-        .state_value("security_analyzer")
-        .filter(|v| !v.is_null());
+    let (policy, analyzer) =
+        conv.read_state(|s| (s.confirmation_policy.clone(), s.security_analyzer.clone()));
+    let analyzer = Some(analyzer).filter(|v| !v.is_null());
     let risks: Vec<(String, String)> = actions
         .iter()
         .map(|a| {

@@ -19,16 +19,14 @@ pub(in crate::conversation) fn load_docs(
         Value::Object(m) => m,
         _ => return Err(std::io::Error::other("meta.json is not an object")),
     };
-    let mut state = match store::read_json(&dir.join("base_state.json")) {
+    let mut stored = match store::read_json(&dir.join("base_state.json")) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    if let Some(agent) = state.get_mut("agent") {
-        crypto::map_secret_fields(agent, &|s| crypto::unseal(cipher, s));
-    }
-    if let Some(reg) = state.get_mut("secret_registry") {
-        crypto::map_registry(reg, &|s| crypto::unseal(cipher, s));
-    }
+    fill_state_defaults(&mut stored, id, &meta);
+    let mut state = ConversationState::from_map(stored);
+    crypto::map_secret_fields(&mut state.agent, &|s| crypto::unseal(cipher, s));
+    crypto::map_registry(&mut state.secret_registry, &|s| crypto::unseal(cipher, s));
     if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
         for v in secrets.values_mut() {
             if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
@@ -36,15 +34,18 @@ pub(in crate::conversation) fn load_docs(
             }
         }
     }
-    fill_state_defaults(&mut state, id, &meta);
     let mut changed = false;
     if reset {
-        for k in ["confirmation_policy", "security_analyzer"] {
-            if let Some(v) = meta.get(k) {
-                if (!v.is_null() || k == "security_analyzer") && state.get(k) != Some(v) {
-                    state.insert(k.into(), v.clone());
-                    changed = true;
-                }
+        if let Some(v) = meta.get("confirmation_policy").filter(|v| !v.is_null()) {
+            if state.confirmation_policy != *v {
+                state.confirmation_policy = v.clone();
+                changed = true;
+            }
+        }
+        if let Some(v) = meta.get("security_analyzer") {
+            if state.security_analyzer != *v {
+                state.security_analyzer = v.clone();
+                changed = true;
             }
         }
     }
@@ -64,7 +65,7 @@ impl Conversation {
         if !inner.docs_loaded {
             return inner.summary.status;
         }
-        status_of(&inner.state)
+        inner.state.execution_status
     }
 
     /// `created_at` or `updated_at` (the keys search sorts by), without loading documents.
@@ -138,9 +139,9 @@ impl Conversation {
         Ok(())
     }
 
-    /// A state field.
-    pub fn state_value(&self, key: &str) -> Option<Value> {
-        self.loaded().state.get(key).cloned()
+    /// Reads the state (loading an idle conversation's documents first).
+    pub fn read_state<R>(&self, f: impl FnOnce(&ConversationState) -> R) -> R {
+        f(&self.loaded().state)
     }
 
     /// A registry of conversations kept under this one's directory (`<dir>/<name>`), sealed
@@ -173,13 +174,7 @@ impl Conversation {
 
     /// The working directory of the workspace.
     pub fn working_dir(&self) -> String {
-        self.loaded()
-            .state
-            .get("workspace")
-            .and_then(|w| w.get("working_dir"))
-            .and_then(Value::as_str)
-            .unwrap_or(".")
-            .to_string()
+        self.loaded().state.working_dir().to_string()
     }
 
     /// `<conversations_path>/<hex>`.
@@ -189,7 +184,7 @@ impl Conversation {
 
     /// The agent JSON with secrets in plaintext.
     pub fn agent_json(&self) -> Value {
-        self.state_value("agent").unwrap_or(Value::Null)
+        self.loaded().state.agent.clone()
     }
 
     /// Secret name → plaintext value, for tools and masking: static secrets, and the
@@ -210,9 +205,7 @@ impl Conversation {
         let inner = self.loaded();
         inner
             .state
-            .get("secret_registry")
-            .and_then(|r| r.get("secret_sources"))
-            .and_then(Value::as_object)
+            .secret_sources()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
@@ -276,19 +269,10 @@ impl Conversation {
             inner.dirty = false;
             (inner.state.clone(), self.cipher.clone())
         };
-        state.insert("persistence_dir".into(), json!(self.persistence_dir));
+        state.persistence_dir = Some(self.persistence_dir.clone());
         let path = self.dir.join("base_state.json");
         let written = tokio::task::spawn_blocking(move || {
-            let c = cipher.as_deref();
-            if let Some(agent) = state.get_mut("agent") {
-                crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
-            }
-            if let Some(reg) = state.get_mut("secret_registry") {
-                crypto::map_registry(reg, &|s| crypto::seal(c, s));
-            }
-            let state: Map<String, Value> =
-                state.into_iter().filter(|(_, v)| !v.is_null()).collect();
-            store::write_json(&path, &Value::Object(state))
+            store::write_json(&path, &stored_form(state, cipher.as_deref()))
         })
         .await
         .map_err(std::io::Error::other)
@@ -355,8 +339,7 @@ impl Conversation {
         }
         // HEAD is derived from the log, which is written before base_state.
         if let Some(last) = loaded.iter().rev().find(|e| events::moves_head(e)) {
-            let id = events::id(last).to_string();
-            inner.state.insert("leaf_event_id".into(), json!(id));
+            inner.state.leaf_event_id = Some(events::id(last).to_string());
         }
         inner.events = Some(loaded);
     }
@@ -401,7 +384,7 @@ impl Conversation {
         inner.events = None;
         if inner.docs_loaded {
             inner.summary = Summary::of(&inner.state, &inner.meta);
-            inner.state = Map::new();
+            inner.state = ConversationState::default();
             inner.meta = Map::new();
             inner.docs_loaded = false;
         }
@@ -433,11 +416,7 @@ impl Conversation {
             let id = crate::util::dashed_id();
             let ts = inner.clock.tick();
             let n = inner.events.as_ref().map_or(0, Vec::len);
-            let head = inner
-                .state
-                .get("leaf_event_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let head = inner.state.leaf_event_id.clone();
             let parent = match head {
                 Some(h) => Some(h),
                 None if n > 0 => Some("__root__".to_string()),
@@ -458,9 +437,7 @@ impl Conversation {
         let text: Arc<str> = Arc::from(serde_json::to_string(&ev).unwrap_or_default());
         let mut inner = self.loaded();
         if events::moves_head(&ev) {
-            inner
-                .state
-                .insert("leaf_event_id".into(), json!(events::id(&ev)));
+            inner.state.leaf_event_id = Some(events::id(&ev).to_string());
         }
         if let Some(evs) = inner.events.as_mut() {
             evs.push(ev.clone());
@@ -471,30 +448,37 @@ impl Conversation {
 
     /// Sets state fields, persists `base_state.json`, and (if `emit`) appends one
     /// `ConversationStateUpdateEvent` per field.
-    pub async fn set_fields(&self, fields: Vec<(&str, Value)>, emit: bool) -> std::io::Result<()> {
+    pub async fn set_fields(&self, fields: Vec<StateField>, emit: bool) -> std::io::Result<()> {
         self.ensure_events().await?;
         let _w = self.write_lock.lock().await;
-        {
-            let mut inner = self.loaded();
-            for (k, v) in &fields {
-                inner.state.insert((*k).to_string(), v.clone());
-            }
-        }
+        let announced: Vec<(&str, Value)> = if emit {
+            fields.iter().map(|f| (f.key(), f.event_value())).collect()
+        } else {
+            Vec::new()
+        };
         // Stats change on every LLM call; their events carry the totals, and base_state is
         // rewritten with them at the next status change or when the run ends.
-        let only_stats = fields.iter().all(|(k, _)| *k == "stats");
+        let only_stats = fields.iter().all(|f| matches!(f, StateField::Stats(_)));
+        {
+            let mut inner = self.loaded();
+            for f in fields {
+                inner.state.apply(f);
+            }
+        }
         if !self.is_deleted() && !only_stats {
             self.save_state().await?;
         } else {
             lock(&self.inner).dirty = true;
         }
-        if emit {
-            for (k, v) in fields {
-                let v = if k == "stats" { stats::snapshot(&v) } else { v };
-                self.append_locked(events::state_update(k, v)).await?;
-            }
+        for (k, v) in announced {
+            self.append_locked(events::state_update(k, v)).await?;
         }
         Ok(())
+    }
+
+    /// Sets one state field ([`Self::set_fields`]).
+    pub async fn set_field(&self, field: StateField, emit: bool) -> std::io::Result<()> {
+        self.set_fields(vec![field], emit).await
     }
 
     /// Writes `base_state.json` now (e.g. after stats changed outside a run).
@@ -511,8 +495,7 @@ impl Conversation {
         if self.status() == new {
             return Ok(());
         }
-        self.set_fields(vec![("execution_status", json!(new))], true)
-            .await
+        self.set_field(StateField::ExecutionStatus(new), true).await
     }
 
     /// Records one LLM call's usage and emits a `stats` update.
@@ -528,25 +511,18 @@ impl Conversation {
         let stats_now = {
             let mut inner = self.loaded();
             inner.dirty = true;
-            let s = inner
-                .state
-                .entry("stats")
-                .or_insert_with(|| json!({"usage_to_metrics": {}}));
+            let s = &mut inner.state.stats;
             stats::record(s, usage_id, model, usage, cost, response_id, latency);
             s.clone()
         };
-        self.set_fields(vec![("stats", stats_now)], true).await
+        self.set_field(StateField::Stats(stats_now), true).await
     }
 
     /// Registers LLM usage ids in the stats (without an event).
     pub fn register_usage(&self, usage_id: &str, model: &str) {
         let mut inner = self.loaded();
         inner.dirty = true;
-        let s = inner
-            .state
-            .entry("stats")
-            .or_insert_with(|| json!({"usage_to_metrics": {}}));
-        stats::register(s, usage_id, model);
+        stats::register(&mut inner.state.stats, usage_id, model);
     }
 
     /// Sets the title (meta) and bumps `updated_at`.
@@ -568,8 +544,7 @@ impl Conversation {
                 .insert("updated_at".into(), json!(crate::util::utc_timestamp()));
         }
         if let Some(t) = tags {
-            self.set_fields(vec![("tags", Value::Object(t))], true)
-                .await?;
+            self.set_field(StateField::Tags(t), true).await?;
         }
         self.save_meta().await
     }
@@ -578,11 +553,7 @@ impl Conversation {
     pub async fn update_secrets(&self, secrets: Map<String, Value>) -> std::io::Result<()> {
         let reg = {
             let inner = self.loaded();
-            let mut reg = inner
-                .state
-                .get("secret_registry")
-                .cloned()
-                .unwrap_or(json!({"secret_sources": {}}));
+            let mut reg = inner.state.secret_registry.clone();
             if !reg.get("secret_sources").is_some_and(Value::is_object) {
                 reg = json!({"secret_sources": {}});
             }
@@ -591,7 +562,7 @@ impl Conversation {
             }
             reg
         };
-        self.set_fields(vec![("secret_registry", reg)], false)
+        self.set_field(StateField::SecretRegistry(reg), false)
             .await?;
         self.resolve_lookup_secrets().await;
         let secrets = self.secret_values();
@@ -628,9 +599,7 @@ impl Conversation {
             json!(ExecutionStatus::Error),
         ));
         let mut inner = self.loaded();
-        inner
-            .state
-            .insert("execution_status".into(), json!(ExecutionStatus::Error));
+        inner.state.execution_status = ExecutionStatus::Error;
         for (i, body) in bodies.into_iter().enumerate() {
             let id = crate::util::dashed_id();
             let ts = inner.clock.tick();
@@ -638,11 +607,7 @@ impl Conversation {
             let parent = if i < pending.len() {
                 Some(events::id(&pending[i]).to_string())
             } else {
-                inner
-                    .state
-                    .get("leaf_event_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
+                inner.state.leaf_event_id.clone()
             };
             let ev = events::finalize(body, &id, &ts, parent.as_deref());
             store::write_json(
@@ -650,7 +615,7 @@ impl Conversation {
                 &ev,
             )?;
             if events::moves_head(&ev) {
-                inner.state.insert("leaf_event_id".into(), json!(id));
+                inner.state.leaf_event_id = Some(id);
             }
             if let Some(evs) = inner.events.as_mut() {
                 evs.push(ev);
@@ -658,17 +623,25 @@ impl Conversation {
         }
         let mut state = inner.state.clone();
         drop(inner);
-        state.insert("persistence_dir".into(), json!(self.persistence_dir));
-        let c = self.cipher.as_deref();
-        if let Some(agent) = state.get_mut("agent") {
-            crypto::map_secret_fields(agent, &|s| crypto::seal(c, s));
-        }
-        if let Some(reg) = state.get_mut("secret_registry") {
-            crypto::map_registry(reg, &|s| crypto::seal(c, s));
-        }
-        let state: Map<String, Value> = state.into_iter().filter(|(_, v)| !v.is_null()).collect();
-        store::write_json(&self.dir.join("base_state.json"), &Value::Object(state))
+        state.persistence_dir = Some(self.persistence_dir.clone());
+        store::write_json(
+            &self.dir.join("base_state.json"),
+            &stored_form(state, self.cipher.as_deref()),
+        )
     }
+}
+
+/// `base_state.json`'s content: secrets sealed, null fields left out.
+fn stored_form(mut state: ConversationState, cipher: Option<&Cipher>) -> Value {
+    crypto::map_secret_fields(&mut state.agent, &|s| crypto::seal(cipher, s));
+    crypto::map_registry(&mut state.secret_registry, &|s| crypto::seal(cipher, s));
+    Value::Object(
+        state
+            .to_map()
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .collect(),
+    )
 }
 
 pub(in crate::conversation) fn not_loaded() -> std::io::Error {
@@ -683,8 +656,8 @@ pub(in crate::conversation) fn install_docs(inner: &mut Inner, docs: Docs) {
         changed,
     } = docs;
     // HEAD is derived from the log when it is in memory (the log is written first).
-    if let Some(leaf) = inner.state.get("leaf_event_id").filter(|v| !v.is_null()) {
-        state.insert("leaf_event_id".into(), leaf.clone());
+    if let Some(leaf) = inner.state.leaf_event_id.take() {
+        state.leaf_event_id = Some(leaf);
     }
     inner.state = state;
     inner.meta = meta;

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::crypto::{self, Cipher, MASK};
 use super::events::{self, Clock};
+use super::state::{ConversationState, StateField};
 use super::{stats, store, ConversationError, ExecutionStatus};
 
 /// Capacity of one WebSocket subscriber's queue; a subscriber that falls this far behind is
@@ -120,8 +121,8 @@ pub struct RunCtl {
 }
 
 pub(super) struct Inner {
-    /// `ConversationState` with secrets in plaintext (empty while `docs_loaded` is false).
-    pub(super) state: Map<String, Value>,
+    /// `ConversationState` with secrets in plaintext (defaults while `docs_loaded` is false).
+    pub(super) state: ConversationState,
     /// `StoredConversation` with secrets in plaintext (empty while `docs_loaded` is false).
     pub(super) meta: Map<String, Value>,
     /// Whether `state` and `meta` hold the documents. An idle conversation keeps only its
@@ -153,12 +154,12 @@ pub(super) struct Summary {
 }
 
 impl Summary {
-    fn of(state: &Map<String, Value>, meta: &Map<String, Value>) -> Summary {
+    fn of(state: &ConversationState, meta: &Map<String, Value>) -> Summary {
         let s = |m: &Map<String, Value>, k: &str| -> Box<str> {
             m.get(k).and_then(Value::as_str).unwrap_or_default().into()
         };
         Summary {
-            status: status_of(state),
+            status: state.execution_status,
             created_at: s(meta, "created_at"),
             updated_at: s(meta, "updated_at"),
         }
@@ -182,7 +183,7 @@ pub(super) struct StateHead {
 
 /// A conversation's documents as read from disk.
 pub(super) struct Docs {
-    pub(super) state: Map<String, Value>,
+    pub(super) state: ConversationState,
     pub(super) meta: Map<String, Value>,
     /// The first-load reset changed the state (it must be written before it is dropped).
     pub(super) changed: bool,
@@ -238,14 +239,5 @@ impl RunCtl {
             }
             notified.await;
         }
-    }
-}
-
-/// The `execution_status` of a `ConversationState` (`idle` when absent; a value this server
-/// does not know reads as `error`, so nothing runs on a corrupted state).
-pub(super) fn status_of(state: &Map<String, Value>) -> ExecutionStatus {
-    match state.get("execution_status").and_then(Value::as_str) {
-        None => ExecutionStatus::Idle,
-        Some(s) => ExecutionStatus::parse(s).unwrap_or(ExecutionStatus::Error),
     }
 }

@@ -57,7 +57,7 @@ impl ConversationService {
     pub(in crate::conversation) fn new_conversation(
         &self,
         id: Uuid,
-        state: Map<String, Value>,
+        state: ConversationState,
         meta: Map<String, Value>,
     ) -> Conversation {
         let hex = id.simple().to_string();
@@ -122,7 +122,7 @@ impl ConversationService {
         let state: Option<StateHead> = std::fs::read(dir.join("base_state.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let mut conv = self.new_conversation(id, Map::new(), Map::new());
+        let mut conv = self.new_conversation(id, ConversationState::default(), Map::new());
         conv.parent = text(meta.parent_conversation_id).and_then(|p| Uuid::parse_str(&p).ok());
         {
             let mut inner = lock(&conv.inner);
@@ -236,12 +236,13 @@ impl ConversationService {
         meta.insert("updated_at".into(), json!(now));
         meta.insert("forked_from_conversation_id".into(), Value::Null);
         meta.insert("forked_from_event_id".into(), Value::Null);
-        let mut state = Map::new();
-        state.insert("agent".into(), req.agent);
-        fill_state_defaults(&mut state, id, &meta);
+        let mut stored = Map::new();
+        stored.insert("agent".into(), req.agent);
+        fill_state_defaults(&mut stored, id, &meta);
+        let mut state = ConversationState::from_map(stored);
         if let Some(secrets) = meta.get("secrets").and_then(Value::as_object) {
             if !secrets.is_empty() {
-                state["secret_registry"] = json!({"secret_sources": secrets.clone()});
+                state.secret_registry = json!({"secret_sources": secrets.clone()});
             }
         }
         let conv = Arc::new(self.new_conversation(id, state, meta));
@@ -354,27 +355,20 @@ impl ConversationService {
         if let Some(t) = tags {
             validate_tags(&t)?;
             meta["tags"] = Value::Object(t.clone());
-            state.insert("tags".into(), Value::Object(t));
+            state.tags = t;
         }
-        state.insert("id".into(), json!(id.to_string()));
+        state.id = json!(id.to_string());
         let hex = id.simple().to_string();
-        state.insert(
-            "persistence_dir".into(),
-            json!(persistence_dir_string(&self.root, &hex)),
-        );
-        state.insert("execution_status".into(), json!(ExecutionStatus::Idle));
+        state.persistence_dir = Some(persistence_dir_string(&self.root, &hex));
+        state.execution_status = ExecutionStatus::Idle;
         if reset_metrics {
-            state.insert("stats".into(), json!({"usage_to_metrics": {}}));
+            state.stats = json!({"usage_to_metrics": {}});
         }
-        let leaf = events
+        state.leaf_event_id = events
             .iter()
             .rev()
             .find(|e| events::moves_head(e))
             .map(|e| events::id(e).to_string());
-        state.insert(
-            "leaf_event_id".into(),
-            leaf.map(Value::String).unwrap_or(Value::Null),
-        );
         let conv = Arc::new(self.new_conversation(id, state, meta));
         let dir = conv.dir.clone();
         let evs = events.clone();

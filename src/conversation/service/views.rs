@@ -59,33 +59,30 @@ impl Conversation {
 /// The state as clients see it: `persistence_dir` set, secrets nulled or masked, skills
 /// emptied unless asked for.
 pub(in crate::conversation) fn view_state(
-    mut state: Map<String, Value>,
+    mut state: ConversationState,
     persistence_dir: &str,
     secrets: SecretView,
     include_skills: bool,
 ) -> Map<String, Value> {
-    state.insert("persistence_dir".into(), json!(persistence_dir));
+    state.persistence_dir = Some(persistence_dir.to_string());
     let f: &dyn Fn(&str) -> Value = match secrets {
         SecretView::Null => &|_| Value::Null,
         SecretView::Masked => &|_| Value::String(MASK.into()),
     };
-    if let Some(agent) = state.get_mut("agent") {
-        crypto::map_secret_fields(agent, f);
-        if !include_skills {
-            if let Some(ctx) = agent
-                .get_mut("agent_context")
-                .and_then(Value::as_object_mut)
-            {
-                if ctx.contains_key("skills") {
-                    ctx.insert("skills".into(), json!([]));
-                }
+    crypto::map_secret_fields(&mut state.agent, f);
+    if !include_skills {
+        if let Some(ctx) = state
+            .agent
+            .get_mut("agent_context")
+            .and_then(Value::as_object_mut)
+        {
+            if ctx.contains_key("skills") {
+                ctx.insert("skills".into(), json!([]));
             }
         }
     }
-    if let Some(reg) = state.get_mut("secret_registry") {
-        crypto::map_registry(reg, f);
-    }
-    state
+    crypto::map_registry(&mut state.secret_registry, f);
+    state.to_map()
 }
 
 /// `ConversationInfo` from a viewed state and the metadata.

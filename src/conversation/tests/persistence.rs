@@ -116,7 +116,7 @@ async fn long_histories_are_condensed_with_a_summary() {
     let mut agent = conv.agent_json();
     agent["condenser"] = json!({"llm": {"model": "openai/fake", "usage_id": "condenser"}, "max_size": 8,
                                 "keep_first": 2, "kind": "LLMSummarizingCondenser"});
-    conv.set_fields(vec![("agent", agent)], false)
+    conv.set_field(crate::conversation::StateField::Agent(agent), false)
         .await
         .expect("agent");
     let script: Vec<Reply> = ["a", "b", "c", "d", "e", "f"]
@@ -152,11 +152,9 @@ async fn long_histories_are_condensed_with_a_summary() {
         texts.iter().any(|t| t.contains("SUMMARY OF EARLIER WORK")),
         "{texts:?}"
     );
-    assert!(
-        conv.state_value("stats").expect("stats")["usage_to_metrics"]
-            .get("condenser")
-            .is_some()
-    );
+    assert!(conv.read_state(|s| s.stats.clone())["usage_to_metrics"]
+        .get("condenser")
+        .is_some());
 }
 
 #[tokio::test]
@@ -253,7 +251,7 @@ async fn listed_conversations_keep_a_summary_and_are_read_from_disk_on_demand() 
     assert!(conv.release_if_idle(Duration::ZERO));
     assert!(!conv.docs_loaded());
     assert_eq!(conv.status(), ExecutionStatus::Finished);
-    let stats = conv.state_value("stats").expect("stats");
+    let stats = conv.read_state(|s| s.stats.clone());
     assert!(stats["usage_to_metrics"].get("extra").is_some(), "{stats}");
     assert_eq!(conv.meta_value("title"), Some(json!("First")));
 }

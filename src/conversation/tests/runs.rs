@@ -24,7 +24,7 @@ async fn text_reply_finishes_and_records_stats() {
         .expect("reply");
     assert_eq!(last["source"], "agent");
     assert_eq!(last["llm_response_id"], "resp-1");
-    let stats = conv.state_value("stats").expect("stats");
+    let stats = conv.read_state(|s| s.stats.clone());
     let cost = stats["usage_to_metrics"]["agent"]["accumulated_cost"]
         .as_f64()
         .expect("cost");

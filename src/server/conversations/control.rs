@@ -2,6 +2,7 @@
 //! security analyzer, secrets, ask-agent, condense, fork, navigate, final response, runtime.
 
 use super::*;
+use crate::conversation::StateField;
 
 /// Start a run in the background.
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/run", tag = "Conversations",
@@ -79,7 +80,7 @@ pub(super) async fn confirmation_policy(
             policy["confirm_unknown"] = json!(true);
         }
     }
-    conv.set_fields(vec![("confirmation_policy", policy)], true)
+    conv.set_field(StateField::ConfirmationPolicy(policy), true)
         .await
         .map_err(io_error)?;
     Ok(success())
@@ -109,7 +110,7 @@ pub(super) async fn security_analyzer(
             "Field required",
         )]));
     };
-    conv.set_fields(vec![("security_analyzer", v.clone())], true)
+    conv.set_field(StateField::SecurityAnalyzer(v.clone()), true)
         .await
         .map_err(io_error)?;
     Ok(success())
@@ -268,10 +269,12 @@ pub(super) async fn navigate(
             return Err(ApiError::NotFound(format!("Unknown event_id: {eid}")));
         }
     }
-    let leaf = body.event_id.map(Value::String).unwrap_or(Value::Null);
-    let empty = leaf.is_null();
+    let empty = body.event_id.is_none();
     conv.set_fields(
-        vec![("leaf_event_id", leaf), ("head_is_empty", json!(empty))],
+        vec![
+            StateField::LeafEventId(body.event_id),
+            StateField::HeadIsEmpty(empty),
+        ],
         false,
     )
     .await
