@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::service::ConversationService;
-use super::ConversationError;
+use super::{ConversationError, StoredConversation};
 use crate::git::{run_git, GitOptions};
 use crate::llm::ToolDefinition;
 use crate::tools::{Tool, ToolContext, ToolError, ToolOutput};
@@ -140,6 +140,8 @@ impl ConversationService {
             }
             None => parent_ws.clone(),
         };
+        // The parent's stored configuration, copied field by field into the request.
+        let stored = parent.read_meta(StoredConversation::to_map);
         // Client-defined tools travel inside the agent's tool list already.
         let mut body = Map::new();
         for key in [
@@ -154,8 +156,8 @@ impl ConversationService {
             "tool_module_qualnames",
             "launched_agent_profile",
         ] {
-            if let Some(v) = parent.meta_value(key).filter(|v| !v.is_null()) {
-                body.insert(key.into(), v);
+            if let Some(v) = stored.get(key).filter(|v| !v.is_null()) {
+                body.insert(key.into(), v.clone());
             }
         }
         if let Some(sources) = parent.read_state(|s| s.secret_sources().cloned()) {

@@ -146,13 +146,7 @@ impl Conversation {
     fn maybe_autotitle(self: &Arc<Self>, first: &Value) {
         let should = {
             let mut inner = self.loaded();
-            let want = inner
-                .meta
-                .get("autotitle")
-                .and_then(Value::as_bool)
-                .unwrap_or(true)
-                && inner.meta.get("title").is_none_or(Value::is_null)
-                && !inner.title_started;
+            let want = inner.meta.autotitle && inner.meta.title.is_none() && !inner.title_started;
             if want {
                 inner.title_started = true;
             }

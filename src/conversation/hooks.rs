@@ -71,7 +71,7 @@ fn hooks_for(conv: &Conversation, event_type: &str, tool_name: Option<&str>) -> 
     // The state's configuration once set (it holds the hooks of loaded plugins too).
     let cfg = conv
         .read_state(|s| s.hooks().cloned())
-        .or_else(|| conv.meta_value("hook_config").filter(Value::is_object));
+        .or_else(|| conv.read_meta(|m| m.hooks().cloned()));
     let Some(cfg) = cfg else {
         return Vec::new();
     };

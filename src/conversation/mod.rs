@@ -28,6 +28,7 @@ pub mod events;
 pub mod goal;
 pub mod history;
 pub mod hooks;
+pub mod meta;
 pub mod plugins;
 pub mod runtime;
 pub mod service;
@@ -37,6 +38,7 @@ pub mod store;
 pub mod stuck;
 pub mod switch;
 
+pub use meta::StoredConversation;
 pub use service::{Conversation, ConversationService};
 pub use state::{ConversationState, StateField};
 

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::crypto::{map_secret_fields, MASK};
 use super::{events, Conversation, ConversationError};
-use crate::conversation::StateField;
+use crate::conversation::{StateField, StoredConversation};
 use crate::error::ValidationIssue;
 use crate::plugins::marketplace::{Registration, Registry, ResolveError};
 use crate::plugins::{load, source, Plugin, PluginError, Plugins};
@@ -362,10 +362,7 @@ pub async fn ensure_loaded(conv: &Arc<Conversation>) -> Result<(), ConversationE
     let agent = conv.agent_json();
     let specs = match &st.sources {
         Some(s) => s.clone(),
-        None => conv
-            .meta_value("plugins")
-            .and_then(|p| p.as_array().cloned())
-            .unwrap_or_default(),
+        None => conv.read_meta(|m| StoredConversation::list(&m.plugins).to_vec()),
     };
     let registered = agent
         .pointer("/agent_context/registered_marketplaces")
@@ -384,11 +381,7 @@ pub async fn ensure_loaded(conv: &Arc<Conversation>) -> Result<(), ConversationE
     if let Some((agent, hooks)) = merged {
         set_agent(conv, agent).await?;
         if !hooks.is_empty() {
-            let mut all: Vec<Value> = conv
-                .meta_value("hook_config")
-                .filter(Value::is_object)
-                .into_iter()
-                .collect();
+            let mut all: Vec<Value> = conv.read_meta(|m| m.hooks().cloned()).into_iter().collect();
             all.extend(hooks);
             if let Some(h) = merge_hooks(&all) {
                 conv.set_field(StateField::HookConfig(h), true).await?;
@@ -462,7 +455,7 @@ pub async fn load_plugin(conv: &Arc<Conversation>, plugin_ref: &str) -> Result<(
     if !hooks.is_empty() {
         let current = conv
             .read_state(|s| s.hooks().cloned())
-            .or_else(|| conv.meta_value("hook_config").filter(Value::is_object));
+            .or_else(|| conv.read_meta(|m| m.hooks().cloned()));
         let mut all: Vec<Value> = current.into_iter().collect();
         all.extend(hooks);
         if let Some(h) = merge_hooks(&all) {

@@ -125,6 +125,31 @@ impl Default for ConversationState {
 }
 
 impl ConversationState {
+    /// A state read from disk (or made at creation from the agent alone): missing fields take
+    /// the conversation's id and its creation-time configuration from `meta`, then the
+    /// reference's defaults.
+    pub fn with_defaults(
+        mut stored: Map<String, Value>,
+        id: uuid::Uuid,
+        meta: &super::StoredConversation,
+    ) -> Self {
+        let from_meta = [
+            ("id", json!(id.to_string())),
+            ("workspace", meta.workspace.clone()),
+            ("max_iterations", json!(meta.max_iterations)),
+            ("stuck_detection", meta.stuck_detection.clone()),
+            ("confirmation_policy", meta.confirmation_policy.clone()),
+            ("security_analyzer", meta.security_analyzer.clone()),
+            ("tags", Value::Object(meta.tags.clone())),
+        ];
+        for (k, v) in from_meta {
+            if !stored.contains_key(k) && !v.is_null() {
+                stored.insert(k.into(), v);
+            }
+        }
+        Self::from_map(stored)
+    }
+
     /// Reads a stored state. A field of the wrong type is replaced by its default (and
     /// logged): the conversation stays loadable, as it was before the state was typed.
     pub fn from_map(map: Map<String, Value>) -> Self {

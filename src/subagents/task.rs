@@ -220,11 +220,7 @@ impl TaskTool {
                 let task_id = format!("task_{:08x}", self.next_task.fetch_add(1, Ordering::AcqRel));
                 let max_iterations = def["max_iteration_per_run"]
                     .as_i64()
-                    .or_else(|| {
-                        self.parent
-                            .meta_value("max_iterations")
-                            .and_then(|v| v.as_i64())
-                    })
+                    .or_else(|| i64::try_from(self.parent.read_meta(|m| m.max_iterations)).ok())
                     .unwrap_or(500);
                 let mut body = Map::new();
                 body.insert("agent".into(), self.agent_for(&def));

@@ -12,7 +12,7 @@ use crate::conversation::runtime::{
 };
 use crate::conversation::service::Conversation;
 use crate::conversation::ConversationError;
-use crate::conversation::StateField;
+use crate::conversation::{StateField, StoredConversation};
 use crate::llm::{self};
 use crate::tools::{ToolContext, ToolSet};
 
@@ -122,11 +122,7 @@ async fn register_definitions(
     conv: &Arc<Conversation>,
     registry: &Arc<crate::subagents::Registry>,
 ) {
-    for def in conv
-        .meta_value("agent_definitions")
-        .and_then(|d| d.as_array().cloned())
-        .unwrap_or_default()
-    {
+    for def in conv.read_meta(|m| StoredConversation::list(&m.agent_definitions).to_vec()) {
         let mut def = def;
         if def.get("tools").is_none_or(Value::is_null) {
             def["tools"] = json!([]);
@@ -235,7 +231,7 @@ async fn announce(conv: &Arc<Conversation>, rt: &AgentRuntime) -> Result<(), Con
             .await?;
         return Ok(());
     }
-    let hook_config = conv.meta_value("hook_config").filter(|h| !h.is_null());
+    let hook_config = conv.read_meta(|m| Some(m.hook_config.clone()).filter(|h| !h.is_null()));
     let set = conv.read_state(|s| !s.hook_config.is_null());
     if let (Some(h), false) = (hook_config, set) {
         conv.set_field(StateField::HookConfig(h), true).await?;

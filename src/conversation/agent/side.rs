@@ -82,7 +82,7 @@ pub async fn autotitle(conv: Arc<Conversation>, first_message: String) {
     if conv.is_deleted() || title.is_empty() {
         return;
     }
-    if conv.meta_value("title").is_none_or(|t| t.is_null()) {
+    if conv.read_meta(|m| m.title.is_none()) {
         if let Err(e) = conv.set_title(Some(title), None).await {
             tracing::warn!(conversation = %conv.id, error = %e, "could not store the title");
         }

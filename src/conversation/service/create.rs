@@ -41,7 +41,7 @@ pub(in crate::conversation) fn meta_defaults() -> Vec<(&'static str, Value)> {
 pub(in crate::conversation) struct CreateRequest {
     pub(super) id: Option<Uuid>,
     pub(super) agent: Value,
-    pub(super) meta: Map<String, Value>,
+    pub(super) meta: StoredConversation,
     pub(super) working_dir: String,
 }
 
@@ -216,6 +216,7 @@ pub(in crate::conversation) fn parse_create(
             *v = normalize_secret(v.clone());
         }
     }
+    let meta = StoredConversation::from_map(meta).map_err(|e| invalid(e.to_string()))?;
     Ok(CreateRequest {
         id,
         agent,
@@ -292,50 +293,4 @@ pub(in crate::conversation) async fn prepare_workspace(dir: &str) -> Result<(), 
         }
     }
     Ok(())
-}
-
-/// Fills the `ConversationState` fields the reference always has.
-pub(in crate::conversation) fn fill_state_defaults(
-    state: &mut Map<String, Value>,
-    id: Uuid,
-    meta: &Map<String, Value>,
-) {
-    let m = |k: &str, d: Value| meta.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(d);
-    let defaults: Vec<(&str, Value)> = vec![
-        ("id", json!(id.to_string())),
-        ("agent", json!({})),
-        ("workspace", m("workspace", json!({}))),
-        ("persistence_dir", Value::Null),
-        ("max_iterations", m("max_iterations", json!(500))),
-        ("stuck_detection", m("stuck_detection", json!(true))),
-        ("execution_status", json!(ExecutionStatus::Idle)),
-        (
-            "confirmation_policy",
-            m("confirmation_policy", json!({"kind": "NeverConfirm"})),
-        ),
-        ("security_analyzer", m("security_analyzer", Value::Null)),
-        ("activated_knowledge_skills", json!([])),
-        ("activated_path_rules", json!([])),
-        ("invoked_skills", json!([])),
-        ("blocked_actions", json!({})),
-        ("blocked_messages", json!({})),
-        ("last_user_message_id", Value::Null),
-        ("leaf_event_id", Value::Null),
-        ("head_is_empty", json!(false)),
-        ("stats", json!({"usage_to_metrics": {}})),
-        ("secret_registry", json!({"secret_sources": {}})),
-        ("tags", m("tags", json!({}))),
-        ("agent_state", json!({})),
-        ("hook_config", Value::Null),
-    ];
-    let mut out = Map::new();
-    for (k, d) in defaults {
-        let v = state.shift_remove(k).unwrap_or(d);
-        out.insert(k.into(), v);
-    }
-    // Keep fields we do not know about (written by a newer reference).
-    for (k, v) in std::mem::take(state) {
-        out.insert(k, v);
-    }
-    *state = out;
 }

@@ -15,38 +15,34 @@ pub(in crate::conversation) fn load_docs(
     cipher: Option<&Cipher>,
     reset: bool,
 ) -> std::io::Result<Docs> {
-    let mut meta = match store::read_json(&dir.join("meta.json"))? {
+    let stored_meta = match store::read_json(&dir.join("meta.json"))? {
         Value::Object(m) => m,
         _ => return Err(std::io::Error::other("meta.json is not an object")),
     };
-    let mut stored = match store::read_json(&dir.join("base_state.json")) {
+    let mut meta = StoredConversation::from_map(stored_meta)
+        .map_err(|e| std::io::Error::other(format!("meta.json: {e}")))?;
+    let stored = match store::read_json(&dir.join("base_state.json")) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    fill_state_defaults(&mut stored, id, &meta);
-    let mut state = ConversationState::from_map(stored);
+    let mut state = ConversationState::with_defaults(stored, id, &meta);
     crypto::map_secret_fields(&mut state.agent, &|s| crypto::unseal(cipher, s));
     crypto::map_registry(&mut state.secret_registry, &|s| crypto::unseal(cipher, s));
-    if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
-        for v in secrets.values_mut() {
-            if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
-                v["value"] = crypto::unseal(cipher, s);
-            }
+    for v in meta.secrets.values_mut() {
+        if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+            v["value"] = crypto::unseal(cipher, s);
         }
     }
     let mut changed = false;
     if reset {
-        if let Some(v) = meta.get("confirmation_policy").filter(|v| !v.is_null()) {
-            if state.confirmation_policy != *v {
-                state.confirmation_policy = v.clone();
-                changed = true;
-            }
+        let policy = &meta.confirmation_policy;
+        if !policy.is_null() && state.confirmation_policy != *policy {
+            state.confirmation_policy = policy.clone();
+            changed = true;
         }
-        if let Some(v) = meta.get("security_analyzer") {
-            if state.security_analyzer != *v {
-                state.security_analyzer = v.clone();
-                changed = true;
-            }
+        if state.security_analyzer != meta.security_analyzer {
+            state.security_analyzer = meta.security_analyzer.clone();
+            changed = true;
         }
     }
     Ok(Docs {
@@ -79,12 +75,11 @@ impl Conversation {
             };
             return v.to_string();
         }
-        inner
-            .meta
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+        if key == "created_at" {
+            inner.meta.created_at.clone()
+        } else {
+            inner.meta.updated_at.clone()
+        }
     }
 
     /// The inner state with the documents loaded. An idle conversation touched by a
@@ -167,9 +162,9 @@ impl Conversation {
         self.registry.get().cloned().unwrap_or_default()
     }
 
-    /// A metadata field.
-    pub fn meta_value(&self, key: &str) -> Option<Value> {
-        self.loaded().meta.get(key).cloned()
+    /// Reads the metadata (loading an idle conversation's documents first).
+    pub fn read_meta<R>(&self, f: impl FnOnce(&StoredConversation) -> R) -> R {
+        f(&self.loaded().meta)
     }
 
     /// The working directory of the workspace.
@@ -295,14 +290,12 @@ impl Conversation {
         let path = self.dir.join("meta.json");
         tokio::task::spawn_blocking(move || {
             let c = cipher.as_deref();
-            if let Some(secrets) = meta.get_mut("secrets").and_then(Value::as_object_mut) {
-                for v in secrets.values_mut() {
-                    if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
-                        v["value"] = crypto::seal(c, s);
-                    }
+            for v in meta.secrets.values_mut() {
+                if let Some(Value::String(s)) = v.get("value").cloned().as_ref() {
+                    v["value"] = crypto::seal(c, s);
                 }
             }
-            store::write_json(&path, &Value::Object(meta))
+            store::write_json(&path, &Value::Object(meta.to_map()))
         })
         .await
         .map_err(std::io::Error::other)?
@@ -385,7 +378,7 @@ impl Conversation {
         if inner.docs_loaded {
             inner.summary = Summary::of(&inner.state, &inner.meta);
             inner.state = ConversationState::default();
-            inner.meta = Map::new();
+            inner.meta = StoredConversation::default();
             inner.docs_loaded = false;
         }
         drop(inner);
@@ -534,14 +527,12 @@ impl Conversation {
         {
             let mut inner = self.loaded();
             if let Some(t) = title {
-                inner.meta.insert("title".into(), json!(t));
+                inner.meta.title = Some(t);
             }
             if let Some(t) = &tags {
-                inner.meta.insert("tags".into(), Value::Object(t.clone()));
+                inner.meta.tags = t.clone();
             }
-            inner
-                .meta
-                .insert("updated_at".into(), json!(crate::util::utc_timestamp()));
+            inner.meta.updated_at = crate::util::utc_timestamp();
         }
         if let Some(t) = tags {
             self.set_field(StateField::Tags(t), true).await?;

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::crypto::{self, Cipher, MASK};
 use super::events::{self, Clock};
+use super::meta::StoredConversation;
 use super::state::{ConversationState, StateField};
 use super::{stats, store, ConversationError, ExecutionStatus};
 
@@ -123,8 +124,8 @@ pub struct RunCtl {
 pub(super) struct Inner {
     /// `ConversationState` with secrets in plaintext (defaults while `docs_loaded` is false).
     pub(super) state: ConversationState,
-    /// `StoredConversation` with secrets in plaintext (empty while `docs_loaded` is false).
-    pub(super) meta: Map<String, Value>,
+    /// `StoredConversation` with secrets in plaintext (defaults while `docs_loaded` is false).
+    pub(super) meta: StoredConversation,
     /// Whether `state` and `meta` hold the documents. An idle conversation keeps only its
     /// `summary` in memory; the documents are read from disk again when needed.
     pub(super) docs_loaded: bool,
@@ -154,14 +155,11 @@ pub(super) struct Summary {
 }
 
 impl Summary {
-    fn of(state: &ConversationState, meta: &Map<String, Value>) -> Summary {
-        let s = |m: &Map<String, Value>, k: &str| -> Box<str> {
-            m.get(k).and_then(Value::as_str).unwrap_or_default().into()
-        };
+    fn of(state: &ConversationState, meta: &StoredConversation) -> Summary {
         Summary {
             status: state.execution_status,
-            created_at: s(meta, "created_at"),
-            updated_at: s(meta, "updated_at"),
+            created_at: meta.created_at.as_str().into(),
+            updated_at: meta.updated_at.as_str().into(),
         }
     }
 }
@@ -184,7 +182,7 @@ pub(super) struct StateHead {
 /// A conversation's documents as read from disk.
 pub(super) struct Docs {
     pub(super) state: ConversationState,
-    pub(super) meta: Map<String, Value>,
+    pub(super) meta: StoredConversation,
     /// The first-load reset changed the state (it must be written before it is dropped).
     pub(super) changed: bool,
 }

@@ -58,12 +58,12 @@ impl ConversationService {
         &self,
         id: Uuid,
         state: ConversationState,
-        meta: Map<String, Value>,
+        meta: StoredConversation,
     ) -> Conversation {
         let hex = id.simple().to_string();
         let parent = meta
-            .get("parent_conversation_id")
-            .and_then(Value::as_str)
+            .parent_conversation_id
+            .as_deref()
             .and_then(|p| Uuid::parse_str(p).ok());
         Conversation {
             tasks: self.tasks.clone(),
@@ -122,7 +122,11 @@ impl ConversationService {
         let state: Option<StateHead> = std::fs::read(dir.join("base_state.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let mut conv = self.new_conversation(id, ConversationState::default(), Map::new());
+        let mut conv = self.new_conversation(
+            id,
+            ConversationState::default(),
+            StoredConversation::default(),
+        );
         conv.parent = text(meta.parent_conversation_id).and_then(|p| Uuid::parse_str(&p).ok());
         {
             let mut inner = lock(&conv.inner);
@@ -217,33 +221,26 @@ impl ConversationService {
         }
         self.check_capacity()?;
         let id = req.id.unwrap_or_else(Uuid::new_v4);
-        if let Some(parent) = req
-            .meta
-            .get("parent_conversation_id")
-            .and_then(Value::as_str)
-        {
+        if let Some(parent) = req.meta.parent_conversation_id.as_deref() {
             let workspace = check_parent_workspace.then_some(req.working_dir.as_str());
             check_parent(self, id, parent, workspace)?;
         }
         prepare_workspace(&req.working_dir).await?;
         let now = crate::util::utc_timestamp();
         let mut meta = req.meta;
-        meta.insert("required_runtime_credential_bindings".into(), json!([]));
-        meta.insert("id".into(), json!(id.simple().to_string()));
-        meta.insert("title".into(), Value::Null);
-        meta.insert("metrics".into(), Value::Null);
-        meta.insert("created_at".into(), json!(now));
-        meta.insert("updated_at".into(), json!(now));
-        meta.insert("forked_from_conversation_id".into(), Value::Null);
-        meta.insert("forked_from_event_id".into(), Value::Null);
+        meta.required_runtime_credential_bindings = json!([]);
+        meta.id = id.simple().to_string();
+        meta.title = None;
+        meta.metrics = Value::Null;
+        meta.created_at = now.clone();
+        meta.updated_at = now;
+        meta.forked_from_conversation_id = None;
+        meta.forked_from_event_id = None;
         let mut stored = Map::new();
         stored.insert("agent".into(), req.agent);
-        fill_state_defaults(&mut stored, id, &meta);
-        let mut state = ConversationState::from_map(stored);
-        if let Some(secrets) = meta.get("secrets").and_then(Value::as_object) {
-            if !secrets.is_empty() {
-                state.secret_registry = json!({"secret_sources": secrets.clone()});
-            }
+        let mut state = ConversationState::with_defaults(stored, id, &meta);
+        if !meta.secrets.is_empty() {
+            state.secret_registry = json!({"secret_sources": meta.secrets.clone()});
         }
         let conv = Arc::new(self.new_conversation(id, state, meta));
         {
@@ -265,7 +262,8 @@ impl ConversationService {
         conv.save_state().await?;
         conv.save_meta().await?;
         lock(&self.convs).insert(id, conv.clone());
-        if let Some(msg) = conv.meta_value("initial_message").filter(|m| m.is_object()) {
+        let initial = conv.read_meta(|m| Some(m.initial_message.clone()));
+        if let Some(msg) = initial.filter(Value::is_object) {
             let content = msg.get("content").cloned().unwrap_or(json!([]));
             conv.send_message(content, true).await?;
         }
@@ -342,19 +340,16 @@ impl ConversationService {
             (inner.state.clone(), inner.meta.clone())
         };
         let now = crate::util::utc_timestamp();
-        meta["id"] = json!(id.simple().to_string());
-        meta["conversation_id"] = Value::Null;
-        meta["created_at"] = json!(now);
-        meta["updated_at"] = json!(now);
-        meta["title"] = title.map(Value::String).unwrap_or(Value::Null);
-        meta["forked_from_conversation_id"] = json!(source.id.to_string());
-        meta["forked_from_event_id"] = from_event_id
-            .clone()
-            .map(Value::String)
-            .unwrap_or(Value::Null);
+        meta.id = id.simple().to_string();
+        meta.conversation_id = Value::Null;
+        meta.created_at = now.clone();
+        meta.updated_at = now;
+        meta.title = title;
+        meta.forked_from_conversation_id = Some(source.id.to_string());
+        meta.forked_from_event_id = from_event_id.clone();
         if let Some(t) = tags {
             validate_tags(&t)?;
-            meta["tags"] = Value::Object(t.clone());
+            meta.tags = t.clone();
             state.tags = t;
         }
         state.id = json!(id.to_string());

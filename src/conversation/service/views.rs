@@ -28,7 +28,7 @@ impl Conversation {
             SecretView::Null,
             include_skills,
         );
-        info_of(state, meta, with_runtime)
+        info_of(state, meta.to_map(), with_runtime)
     }
 
     /// [`Self::info`] without keeping an idle conversation's documents in memory: they are
@@ -183,7 +183,7 @@ pub async fn infos(
                         SecretView::Null,
                         include_skills,
                     );
-                    Ok((i, info_of(state, d.meta, with_runtime)))
+                    Ok((i, info_of(state, d.meta.to_map(), with_runtime)))
                 })
                 .collect::<std::io::Result<Vec<_>>>()
         })

@@ -28,8 +28,8 @@ async fn reads_the_reference_sample() {
         "reference token decrypted"
     );
     assert_eq!(
-        conv.meta_value("title"),
-        Some(json!("Broken Python file test"))
+        conv.read_meta(|m| m.title.clone()).as_deref(),
+        Some("Broken Python file test")
     );
 }
 
@@ -253,5 +253,8 @@ async fn listed_conversations_keep_a_summary_and_are_read_from_disk_on_demand() 
     assert_eq!(conv.status(), ExecutionStatus::Finished);
     let stats = conv.read_state(|s| s.stats.clone());
     assert!(stats["usage_to_metrics"].get("extra").is_some(), "{stats}");
-    assert_eq!(conv.meta_value("title"), Some(json!("First")));
+    assert_eq!(
+        conv.read_meta(|m| m.title.clone()).as_deref(),
+        Some("First")
+    );
 }
