@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod git;
 pub mod llm;
 pub mod mcp;
+pub mod persist;
 pub mod plugins;
 pub mod schema;
 pub mod server;

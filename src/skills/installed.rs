@@ -170,7 +170,7 @@ impl Installed {
         std::fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(&json!({ "extensions": entries }))
             .map_err(std::io::Error::other)?;
-        crate::conversation::store::write_atomic(&self.meta_path(), &bytes)
+        crate::persist::write_atomic(&self.meta_path(), &bytes)
     }
 
     /// `InstalledSkillResponse` of one entry.
