@@ -22,6 +22,7 @@ pub mod canvas;
 pub mod client;
 pub mod config;
 pub mod conversation;
+pub mod crypto;
 pub mod error;
 pub mod exec;
 pub mod files;

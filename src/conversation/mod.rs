@@ -1,7 +1,7 @@
 //! Server-side conversations: the registry of conversations, their persisted state and event
 //! log, the live event fan-out to WebSocket subscribers, and the agent loop that runs them.
 //!
-//! Reading order: [`events`] (event JSON shapes and timestamps), [`crypto`] (secret handling),
+//! Reading order: [`events`] (event JSON shapes and timestamps), [`crate::crypto`] (secrets),
 //! [`store`] (crash-safe on-disk layout), [`stats`] (token/cost metrics), [`service`] (the
 //! registry and one [`service::Conversation`]), [`agent`] (the run loop), [`stuck`] (stuck
 //! detection), [`hooks`] (command hooks).
@@ -23,7 +23,6 @@ pub mod acp_run;
 pub mod agent;
 pub mod children;
 pub mod control;
-pub mod crypto;
 pub mod events;
 pub mod goal;
 pub mod history;

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::crypto::{map_secret_fields, MASK};
 use super::{events, Conversation, ConversationError};
+use crate::crypto::{map_secret_fields, MASK};
 use crate::error::ValidationIssue;
 use crate::plugins::marketplace::{Registration, Registry, ResolveError};
 use crate::plugins::{load, source, Plugin, PluginError, Plugins};

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
-use crate::conversation::crypto::{Cipher, MASK};
+use crate::crypto::{Cipher, MASK};
 
 /// Version of the persisted `settings.json` layout the reference writes.
 pub const PERSISTED_SCHEMA_VERSION: u64 = 6;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::document::{default_llm, seal_value, unseal_value, LLM_SECRET_FIELDS};
-use crate::conversation::crypto::{Cipher, MASK};
+use crate::crypto::{Cipher, MASK};
 
 /// Most profiles a server keeps (creating one more answers 409).
 pub const MAX_PROFILES: usize = 50;
