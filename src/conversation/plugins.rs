@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use super::{events, Conversation, ConversationError};
 use crate::crypto::{map_secret_fields, MASK};
-use crate::error::ValidationIssue;
 use crate::plugins::marketplace::{Registration, Registry, ResolveError};
 use crate::plugins::{load, source, Plugin, PluginError, Plugins};
+use crate::schema::ValidationIssue;
 
 /// What this process knows of a conversation's plugins.
 #[derive(Debug, Default)]

@@ -16,7 +16,7 @@ use super::document::{seal_value, unseal_value};
 use super::store::{read_json, write_json, Read};
 use super::{SettingsError, SettingsService};
 use crate::crypto::{Cipher, MASK};
-use crate::error::ValidationIssue;
+use crate::schema::ValidationIssue;
 
 /// Most connections a server keeps.
 pub const MAX_CONNECTIONS: usize = 64;
