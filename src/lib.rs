@@ -28,6 +28,7 @@ pub mod exec;
 pub mod files;
 pub mod gateway;
 pub mod git;
+pub mod hook_config;
 pub mod llm;
 pub mod mcp;
 pub mod persist;

@@ -238,7 +238,7 @@ fn merge_hooks(configs: &[Value]) -> Option<Value> {
     ];
     let configs: Vec<Value> = configs
         .iter()
-        .map(|c| super::hooks::normalize_config(c).unwrap_or_else(|| c.clone()))
+        .map(|c| crate::hook_config::normalize_config(c).unwrap_or_else(|| c.clone()))
         .collect();
     let mut out = Map::new();
     let mut any = false;
