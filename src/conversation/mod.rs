@@ -10,8 +10,8 @@
 //! [`crate::settings::launch`] before it reaches the registry.
 //!
 //! [`children`] starts child conversations (a route and the `start_child_conversation`
-//! tool), [`goal`] runs goal mode's judged rounds; the `task` tool lives in
-//! [`crate::subagents::task`]. Plugins ([`plugins`]) are loaded before the agent first runs
+//! tool), [`goal`] runs goal mode's judged rounds, [`task`] is the `task` tool (a sub-agent
+//! definition from [`crate::subagents`] run as a child conversation). Plugins ([`plugins`]) are loaded before the agent first runs
 //! and by `load_plugin`.
 //!
 //! An `ACPAgent` conversation is run by its ACP server's session ([`acp_run`]).
@@ -34,6 +34,7 @@ pub mod stats;
 pub mod store;
 pub mod stuck;
 pub mod switch;
+pub mod task;
 
 pub use service::{Conversation, ConversationService};
 
