@@ -11,8 +11,8 @@
 //!
 //! [`children`] starts child conversations (a route and the `start_child_conversation`
 //! tool), [`goal`] runs goal mode's judged rounds, [`task`] is the `task` tool (a sub-agent
-//! definition from [`crate::subagents`] run as a child conversation). Plugins ([`plugins`]) are loaded before the agent first runs
-//! and by `load_plugin`.
+//! definition from [`crate::subagents`] run as a child conversation). Plugins ([`plugins`])
+//! are loaded before the agent first runs and by `load_plugin`.
 //!
 //! An `ACPAgent` conversation is run by its ACP server's session ([`acp_run`]).
 //!
