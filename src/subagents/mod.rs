@@ -2,7 +2,8 @@
 //! `task` tool, `crate::conversation::task`). They come from Markdown files with YAML
 //! frontmatter (the project's `.agents/agents/` and `.openhands/agents/`, the user's
 //! `~/.agents/agents/` and `<persistence>/agents/`), from the built-ins, and from definitions
-//! a client forwards when it starts a conversation. The first definition of a name wins, as in the reference.
+//! a client forwards when it starts a conversation. The first definition of a name wins, as in
+//! the reference.
 //!
 //! Definitions are kept as `SubAgentInfo` JSON (the wire shape of `POST /api/sub-agents`).
 
