@@ -16,6 +16,8 @@
 //! - [`gateway`]: the OpenAI-compatible gateway (one agent turn per completion request).
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 //! - [`canvas`]: Canvas extensions (installed UI bundles) and their optional app backends.
+//! - [`util`], [`persist`], [`crypto`], [`schema`], [`hook_config`]: leaves any module may use;
+//!   modules import one way only (ARCHITECTURE.md, "Layers").
 
 pub mod acp;
 pub mod canvas;
