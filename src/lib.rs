@@ -16,19 +16,24 @@
 //! - [`gateway`]: the OpenAI-compatible gateway (one agent turn per completion request).
 //! - [`conversation`]: server-side conversations: agent loop, events, persistence.
 //! - [`canvas`]: Canvas extensions (installed UI bundles) and their optional app backends.
+//! - [`util`], [`persist`], [`crypto`], [`schema`], [`hook_config`]: leaves any module may use;
+//!   modules import one way only (ARCHITECTURE.md, "Layers").
 
 pub mod acp;
 pub mod canvas;
 pub mod client;
 pub mod config;
 pub mod conversation;
+pub mod crypto;
 pub mod error;
 pub mod exec;
 pub mod files;
 pub mod gateway;
 pub mod git;
+pub mod hook_config;
 pub mod llm;
 pub mod mcp;
+pub mod persist;
 pub mod plugins;
 pub mod schema;
 pub mod server;

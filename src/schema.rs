@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::error::ValidationIssue;
+mod issue;
+
+pub use issue::ValidationIssue;
 
 /// The reference's exported OpenAPI document: the wire contract.
 pub const CONTRACT: &str = include_str!("server/contract/openapi-1.58.2.json");

@@ -149,6 +149,20 @@ fn filter_env(vars: impl Iterator<Item = EnvVar>) -> Vec<EnvVar> {
     env
 }
 
+/// A `git` command for fetching sources (skills, plugins, canvas extensions): the children's
+/// environment, no prompts, no output, its own process group.
+pub fn git_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new("git");
+    cmd.env_clear()
+        .envs(child_env().iter().map(|(k, v)| (k, v)))
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd
+}
+
 /// Longest duration taken from outside input: about 31 years, far beyond any real timeout.
 pub const MAX_INPUT_SECS: f64 = 1.0e9;
 

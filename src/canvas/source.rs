@@ -471,7 +471,7 @@ fn update(cache: &Path) {
 /// Runs `git args` in `dir` (its own process group, no prompts, killed after `timeout`);
 /// its standard output when it succeeds.
 fn git(dir: &Path, args: &[&str], timeout: Duration) -> Option<String> {
-    let mut cmd = crate::skills::git_command();
+    let mut cmd = crate::util::git_command();
     cmd.current_dir(dir).args(args).stdout(Stdio::piped());
     let mut child = cmd.spawn().ok()?;
     let stdout = child.stdout.take();

@@ -255,7 +255,7 @@ impl Installed {
         for (name, info) in &meta.0 {
             entries.insert(name.clone(), info.to_json());
         }
-        crate::settings::store::write_json(&self.metadata_path(), &json!({ "extensions": entries }))
+        crate::persist::write_pretty_json(&self.metadata_path(), &json!({ "extensions": entries }))
             .map_err(|e| CanvasError::Io(e.to_string()))
     }
 
@@ -434,8 +434,7 @@ impl Installed {
             }
             std::fs::remove_dir_all(&install_path).map_err(|_| CanvasError::InvalidExtension)?;
         }
-        crate::settings::store::ensure_dir(&self.dir)
-            .map_err(|e| CanvasError::Io(e.to_string()))?;
+        crate::persist::ensure_dir(&self.dir).map_err(|e| CanvasError::Io(e.to_string()))?;
         if let Err(e) = copy_tree(&fetched.dir, &install_path, 0) {
             tracing::info!(error = %e, "canvas extension package could not be copied");
             let _ = std::fs::remove_dir_all(&install_path);

@@ -1,7 +1,7 @@
 //! Server-side conversations: the registry of conversations, their persisted state and event
 //! log, the live event fan-out to WebSocket subscribers, and the agent loop that runs them.
 //!
-//! Reading order: [`events`] (event JSON shapes and timestamps), [`crypto`] (secret handling),
+//! Reading order: [`events`] (event JSON shapes and timestamps), [`crate::crypto`] (secrets),
 //! [`store`] (crash-safe on-disk layout), [`stats`] (token/cost metrics), [`service`] (the
 //! registry and one [`service::Conversation`]), [`agent`] (the run loop), [`stuck`] (stuck
 //! detection), [`hooks`] (command hooks).
@@ -10,9 +10,9 @@
 //! [`crate::settings::launch`] before it reaches the registry.
 //!
 //! [`children`] starts child conversations (a route and the `start_child_conversation`
-//! tool), [`goal`] runs goal mode's judged rounds; the `task` tool lives in
-//! [`crate::subagents::task`]. Plugins ([`plugins`]) are loaded before the agent first runs
-//! and by `load_plugin`.
+//! tool), [`goal`] runs goal mode's judged rounds, [`task`] is the `task` tool (a sub-agent
+//! definition from [`crate::subagents`] run as a child conversation). Plugins ([`plugins`])
+//! are loaded before the agent first runs and by `load_plugin`.
 //!
 //! An `ACPAgent` conversation is run by its ACP server's session ([`acp_run`]).
 //!
@@ -23,7 +23,6 @@ pub mod acp_run;
 pub mod agent;
 pub mod children;
 pub mod control;
-pub mod crypto;
 pub mod events;
 pub mod goal;
 pub mod history;
@@ -37,6 +36,7 @@ pub mod stats;
 pub mod store;
 pub mod stuck;
 pub mod switch;
+pub mod task;
 
 pub use meta::StoredConversation;
 pub use service::{Conversation, ConversationService};

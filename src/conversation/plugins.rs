@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::crypto::{map_secret_fields, MASK};
 use super::{events, Conversation, ConversationError};
 use crate::conversation::{StateField, StoredConversation};
-use crate::error::ValidationIssue;
+use crate::crypto::{map_secret_fields, MASK};
 use crate::plugins::marketplace::{Registration, Registry, ResolveError};
 use crate::plugins::{load, source, Plugin, PluginError, Plugins};
+use crate::schema::ValidationIssue;
 
 /// What this process knows of a conversation's plugins.
 #[derive(Debug, Default)]
@@ -239,7 +239,7 @@ fn merge_hooks(configs: &[Value]) -> Option<Value> {
     ];
     let configs: Vec<Value> = configs
         .iter()
-        .map(|c| super::hooks::normalize_config(c).unwrap_or_else(|| c.clone()))
+        .map(|c| crate::hook_config::normalize_config(c).unwrap_or_else(|| c.clone()))
         .collect();
     let mut out = Map::new();
     let mut any = false;

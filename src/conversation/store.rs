@@ -9,50 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Writes `bytes` to `path` atomically and durably.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}-{}.tmp",
-        run_token(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(dir);
-    Ok(())
-}
-
-/// A random token of this process, part of every temp file name it writes: temp files without
-/// it were left by an earlier process (a crash) and are safe to remove, while this process's
-/// own writes in flight are left alone (a PID would not do: in a container it is the same after
-/// every restart).
-fn run_token() -> &'static str {
-    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TOKEN.get_or_init(|| crate::util::hex_id()[..12].to_string())
-}
-
-/// Fsyncs a directory so a rename or create in it survives a crash (best effort).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
+use crate::persist::run_token;
+pub use crate::persist::{sync_dir, write_atomic};
 
 /// Writes `value` as compact JSON atomically.
 pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::agent::AgentRuntime;
-use super::crypto::{map_secret_fields, MASK};
 use super::{events, Conversation, ConversationError};
 use crate::conversation::StateField;
+use crate::crypto::{map_secret_fields, MASK};
 use crate::llm;
 
 /// An LLM object without the key it is registered under (to compare configurations).

@@ -1,4 +1,4 @@
-//! Blocking `git` runs for plugin sources: each child starts from [`crate::skills::git_command`]
+//! Blocking `git` runs for plugin sources: each child starts from [`crate::util::git_command`]
 //! (the children's environment, no prompts, its own process group), its output is captured
 //! (bounded), and on the deadline the whole group is killed. Call from `spawn_blocking`.
 
@@ -39,7 +39,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = crate::skills::git_command();
+    let mut cmd = crate::util::git_command();
     cmd.args(args);
     cmd
 }

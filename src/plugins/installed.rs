@@ -163,7 +163,7 @@ impl Installed {
     }
 
     fn save(&self, entries: &Map<String, Value>) -> std::io::Result<()> {
-        crate::settings::store::write_json(&self.meta_path(), &json!({ "extensions": entries }))
+        crate::persist::write_pretty_json(&self.meta_path(), &json!({ "extensions": entries }))
     }
 
     /// Drops entries whose directory is gone and adopts valid untracked directories.

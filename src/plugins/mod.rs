@@ -24,7 +24,8 @@ use serde_json::{json, Value};
 
 pub use load::{LoadError, Plugin};
 
-/// What a plugin operation can fail with; `crate::error` maps each to the reference's answer.
+/// What a plugin operation can fail with; the server (`crate::error`) maps each to the
+/// reference's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("Plugin '{0}' is not installed")]

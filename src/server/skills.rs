@@ -182,7 +182,7 @@ async fn get_skill_marketplace(State(state): State<AppState>) -> Result<Json<Val
 async fn sync_skills(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let clone = public_clone(&state);
     let ok = blocking(move || {
-        let mut cmd = skills::git_command();
+        let mut cmd = crate::util::git_command();
         if clone.join(".git").is_dir() {
             cmd.arg("-C")
                 .arg(&clone)

@@ -392,7 +392,7 @@ struct HooksRequest {
 #[utoipa::path(post, path = "/api/hooks", tag = "Hooks")]
 async fn get_hooks(ValidJson(body): ValidJson<HooksRequest>) -> Json<Value> {
     let config = match body.project_dir.filter(|d| !d.is_empty()) {
-        Some(dir) => crate::conversation::hooks::load_project_config(PathBuf::from(dir)).await,
+        Some(dir) => crate::hook_config::load_project_config(PathBuf::from(dir)).await,
         None => None,
     };
     Json(json!({ "hook_config": config }))

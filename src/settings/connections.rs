@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use super::document::{seal_value, unseal_value};
 use super::store::{read_json, write_json, Read};
 use super::{SettingsError, SettingsService};
-use crate::conversation::crypto::{Cipher, MASK};
-use crate::error::ValidationIssue;
+use crate::crypto::{Cipher, MASK};
+use crate::schema::ValidationIssue;
 
 /// Most connections a server keeps.
 pub const MAX_CONNECTIONS: usize = 64;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::profiles::canonical;
 use super::store::{read_json, write_json, Read};
 use super::{SettingsError, SettingsService};
-use crate::error::ValidationIssue;
+use crate::schema::ValidationIssue;
 
 /// Most meta-profiles a server keeps (creating one more answers 409).
 pub const MAX_META_PROFILES: usize = 50;

@@ -27,7 +27,7 @@ pub use document::{Expose, FieldError, Settings};
 pub use profiles::{ProfileInfo, ProfileStore};
 pub use secrets::SecretItem;
 
-use crate::conversation::crypto::{Cipher, MASK};
+use crate::crypto::{Cipher, MASK};
 use profiles::ProfileError;
 use secrets::SecretsFile;
 use store::Read;

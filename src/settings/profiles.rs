@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::document::{default_llm, seal_value, unseal_value, LLM_SECRET_FIELDS};
-use crate::conversation::crypto::{Cipher, MASK};
+use crate::crypto::{Cipher, MASK};
 
 /// Most profiles a server keeps (creating one more answers 409).
 pub const MAX_PROFILES: usize = 50;
@@ -187,7 +187,7 @@ impl ProfileStore {
         super::store::ensure_dir(&self.dir)?;
         let bytes =
             serde_json::to_vec_pretty(&Value::Object(out)).map_err(std::io::Error::other)?;
-        crate::conversation::store::write_atomic(&path, &bytes)?;
+        crate::persist::write_atomic(&path, &bytes)?;
         Ok(())
     }
 
@@ -210,7 +210,7 @@ impl ProfileStore {
             return Err(ProfileError::Exists);
         }
         fs::rename(&from, &to)?;
-        crate::conversation::store::sync_dir(&self.dir);
+        crate::persist::sync_dir(&self.dir);
         Ok(())
     }
 }

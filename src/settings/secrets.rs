@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::document::{seal_value, unseal_value, UndecryptableSecret};
-use crate::conversation::crypto::Cipher;
+use crate::crypto::Cipher;
 
 /// Whether `name` is a valid secret name: a letter, then letters, digits or `_`; 1–64 chars.
 pub fn valid_name(name: &str) -> bool {

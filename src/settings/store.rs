@@ -7,17 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// Creates `dir` (and its parents) readable by the owner only.
-pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    if !dir.exists() {
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir)?;
-    }
-    Ok(())
-}
+pub use crate::persist::{ensure_dir, write_pretty_json as write_json};
 
 /// The outcome of reading a JSON file.
 #[derive(Debug)]
@@ -35,15 +25,6 @@ pub fn read_json(path: &Path) -> std::io::Result<Read> {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Read::Missing),
         Err(e) => Err(e),
     }
-}
-
-/// Writes `value` (indented, like the reference) to `path` atomically, mode 0600.
-pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        ensure_dir(dir)?;
-    }
-    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    crate::conversation::store::write_atomic(path, &bytes)
 }
 
 /// Names of the `<name>.json` files in `dir` whose name is a valid profile name, sorted (none

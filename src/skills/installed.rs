@@ -80,7 +80,7 @@ impl Drop for Scratch {
 fn clone(url: &str, git_ref: Option<&str>, parent: &Path) -> Option<Scratch> {
     let scratch = Scratch(parent.join(format!(".clone-{}", crate::util::hex_id())));
     std::fs::create_dir_all(scratch.path()).ok()?;
-    let mut cmd = super::git_command();
+    let mut cmd = crate::util::git_command();
     cmd.args(["clone", "--depth", "1", "--quiet"]);
     if let Some(r) = git_ref {
         cmd.args(["--branch", r]);
@@ -170,7 +170,7 @@ impl Installed {
         std::fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(&json!({ "extensions": entries }))
             .map_err(std::io::Error::other)?;
-        crate::conversation::store::write_atomic(&self.meta_path(), &bytes)
+        crate::persist::write_atomic(&self.meta_path(), &bytes)
     }
 
     /// `InstalledSkillResponse` of one entry.

@@ -18,20 +18,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-/// A `git` command for fetching skills: the children's environment, no prompts, no output,
-/// its own process group.
-pub fn git_command() -> std::process::Command {
-    let mut cmd = std::process::Command::new("git");
-    cmd.env_clear()
-        .envs(crate::util::child_env().iter().map(|(k, v)| (k, v)))
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd
-}
-
 /// Third-party instruction files (lower-cased) and the skill names they load as.
 const THIRD_PARTY: [(&str, &str); 5] = [
     (".cursorrules", "cursorrules"),

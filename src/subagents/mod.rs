@@ -1,12 +1,11 @@
 //! Sub-agent definitions: named specialist agents the main agent can delegate a task to (the
-//! `task` tool). They come from Markdown files with YAML frontmatter (the project's
-//! `.agents/agents/` and `.openhands/agents/`, the user's `~/.agents/agents/` and
-//! `<persistence>/agents/`), from the built-ins, and from definitions a client forwards when it
-//! starts a conversation. The first definition of a name wins, as in the reference.
+//! `task` tool, `crate::conversation::task`). They come from Markdown files with YAML
+//! frontmatter (the project's `.agents/agents/` and `.openhands/agents/`, the user's
+//! `~/.agents/agents/` and `<persistence>/agents/`), from the built-ins, and from definitions
+//! a client forwards when it starts a conversation. The first definition of a name wins, as in
+//! the reference.
 //!
 //! Definitions are kept as `SubAgentInfo` JSON (the wire shape of `POST /api/sub-agents`).
-
-pub mod task;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

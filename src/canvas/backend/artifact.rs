@@ -63,8 +63,7 @@ impl Backends {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
-            crate::conversation::store::write_atomic(&path, approval.to_string().as_bytes())
-                .map_err(io)
+            crate::persist::write_atomic(&path, approval.to_string().as_bytes()).map_err(io)
         })
         .await??;
         tracing::info!(app = %name, %revision, "canvas app backend prepared");

@@ -104,9 +104,7 @@ pub(super) fn write_run_record(run_dir: &Path, name: &str, pgid: u32) {
     });
     if std::fs::create_dir_all(run_dir).is_ok() {
         let path = run_dir.join(format!("{pgid}.json"));
-        if let Err(e) =
-            crate::conversation::store::write_atomic(&path, record.to_string().as_bytes())
-        {
+        if let Err(e) = crate::persist::write_atomic(&path, record.to_string().as_bytes()) {
             tracing::warn!(error = %e, "cannot write canvas app backend run record");
         }
     }

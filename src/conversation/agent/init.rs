@@ -87,7 +87,7 @@ pub async fn ensure_initialized(
         if let Some(registry) = conv.registry().upgrade().map(|s| s.subagents.clone()) {
             unknown.remove(pos);
             register_definitions(conv, &registry).await;
-            toolset.push(Arc::new(crate::subagents::task::TaskTool::new(
+            toolset.push(Arc::new(crate::conversation::task::TaskTool::new(
                 registry,
                 conv.clone(),
             )));

@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::crypto::{self, Cipher, MASK};
 use super::events::{self, Clock};
 use super::meta::StoredConversation;
 use super::state::{ConversationState, StateField};
 use super::{stats, store, ConversationError, ExecutionStatus};
+use crate::crypto::{self, Cipher, MASK};
 
 /// Capacity of one WebSocket subscriber's queue; a subscriber that falls this far behind is
 /// disconnected (it reconnects and reconciles over REST) instead of slowing the agent.

@@ -197,7 +197,7 @@ fn load_hooks(root: &Path, plugin_dir: &Path) -> Option<Value> {
             return None;
         }
     };
-    crate::conversation::hooks::normalize_config(&file)
+    crate::hook_config::normalize_config(&file)
 }
 
 /// Every regular file under `root` (not inside `.git` directories, not through directory

@@ -476,7 +476,7 @@ pub(super) fn agent_context(
 pub(super) fn redact_llm(mut llm: Value) -> Value {
     for field in crate::settings::document::LLM_SECRET_FIELDS {
         if llm[field].is_string() {
-            llm[field] = json!(crate::conversation::crypto::MASK);
+            llm[field] = json!(crate::crypto::MASK);
         }
     }
     llm
@@ -487,7 +487,7 @@ pub(super) fn redact_mcp(server: &Value) -> Value {
     for key in ["env", "headers"] {
         if let Some(m) = s.get_mut(key).and_then(Value::as_object_mut) {
             for v in m.values_mut() {
-                *v = json!(crate::conversation::crypto::MASK);
+                *v = json!(crate::crypto::MASK);
             }
         }
     }

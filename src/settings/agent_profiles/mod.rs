@@ -343,7 +343,7 @@ impl AgentProfileStore {
         }
         write(&to, &data)?;
         fs::remove_file(&from)?;
-        crate::conversation::store::sync_dir(&self.dir);
+        crate::persist::sync_dir(&self.dir);
         Ok(())
     }
 

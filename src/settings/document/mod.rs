@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use self::defaults::{defaults, fill_defaults};
 use self::secret_fields::map_secrets;
-use crate::conversation::crypto::Cipher;
+use crate::crypto::Cipher;
 
 pub use self::defaults::{deep_merge, default_llm, variant_defaults};
 pub use self::secret_fields::{
@@ -180,7 +180,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    use crate::conversation::crypto::MASK;
+    use crate::crypto::MASK;
 
     #[test]
     fn secrets_are_sealed_on_disk_and_masked_in_answers() {

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::conversation::crypto::{Cipher, MASK};
+use crate::crypto::{Cipher, MASK};
 
 /// Secret string fields of an LLM object.
 pub const LLM_SECRET_FIELDS: [&str; 4] = [

@@ -10,7 +10,7 @@ use super::validate::{
     agent_specs, check_fields, conversation_specs, validate_mcp_server, FieldError,
 };
 use super::Settings;
-use crate::conversation::crypto::{Cipher, MASK};
+use crate::crypto::{Cipher, MASK};
 
 impl Settings {
     /// Merges the diffs of a settings update and validates the result; on error `self` is

@@ -12,10 +12,10 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Registry;
-use crate::conversation::service::{Conversation, ConversationService};
-use crate::conversation::{events, ExecutionStatus};
+use super::service::{Conversation, ConversationService};
+use super::{events, ExecutionStatus};
 use crate::llm::ToolDefinition;
+use crate::subagents::Registry;
 use crate::tools::{Tool, ToolContext, ToolError, ToolOutput};
 
 const DESCRIPTION: &str = "Launch a subagent to handle complex, multi-step tasks autonomously.
