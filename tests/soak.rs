@@ -257,6 +257,11 @@ async fn bash_subscriber(
                     _ => {}
                 }
             }
+            Some(Ok(WsMsg::Close(frame))) => {
+                // 1013: it fell behind further than the retention limit (`OH_BASH_EVENTS_MAX`).
+                tally.error(format!("bash subscriber closed by the server: {frame:?}"));
+                return;
+            }
             Some(Ok(_)) => {}
             other => {
                 tally.error(format!("bash subscriber closed: {other:?}"));
