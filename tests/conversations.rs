@@ -1243,12 +1243,26 @@ async fn replay_of_a_finished_conversation_matches_search() {
         count = now;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // Connected right away: the run's trailing snapshot must not show up as an extra event.
-    let listed: Vec<Value> = all_events(&srv, &id)
-        .await
-        .iter()
-        .map(|e| e["id"].clone())
-        .collect();
+    // A second run, watched: the replay socket opens the moment the run has ended (its final
+    // snapshot seen), inside the 300 ms after which the run repeats that snapshot to the
+    // sockets connected before it ended. The replay must not get that repeat: it would be an
+    // event `events/search` does not list.
+    let mut watcher = ws_connect(&srv, &id).await;
+    assert_eq!(next_json(&mut watcher).await.unwrap()["key"], "full_state");
+    say(&srv, &id, "[[mock:echo]] tok-replay-2", true).await;
+    let mut finished = false;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), next_json(&mut watcher))
+            .await
+            .expect("the second run never ended")
+            .expect("the watcher's socket closed");
+        if ev["key"] == "execution_status" && ev["value"] == "finished" {
+            finished = true;
+        }
+        if finished && ev["key"] == "full_state" {
+            break;
+        }
+    }
     let url = format!(
         "{}/sockets/events/{id}?resend_mode=all",
         srv.url.replace("http://", "ws://")
@@ -1263,7 +1277,18 @@ async fn replay_of_a_finished_conversation_matches_search() {
         let v: Value = serde_json::from_str(&t).unwrap();
         sent.push(v["id"].clone());
     }
+    let listed: Vec<Value> = all_events(&srv, &id)
+        .await
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
     assert_eq!(sent, listed);
+    // The watcher, connected when the run ended, does get the repeat.
+    let repeat = tokio::time::timeout(Duration::from_secs(2), next_json(&mut watcher))
+        .await
+        .expect("no repeated snapshot for the socket connected during the run")
+        .unwrap();
+    assert_eq!(repeat["key"], "full_state");
 }
 
 /// The answer to a create names the modules of the built-in tools the agent uses (as the

@@ -503,3 +503,37 @@ async fn conversations_start_from_a_profile_or_from_agent_settings() {
         (422, json!("Removed agent settings: enable_sub_agents"))
     );
 }
+
+/// The pre-flight check of a draft LLM answers a timeout the SDK refuses (negative) with a
+/// verdict, as the reference's `ge=0` does, instead of dropping the connection on a panic; and a
+/// huge one still checks the draft.
+#[tokio::test]
+async fn a_draft_llm_with_a_negative_or_huge_timeout_gets_a_verdict() {
+    let srv = TestServer::start();
+    let llm = MockLlm::start().await;
+    let draft = |timeout: Value| {
+        json!({"llm": {"model": "openai/mock-chat", "base_url": llm.base_url,
+            "api_key": "sk-test", "timeout": timeout}})
+    };
+    let (code, body) = call(
+        &srv,
+        Method::POST,
+        "/api/profiles/draft/validate",
+        Some(draft(json!(-5))),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["valid"], false, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("greater than or equal to 0"), "{body}");
+    let (code, body) = call(
+        &srv,
+        Method::POST,
+        "/api/profiles/draft/validate",
+        Some(draft(json!(1e20))),
+    )
+    .await;
+    assert_eq!((code, body["valid"].clone()), (200, json!(true)), "{body}");
+    let (code, _) = call(&srv, Method::GET, "/health", None).await;
+    assert_eq!(code, 200);
+}

@@ -297,7 +297,7 @@ pub async fn preflight(llm: &Value) -> Result<(), (String, String)> {
     };
     let client = client_for(&settings);
     let call = client.complete(request);
-    match tokio::time::timeout(std::time::Duration::from_secs_f64(limit + 1.0), call).await {
+    match tokio::time::timeout(crate::util::duration_from_secs(limit + 1.0), call).await {
         Ok(Ok(_)) | Err(_) => Ok(()),
         Ok(Err(e @ (LlmError::RateLimit(_) | LlmError::Timeout(_)))) => {
             let quota = ["quota", "budget", "insufficient"]

@@ -64,6 +64,10 @@ impl LlmSettings {
             None => Some(300.0),
             Some(_) => opt_f64(v, "timeout")?,
         };
+        // The SDK's `LLM.timeout` is `ge=0`.
+        if timeout_secs.is_some_and(|t| t < 0.0) {
+            return Err("llm.timeout: Input should be greater than or equal to 0".into());
+        }
         let stream_idle_timeout_secs = match v.get("stream_idle_timeout") {
             None => timeout_secs,
             Some(_) => opt_f64(v, "stream_idle_timeout")?,
