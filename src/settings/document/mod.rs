@@ -211,25 +211,4 @@ mod tests {
         let lenient = Settings::from_stored(&stored, Some(&other), false).unwrap();
         assert!(lenient.agent_settings["llm"]["api_key"].is_null());
     }
-
-    #[test]
-    fn mcp_servers_are_validated_like_the_sdk() {
-        assert!(validate_mcp_server(&json!({"transport": "stdio"})).is_err());
-        assert!(validate_mcp_server(&json!({"command": "x", "zzz": 1})).is_err());
-        let ok = validate_mcp_server(&json!({"type": "shttp", "url": "http://h", "timeout": null}))
-            .unwrap();
-        assert_eq!(
-            ok,
-            json!({"transport": "http", "url": "http://h", "enabled": true})
-        );
-    }
-
-    #[test]
-    fn an_llm_needs_a_model_and_gets_the_defaults() {
-        assert!(validate_llm(&json!({})).is_err());
-        let llm = validate_llm(&json!({"model": "m", "unknown": 1})).unwrap();
-        assert_eq!(llm["model"], "m");
-        assert_eq!(llm["timeout"], 300);
-        assert!(llm.get("unknown").is_none());
-    }
 }
