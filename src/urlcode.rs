@@ -37,6 +37,16 @@ pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The last value of `key` among `pairs` (a repeated parameter: the last wins, as Starlette's
+/// `QueryParams.get`).
+pub fn last_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Python's `urllib.parse.unquote`: `%XX` escapes decoded, the bytes read as UTF-8 (bad ones
 /// replaced); `+` stays.
 pub fn unquote(s: &str) -> String {

@@ -189,6 +189,22 @@ pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// `path` with `.` dropped and `..` applied lexically (no file-system access, symlinks ignored).
+pub fn lexical_normalize(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

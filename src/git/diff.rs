@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::refs::{valid_ref, RefPurpose};
-use super::repo::{closest_repo, resolve_lenient, validate_repository};
+use super::repo::{closest_repo, relative_to_repo, resolve_lenient, validate_repository};
 use super::run::{git, normalize_lines, run_git, translate_newlines, GitOptions};
 use super::{GitDiff, GitError, MAX_DIFF_FILE_SIZE};
 
@@ -59,15 +59,7 @@ pub async fn diff(path: &Path, ref_: Option<&str>) -> Result<GitDiff, GitError> 
     };
     let repo = validate_repository(&closest).await?;
     let base = valid_ref(&repo, ref_, RefPurpose::Display).await?;
-    let rel = path
-        .strip_prefix(&repo)
-        .map_err(|_| {
-            GitError::Path(format!(
-                "File is not within git repository: {}",
-                path.display()
-            ))
-        })?
-        .to_path_buf();
+    let rel = relative_to_repo(&repo, &path)?;
     if deleted {
         match blob_size(&repo, &base, &rel).await {
             None => return Err(missing()),

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::changes::parse_name_status_z;
 use super::diff::{relative_spec, too_large};
 use super::refs::{resolve_commit, rev_parse};
-use super::repo::{closest_repo, resolve_lenient, validate_repository};
+use super::repo::{closest_repo, relative_to_repo, resolve_lenient, validate_repository};
 use super::run::{git, git_raw};
 use super::{
     GitChange, GitCommit, GitCommitsPage, GitDiff, GitError, EMPTY_TREE, MAX_DIFF_FILE_SIZE,
@@ -108,15 +108,7 @@ pub async fn commit_file_diff(path: &Path, commit: &str) -> Result<GitDiff, GitE
     let parent = rev_parse(&repo, &format!("{sha}^"))
         .await
         .unwrap_or_else(|| EMPTY_TREE.to_owned());
-    let rel = path
-        .strip_prefix(&repo)
-        .map_err(|_| {
-            GitError::Path(format!(
-                "File is not within git repository: {}",
-                path.display()
-            ))
-        })?
-        .to_path_buf();
+    let rel = relative_to_repo(&repo, &path)?;
     let original = show_at(&repo, &parent, &rel).await?;
     let modified = show_at(&repo, &sha, &rel).await?;
     Ok(GitDiff {

@@ -39,24 +39,20 @@ pub async fn resolve_lenient(path: &Path) -> PathBuf {
             }
             _ => {
                 // `..` or root at the end: fall back to a lexical clean-up.
-                return lexical_normalize(&absolute);
+                return crate::util::lexical_normalize(&absolute);
             }
         }
     }
 }
 
-fn lexical_normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+/// `path` relative to the repository `repo` it lies in (`Path` error when it is outside).
+pub(super) fn relative_to_repo(repo: &Path, path: &Path) -> Result<PathBuf, GitError> {
+    path.strip_prefix(repo).map(Path::to_path_buf).map_err(|_| {
+        GitError::Path(format!(
+            "File is not within git repository: {}",
+            path.display()
+        ))
+    })
 }
 
 /// Checks that `dir` is inside a work tree (or git dir) and returns it resolved.

@@ -3,7 +3,7 @@
 //! rather than rejected) and dumped with its key order, so the revision hash of a manifest is
 //! the reference's. Entry-point and icon containment are checked against the package root.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -376,16 +376,7 @@ pub fn resolve_lenient(path: &Path) -> PathBuf {
             .unwrap_or_else(|_| PathBuf::from("/"))
             .join(path)
     };
-    let mut normal = PathBuf::new();
-    for c in absolute.components() {
-        match c {
-            Component::ParentDir => {
-                normal.pop();
-            }
-            Component::CurDir => {}
-            other => normal.push(other.as_os_str()),
-        }
-    }
+    let normal = crate::util::lexical_normalize(&absolute);
     let mut existing = normal.clone();
     let mut rest = Vec::new();
     loop {

@@ -244,13 +244,7 @@ pub(super) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
 pub(super) fn parse_search_query(raw: Option<&str>) -> Result<SearchQuery, ApiError> {
     let pairs = query_pairs(raw);
     // Starlette: the last value of a repeated parameter wins.
-    let get = |key: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |key: &str| crate::urlcode::last_value(&pairs, key);
     let loc = |name: &str| vec![json!("query"), json!(name)];
     let mut issues = Vec::new();
     let mut query = SearchQuery {

@@ -20,13 +20,7 @@ struct SocketParams {
 
 fn socket_params(raw: Option<&str>) -> Result<SocketParams, ()> {
     let pairs = query_pairs(raw);
-    let get = |key: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |key: &str| crate::urlcode::last_value(&pairs, key);
     let resend_mode = match get("resend_mode") {
         None => None,
         Some("all") => Some(true),

@@ -24,11 +24,7 @@ impl Params {
 
     /// The last value of `key` (as Starlette's `QueryParams.get`).
     pub(in crate::server) fn opt(&self, key: &str) -> Option<String> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
+        crate::urlcode::last_value(&self.pairs, key).map(str::to_owned)
     }
 
     /// Every value of `key`, in order.
