@@ -607,6 +607,15 @@ impl BashService {
         self.inner.running().len()
     }
 
+    /// True when nothing but this handle uses the service: no command running, no
+    /// subscriber, no response or write still reading or writing its store.
+    pub fn is_unused(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+            && Arc::strong_count(&self.inner.store) == 1
+            && self.inner.subscribers.load(Ordering::Acquire) == 0
+            && self.inner.running().is_empty()
+    }
+
     /// Kills every running command (process trees) at server shutdown and waits (bounded) for
     /// their final outputs to be stored.
     pub async fn shutdown(&self) {

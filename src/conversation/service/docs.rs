@@ -221,16 +221,42 @@ impl Conversation {
     }
 
     /// The bash runner of the conversation-scoped `/bash` routes: events under
-    /// `<dir>/bash_events`, commands default to the working directory.
-    pub fn bash_service(&self) -> std::io::Result<Arc<crate::exec::BashService>> {
-        if let Some(b) = self.bash.get() {
+    /// `<dir>/bash_events`, commands default to the working directory. Opened (the events
+    /// directory read, off the runtime) on first use and again after an idle release.
+    pub async fn bash_service(&self) -> std::io::Result<Arc<crate::exec::BashService>> {
+        let mut bash = self.bash.lock().await;
+        bash.last_used = std::time::Instant::now();
+        if let Some(b) = &bash.service {
             return Ok(b.clone());
         }
-        let svc = Arc::new(crate::exec::BashService::with_default_cwd(
-            self.dir.join("bash_events"),
-            Some(self.working_dir().into()),
-        )?);
-        Ok(self.bash.get_or_init(|| svc).clone())
+        let dir = self.dir.join("bash_events");
+        let cwd = std::path::PathBuf::from(self.working_dir());
+        let svc = tokio::task::spawn_blocking(move || {
+            crate::exec::BashService::with_default_cwd(dir, Some(cwd))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let svc = Arc::new(svc);
+        bash.service = Some(svc.clone());
+        Ok(svc)
+    }
+
+    /// Drops the scoped bash runner (its in-memory event index; the files stay) when no
+    /// request used it for `ttl` and nothing holds it: no command running, no subscriber, no
+    /// response streaming. The next request opens it again. Returns true when released.
+    pub fn release_bash_if_idle(&self, ttl: Duration) -> bool {
+        let Ok(mut bash) = self.bash.try_lock() else {
+            return false;
+        };
+        let idle = bash.last_used.elapsed() >= ttl
+            && bash
+                .service
+                .as_ref()
+                .is_some_and(|b| Arc::strong_count(b) == 1 && b.is_unused());
+        if idle {
+            bash.service = None;
+        }
+        idle
     }
 
     /// The control of the active run, if any.

@@ -207,8 +207,9 @@ pub struct Conversation {
     pub(super) deleted: AtomicBool,
     pub(super) active_runs: Arc<AtomicUsize>,
     pub(super) max_runs: usize,
-    /// The conversation-scoped bash runner (`<dir>/bash_events`), created on first use.
-    pub(super) bash: std::sync::OnceLock<Arc<crate::exec::BashService>>,
+    /// The conversation-scoped bash runner (`<dir>/bash_events`): opened on first use,
+    /// released (its index dropped, its files kept) when idle.
+    pub(super) bash: tokio::sync::Mutex<ScopedBash>,
     /// Values of the `LookupSecret`s last resolved (name, value).
     pub(super) lookups: std::sync::RwLock<Vec<(String, String)>>,
     pub(super) local_secrets: Arc<std::sync::OnceLock<crate::settings::lookup::LocalSecrets>>,
@@ -236,6 +237,22 @@ impl RunCtl {
                 return;
             }
             notified.await;
+        }
+    }
+}
+
+/// A conversation's scoped bash runner and when a request last used it.
+#[derive(Debug)]
+pub(super) struct ScopedBash {
+    pub(super) service: Option<Arc<crate::exec::BashService>>,
+    pub(super) last_used: std::time::Instant,
+}
+
+impl Default for ScopedBash {
+    fn default() -> Self {
+        ScopedBash {
+            service: None,
+            last_used: std::time::Instant::now(),
         }
     }
 }

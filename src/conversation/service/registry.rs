@@ -95,7 +95,7 @@ impl ConversationService {
             deleted: AtomicBool::new(false),
             active_runs: self.active_runs.clone(),
             max_runs: self.max_runs,
-            bash: std::sync::OnceLock::new(),
+            bash: tokio::sync::Mutex::new(ScopedBash::default()),
             lookups: std::sync::RwLock::new(Vec::new()),
             local_secrets: self.local_secrets.clone(),
             registry: self.self_ref.clone(),
@@ -289,7 +289,7 @@ impl ConversationService {
                 t.close().await;
             }
         }
-        if let Some(b) = conv.bash.get() {
+        if let Some(b) = conv.bash.lock().await.service.take() {
             b.shutdown().await;
         }
         let _w = conv.write_lock.lock().await;
@@ -407,13 +407,22 @@ impl ConversationService {
                 let Some(svc) = svc.upgrade() else {
                     return;
                 };
+                let mut released = false;
                 for conv in svc.all() {
                     if conv.is_dirty() && conv.run_ctl().is_none() {
                         let _ = conv.persist_state().await;
                     }
                     if conv.release_if_idle(ttl) {
                         tracing::debug!(conversation = %conv.id, "released an idle conversation");
+                        released = true;
                     }
+                    if conv.release_bash_if_idle(ttl) {
+                        tracing::debug!(conversation = %conv.id, "released an idle bash runner");
+                        released = true;
+                    }
+                }
+                if released {
+                    crate::util::trim_heap_soon();
                 }
             }
         });
@@ -451,7 +460,7 @@ impl ConversationService {
                     t.close().await;
                 }
             }
-            if let Some(bash) = conv.bash.get() {
+            if let Some(bash) = conv.bash.lock().await.service.take() {
                 bash.shutdown().await;
             }
             if (ran || conv.is_dirty()) && conv.docs_loaded() {

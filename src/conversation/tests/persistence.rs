@@ -198,6 +198,79 @@ async fn idle_conversations_release_memory_and_reload_on_use() {
     assert_eq!(ids(&evs[..before.len()]), ids(&before));
 }
 
+/// The scoped bash runner's stdout, in order, of every output stored for `command_id`.
+async fn scoped_stdout(conv: &Conversation, command_id: &str) -> (String, Option<i64>) {
+    let bash = conv.bash_service().await.expect("bash");
+    let page = bash
+        .search_page(crate::exec::SearchQuery {
+            command_id: Some(command_id.to_string()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+    let mut out = String::new();
+    let mut exit = None;
+    for ev in page.items {
+        if let crate::exec::BashEvent::Output(o) = ev {
+            out.push_str(o.stdout.as_deref().unwrap_or_default());
+            exit = exit.or(o.exit_code);
+        }
+    }
+    (out, exit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_scoped_bash_runner_is_released_and_its_events_kept() {
+    let fx = fixture();
+    let svc = ConversationService::open(fx.root.clone(), None, 4).expect("open");
+    let conv = create(&svc, &fx, json!({"autotitle": false})).await;
+    let (weak, command_id) = {
+        let bash = conv.bash_service().await.expect("bash");
+        let started = bash
+            .start(crate::exec::ExecuteBashRequest {
+                command: "sleep 1; echo done".into(),
+                cwd: None,
+                timeout: 30,
+            })
+            .await
+            .expect("start");
+        (Arc::downgrade(&bash), started.id)
+    };
+    assert!(
+        !conv.release_bash_if_idle(Duration::ZERO),
+        "a runner with a running command is kept"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while scoped_stdout(&conv, &command_id).await.1.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let _sub = conv.bash_service().await.expect("bash").subscribe();
+        assert!(
+            !conv.release_bash_if_idle(Duration::ZERO),
+            "a watched runner is kept"
+        );
+    }
+    assert!(
+        !conv.release_bash_if_idle(Duration::from_secs(60)),
+        "a runner used within the idle time is kept"
+    );
+    assert!(conv.release_bash_if_idle(Duration::ZERO));
+    assert!(
+        weak.upgrade().is_none(),
+        "the released runner (and its event index) is freed"
+    );
+    // The next request opens it again from its files: nothing is lost.
+    assert_eq!(
+        scoped_stdout(&conv, &command_id).await,
+        ("done\n".to_string(), Some(0))
+    );
+}
+
 #[tokio::test]
 async fn listed_conversations_keep_a_summary_and_are_read_from_disk_on_demand() {
     let fx = fixture();

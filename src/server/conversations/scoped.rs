@@ -189,7 +189,7 @@ async fn scoped(
     // three parameters where they expect one): the request goes in with fresh extensions.
     parts.extensions = axum::http::Extensions::new();
     if group == Group::Bash {
-        match conv.bash_service() {
+        match conv.bash_service().await {
             Ok(b) => {
                 parts.extensions.insert(crate::server::bash::ScopedBash(b));
             }
