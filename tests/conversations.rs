@@ -1195,11 +1195,20 @@ async fn run_after_a_pause_during_a_tool_step_resumes() {
     let wd = srv.workdir();
     let (_, info) = create(&srv, create_body(&llm, &wd)).await;
     let id = info["id"].as_str().unwrap().to_string();
-    say(&srv, &id, "[[mock:slow secs=2]]", true).await;
+    say(&srv, &id, "[[mock:slow secs=4]]", true).await;
     wait_terminal_action(&srv, &id).await;
     let (code, _) = post(&srv, &format!("/api/conversations/{id}/pause"), json!({})).await;
     assert_eq!(code, 200);
     assert_eq!(status(&srv, &id).await, "paused");
+    // The window under test: the tool step is still running when `run` comes.
+    let observed = |evs: &[Value]| {
+        evs.iter()
+            .any(|e| e["kind"] == "ObservationEvent" && e.to_string().contains("slow-end"))
+    };
+    assert!(
+        !observed(&all_events(&srv, &id).await),
+        "the 4 s step ended before the run request; this machine is too slow for the test"
+    );
     let (code, body) = post(&srv, &format!("/api/conversations/{id}/run"), json!({})).await;
     assert_eq!(code, 200, "run during the paused step: {body}");
     assert_eq!(
@@ -1207,9 +1216,7 @@ async fn run_after_a_pause_during_a_tool_step_resumes() {
         "finished"
     );
     let evs = all_events(&srv, &id).await;
-    assert!(evs
-        .iter()
-        .any(|e| e["kind"] == "ObservationEvent" && e.to_string().contains("slow-end")));
+    assert!(observed(&evs));
     assert!(evs
         .iter()
         .any(|e| e["kind"] == "ActionEvent" && e["tool_name"] == "finish"));
@@ -1811,7 +1818,21 @@ async fn prompt_is_byte_identical_after_an_idle_release_and_a_restart() {
         wait_status(&first, &id, &["finished", "error"], 60).await,
         "finished"
     );
-    let (live, _) = asked_prompt(&first, &llm, &id).await;
+    let (live, live_messages) = asked_prompt(&first, &llm, &id).await;
+    // The history keeps the agent's tool calls as tool calls, each answered by its result.
+    let call_id = live_messages
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["function"]["name"] == "terminal")
+        .and_then(|c| c["id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no terminal tool call in {live}"));
+    assert!(
+        live_messages.iter().any(|m| m["role"] == "tool"
+            && m["tool_call_id"] == call_id.as_str()
+            && m.to_string().contains("tok-prompt-42")),
+        "no tool result for {call_id}: {live}"
+    );
     // The terminal's text for the LLM carries more than the observation's content.
     assert!(live.contains("tok-prompt-42"), "{live}");
     assert!(

@@ -1,9 +1,10 @@
 //! The crash loop of the reliability checks: the server is killed with SIGKILL at random moments
 //! of agent runs (scripted LLM) and restarted on the same state, again and again. After every
 //! restart: every conversation loads, every event a WebSocket client was sent is on disk
-//! (`events/search` lists it), no process of the killed server is left running, and a run
-//! continues to `finished`. `AGENT_SERVER_CRASH_LOOP_KILLS` sets the number of kills (default 8;
-//! the long mode by hand: 100).
+//! (`events/search` lists it), no torn or temp file is left on disk, each repair is logged
+//! once, no process of the killed server is left running, and a run continues to `finished`.
+//! `AGENT_SERVER_CRASH_LOOP_KILLS` sets the number of kills (default 8; the long mode by hand:
+//! 100).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,52 @@ fn start_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Files under `conversations` that a crash must not leave behind once the conversations
+/// are loaded: temp files of interrupted writes, and event files that are empty or not a JSON
+/// object (torn writes are set aside as `.<name>.torn`, which is fine).
+fn torn_or_temp_files(conversations: &std::path::Path) -> HashSet<std::path::PathBuf> {
+    let mut found = HashSet::new();
+    let mut dirs = vec![conversations.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name.ends_with(".tmp") {
+                found.insert(path);
+            } else if name.starts_with("event-") && name.ends_with(".json") {
+                let whole = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|v| v.is_object());
+                if !whole {
+                    found.insert(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The paths of the repairs a server's log reports (torn event files set aside, temp files
+/// removed).
+fn repairs_logged(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            l.contains("set aside a torn event file")
+                || l.contains("removed the temp file of a write a crash interrupted")
+        })
+        .filter_map(|l| {
+            let at = l.find(" path=")? + " path=".len();
+            l[at..].split_whitespace().next().map(str::to_string)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing() {
     let kills: usize = std::env::var("AGENT_SERVER_CRASH_LOOP_KILLS")
@@ -83,6 +130,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let mut srv = TestServer::start_with(opts.clone());
     let mut seen: HashMap<String, Arc<Mutex<HashSet<String>>>> = HashMap::new();
     let mut rng = rand::rng();
+    let mut repairs: HashMap<String, usize> = HashMap::new();
     for round in 0..kills {
         let (code, info) = call(
             &srv,
@@ -163,6 +211,20 @@ async fn kill_9_at_random_moments_loses_nothing() {
                 "round {round}: sent but not on disk: {missing:?}"
             );
         }
+        // No torn file is left among the events and no temp file of an interrupted write.
+        let leftovers = torn_or_temp_files(&state.path().join("conversations"));
+        if !leftovers.is_empty() {
+            // A temp file may be a write of the new server in flight: only one still there
+            // a moment later is a leftover.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let again = torn_or_temp_files(&state.path().join("conversations"));
+            let stuck: Vec<_> = leftovers.iter().filter(|p| again.contains(*p)).collect();
+            assert!(stuck.is_empty(), "round {round}: left on disk: {stuck:?}");
+        }
+        // Each repair is said once, at the restart that made it.
+        for path in repairs_logged(&srv.log()) {
+            *repairs.entry(path).or_insert(0) += 1;
+        }
         // Nothing of the killed server survives its successor's start.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -180,6 +242,15 @@ async fn kill_9_at_random_moments_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let repeated: Vec<_> = repairs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "repairs said more than once: {repeated:?}"
+    );
+    println!(
+        "{kills} kills: {} leftovers repaired (torn event files set aside, temp files removed)",
+        repairs.len()
+    );
     // A run continues after the last restart: a fresh message runs to the end.
     let last = seen.keys().next().unwrap().clone();
     let (code, v) = call(

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::TestServer;
+use crate::support::{ServerOptions, TestServer};
 
 /// Deterministic pseudo-random bytes (xorshift), produced chunk by chunk.
 struct Noise(u64);
@@ -751,6 +751,12 @@ async fn impossible_and_forbidden_paths_are_client_errors() {
         ("upload", long_name.clone(), 400, "component is too long"),
         ("create_directory", long_name, 400, "component is too long"),
         ("download", long_path.clone(), 400, "Path is too long"),
+        (
+            "create_directory",
+            long_path.clone(),
+            400,
+            "Path is too long",
+        ),
         ("upload", long_path, 400, "Path is too long"),
         // sysfs refuses new entries even to root.
         (
@@ -794,6 +800,49 @@ async fn impossible_and_forbidden_paths_are_client_errors() {
             "{route} {short:?}: {detail}"
         );
     }
+}
+
+/// What the server may not read is a 403 that says so, on download and on the directory
+/// search (the server runs as `nobody` when the tests run as root).
+#[tokio::test]
+async fn unreadable_files_and_directories_are_403() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start_with(ServerOptions {
+        unprivileged: true,
+        ..Default::default()
+    });
+    let locked_dir = server.workdir().join("locked");
+    std::fs::create_dir_all(locked_dir.join("inner")).unwrap();
+    let locked_file = server.workdir().join("secret.txt");
+    std::fs::write(&locked_file, "no").unwrap();
+    for p in [&locked_dir, &locked_file] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let client = server.client();
+    let cases = [("download", &locked_file), ("search_subdirs", &locked_dir)];
+    for (route, path) in cases {
+        let resp = client
+            .get(format!("{}/api/file/{route}", server.url))
+            .query(&[("path", path)])
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        let (_, detail) = detail(resp).await;
+        assert_eq!(code, 403, "{route} {}: {detail}", path.display());
+        assert!(
+            detail.as_str().unwrap_or("").contains("Permission denied"),
+            "{route}: {detail}"
+        );
+    }
+    // The server itself is unharmed.
+    let ok = client
+        .get(format!("{}/api/file/search_subdirs", server.url))
+        .query(&[("path", server.workdir())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
 }
 
 /// A full disk (a 1 MiB tmpfs): an upload that does not fit fails with the OS's words, the file

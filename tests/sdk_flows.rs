@@ -144,6 +144,35 @@ fn settings_secrets_and_profiles_through_the_python_sdk() {
     );
 }
 
+/// A conversation-scoped `RemoteWorkspace` (`runtime_conversation_id`) from the official
+/// client: `stop_command()`, `execute_command()`, file upload and download, Git changes, all
+/// through `/api/conversations/{id}/...`.
+#[test]
+#[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
+fn scoped_remote_workspace_through_the_python_sdk() {
+    let python = sdk_python();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
+    let server = TestServer::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/scoped_workspace_flow.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([&server.url, &llm.base_url])
+        .arg(server.workdir())
+        .env("OPENHANDS_SUPPRESS_BANNER", "1")
+        .current_dir(server.root_path())
+        .output()
+        .expect("run the SDK flow");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("PASS scoped_workspace_flow"),
+        "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
+        tail(&stderr, 4000),
+        tail(&server.log(), 4000)
+    );
+}
+
 /// An MCP server over streamable HTTP (the official `mcp` package's FastMCP): the test route
 /// lists and calls its tool, and an agent uses it in a run.
 #[test]

@@ -361,8 +361,9 @@ async fn closed_by_peer(s: &mut tokio::net::TcpStream, wait: std::time::Duration
     }
 }
 
-/// Idle and half-sent connections are closed after the header-read timeout, and a flood over
-/// the connection cap gets a quick 503 instead of hanging; afterwards `/health` answers again.
+/// Idle and half-sent connections, and keep-alive ones idle after a request, are closed after
+/// the header-read timeout, and a flood over the connection cap gets a quick 503 instead of
+/// hanging; afterwards `/health` answers again.
 #[tokio::test]
 async fn idle_and_half_sent_connections_are_closed_and_floods_capped() {
     use tokio::io::AsyncWriteExt;
@@ -382,6 +383,21 @@ async fn idle_and_half_sent_connections_are_closed_and_floods_capped() {
     half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    // A keep-alive connection that was served once, then left idle.
+    let mut served = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    served
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        wait,
+        tokio::io::AsyncReadExt::read_exact(&mut served, &mut head),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
     assert!(
         closed_by_peer(&mut idle, wait).await,
         "idle connection kept"
@@ -389,6 +405,10 @@ async fn idle_and_half_sent_connections_are_closed_and_floods_capped() {
     assert!(
         closed_by_peer(&mut half, wait).await,
         "half-sent request kept"
+    );
+    assert!(
+        closed_by_peer(&mut served, wait).await,
+        "keep-alive connection left idle after a request kept"
     );
 
     // Twenty idle connections fill the cap; the next ones are told so at once. Until the

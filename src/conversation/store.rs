@@ -175,8 +175,20 @@ mod tests {
             .join(format!(".meta.json.{}-0123abcd.tmp", run_token()));
         fs::write(&ours, b"{}").unwrap();
 
-        let loaded = load_events(&events).unwrap();
+        let (loaded, log) = logged(|| load_events(&events).unwrap());
         assert_eq!(loaded.len(), 2);
+        // Each repair is said once, naming the file.
+        for (what, path) in [
+            ("set aside a torn event file", &torn),
+            ("set aside a torn event file", &half),
+            ("removed the temp file", &tmp),
+        ] {
+            let lines = log
+                .lines()
+                .filter(|l| l.contains(what) && l.contains(&*path.to_string_lossy()))
+                .count();
+            assert_eq!(lines, 1, "{what} {}:\n{log}", path.display());
+        }
         assert!(!torn.exists() && !half.exists() && !tmp.exists());
         assert!(ours.exists());
         let names: Vec<String> = fs::read_dir(&events)
@@ -192,8 +204,36 @@ mod tests {
             2
         );
         assert_eq!(names.iter().filter(|n| n.ends_with(".torn")).count(), 2);
-        // A second load finds the same events and nothing to repair.
-        assert_eq!(load_events(&events).unwrap(), loaded);
+        // A second load finds the same events and nothing to repair: it says nothing.
+        let (again, log) = logged(|| load_events(&events).unwrap());
+        assert_eq!(again, loaded);
+        assert_eq!(log, "", "a second load repairs nothing");
+    }
+
+    /// Runs `f` and returns what it logged (one line per record, no colours).
+    fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    /// A log writer into a shared buffer.
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct ServerOptions {
     /// Reuse a conversations directory (restart tests).
     pub conversations_dir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Run the server as user `nobody` when the tests run as root (file permissions then apply
+    /// to it); as another user it runs as that user anyway.
+    pub unprivileged: bool,
 }
 
 /// The official Python SDK's interpreter: `$AGENT_SERVER_SDK_VENV/bin/python`, by default the
@@ -159,6 +162,19 @@ impl TestServer {
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if opts.unprivileged && nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [root.path().to_path_buf(), conversations.clone()]
+                .into_iter()
+                .chain(["home", "tmp", "work"].map(|d| root.path().join(d)))
+            {
+                std::fs::create_dir_all(&d).expect("mkdir");
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))
+                    .expect("chmod");
+            }
+            std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+            std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
         }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("spawn agent-server");
