@@ -144,7 +144,16 @@ impl TestServer {
         }
         let log_path = root.path().join("server.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-server"));
+        let as_nobody = opts.unprivileged && nix::unistd::geteuid().is_root();
+        let exe = if as_nobody {
+            // A copy nobody can reach (the build directory may be under a private home).
+            let copy = root.path().join("agent-server");
+            std::fs::copy(env!("CARGO_BIN_EXE_agent-server"), &copy).expect("copy the binary");
+            copy
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_agent-server"))
+        };
+        let mut cmd = Command::new(exe);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .current_dir(root.path())
             .env_remove("SESSION_API_KEY")
@@ -163,7 +172,7 @@ impl TestServer {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        if opts.unprivileged && nix::unistd::geteuid().is_root() {
+        if as_nobody {
             use std::os::unix::fs::PermissionsExt;
             for d in [root.path().to_path_buf(), conversations.clone()]
                 .into_iter()
