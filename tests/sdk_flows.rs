@@ -1,6 +1,7 @@
 //! Flows of the reference's own examples, driven by the official Python SDK (the venv of
 //! `tests/sdk/setup-venv.sh`) against the real binary, with scripted LLMs from `tests/sdk/`.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
@@ -12,24 +13,49 @@ use crate::support::{sdk_python, TestServer};
 #[test]
 #[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
 fn stop_hook_example_flow_through_the_python_sdk() {
-    let python = sdk_python();
     let server = TestServer::start();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/stop_hook_flow.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args(["--server", &server.url])
+    run_python(
+        &server,
+        &[script.as_os_str(), "--server".as_ref(), server.url.as_ref()],
+        "PASS stop_hook_flow",
+    );
+}
+
+/// Runs the SDK venv's Python with `args` in the server's directory; asserts that it succeeded
+/// and printed `expect` (else shows its output and the server's log). Returns stdout and stderr.
+fn run_python(server: &TestServer, args: &[&OsStr], expect: &str) -> (String, String) {
+    let out = Command::new(sdk_python())
+        .args(args)
         .env("OPENHANDS_SUPPRESS_BANNER", "1")
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .current_dir(server.root_path())
         .output()
-        .expect("run the SDK flow");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .expect("run the SDK's Python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        out.status.success() && stdout.contains("PASS stop_hook_flow"),
+        out.status.success() && stdout.contains(expect),
         "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
         tail(&stderr, 4000),
         tail(&server.log(), 4000)
+    );
+    (stdout, stderr)
+}
+
+/// Runs `tests/sdk/<name>.py SERVER_URL LLM_URL PROJECT_DIR` and asserts it printed
+/// `PASS <name>`.
+fn run_flow(server: &TestServer, llm_url: &str, project: &Path, name: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sdk/{name}.py"));
+    run_python(
+        server,
+        &[
+            script.as_os_str(),
+            server.url.as_ref(),
+            llm_url.as_ref(),
+            project.as_os_str(),
+        ],
+        &format!("PASS {name}"),
     );
 }
 
@@ -46,7 +72,6 @@ fn tail(s: &str, n: usize) -> &str {
 #[test]
 #[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
 fn client_defined_tool_call_reaches_the_python_client() {
-    let python = sdk_python();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
     let server = TestServer::start();
@@ -81,19 +106,15 @@ action = seen[0].action.model_dump() if seen and seen[0].action is not None else
 print("ACTION", action.get("message") if action else None, action.get("level") if action else None, flush=True)
 conv.close()
 "#;
-    let out = Command::new(python)
-        .args(["-c", script, &server.url, &llm.base_url])
-        .env("OPENHANDS_SUPPRESS_BANNER", "1")
-        .current_dir(server.root_path())
-        .output()
-        .expect("run the SDK script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("STATUS finished"),
-        "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
-        tail(&stderr, 4000),
-        tail(&server.log(), 4000)
+    let (stdout, stderr) = run_python(
+        &server,
+        &[
+            "-c".as_ref(),
+            script.as_ref(),
+            server.url.as_ref(),
+            llm.base_url.as_ref(),
+        ],
+        "STATUS finished",
     );
     assert!(
         stdout.contains("ACTION hello client info"),
@@ -109,35 +130,18 @@ conv.close()
 #[test]
 #[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
 fn settings_secrets_and_profiles_through_the_python_sdk() {
-    let python = sdk_python();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
     let server = TestServer::start_with(crate::support::ServerOptions {
         env: vec![("OH_SECRET_KEY".into(), "flow-key-1".into())],
         ..Default::default()
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/settings_flow.py");
     let project = server.workdir();
     std::fs::write(project.join("AGENTS.md"), "Run the tests first.\n").unwrap();
     let skill = project.join(".openhands/skills/deploy.md");
     std::fs::create_dir_all(skill.parent().unwrap()).unwrap();
     std::fs::write(&skill, "---\ntriggers:\n- deploy\n---\nDeploy with make.\n").unwrap();
-    let out = Command::new(python)
-        .arg(script)
-        .args([&server.url, &llm.base_url])
-        .arg(&project)
-        .env("OPENHANDS_SUPPRESS_BANNER", "1")
-        .current_dir(server.root_path())
-        .output()
-        .expect("run the SDK flow");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("PASS settings_flow"),
-        "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
-        tail(&stderr, 4000),
-        tail(&server.log(), 4000)
-    );
+    run_flow(&server, &llm.base_url, &project, "settings_flow");
     assert!(
         !server.log().contains("ghp_flow_7d1"),
         "the secret reached the log"
@@ -150,26 +154,14 @@ fn settings_secrets_and_profiles_through_the_python_sdk() {
 #[test]
 #[ignore = "needs the Python SDK venv (tests/sdk/setup-venv.sh); run with --include-ignored"]
 fn scoped_remote_workspace_through_the_python_sdk() {
-    let python = sdk_python();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let llm = rt.block_on(crate::support::mock_llm::MockLlm::start());
     let server = TestServer::start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/scoped_workspace_flow.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args([&server.url, &llm.base_url])
-        .arg(server.workdir())
-        .env("OPENHANDS_SUPPRESS_BANNER", "1")
-        .current_dir(server.root_path())
-        .output()
-        .expect("run the SDK flow");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("PASS scoped_workspace_flow"),
-        "stdout:\n{stdout}\nstderr (tail):\n{}\nserver log (tail):\n{}",
-        tail(&stderr, 4000),
-        tail(&server.log(), 4000)
+    run_flow(
+        &server,
+        &llm.base_url,
+        &server.workdir(),
+        "scoped_workspace_flow",
     );
 }
 
