@@ -19,8 +19,8 @@ pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
 }
 
 /// Writes a new, never-rewritten file (an event): created exclusively, data synced, then the
-/// directory synced. A crash mid-write can only leave a torn last file, which the loader
-/// skips, so no temp file and rename are needed.
+/// directory synced. A failed write removes the file; a crash mid-write can only leave a torn
+/// last file, which the loader sets aside, so no temp file and rename are needed.
 pub fn write_new_json(path: &Path, value: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     let mut opts = fs::OpenOptions::new();
@@ -28,8 +28,12 @@ pub fn write_new_json(path: &Path, value: &Value) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(path)?;
-    f.write_all(&bytes)?;
-    f.sync_data()?;
+    if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_data()) {
+        // A full disk or an I/O error: no torn file is left under an event's name.
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
     if let Some(dir) = path.parent() {
         sync_dir(dir);
     }
