@@ -38,7 +38,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config))
+    let result = runtime.block_on(run(config));
+    // Blocking work still running once the server has stopped (a huge archive the client
+    // gave up on) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

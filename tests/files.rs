@@ -802,6 +802,56 @@ async fn impossible_and_forbidden_paths_are_client_errors() {
     }
 }
 
+/// An archive never reads kernel pseudo file systems (`/proc`, `/sys`: sizes that lie, reads
+/// that never end), and an archive of a huge tree stops when its client leaves: the server then
+/// stops on SIGTERM at once, leaving no scratch file.
+#[tokio::test]
+async fn archives_skip_kernel_files_and_stop_with_their_client() {
+    let mut server = TestServer::start();
+    let url = format!("{}/api/file/archive", server.url);
+    let resp = server
+        .client()
+        .get(&url)
+        .query(&[("path", "/proc/self"), ("format", "tar.gz")])
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let mut names = Vec::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_ref()));
+    for entry in tar.entries().unwrap() {
+        names.push(entry.unwrap().path().unwrap().display().to_string());
+    }
+    assert!(
+        names.len() == 1 && names[0].ends_with("archive_manifest.json"),
+        "{names:?}"
+    );
+
+    // The whole file system, and a client that gives up after a second.
+    let gave_up = server
+        .client()
+        .get(&url)
+        .query(&[("path", "/"), ("format", "tar.gz")])
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "an archive of / in a second: {gave_up:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scratch = server.root_path().join("tmp");
+    assert!(
+        server.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15)),
+        "the server did not stop within 15 s of SIGTERM"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the scratch directory: {left:?}");
+}
+
 /// What the server may not read is a 403 that says so, on download and on the directory
 /// search (the server runs as `nobody` when the tests run as root).
 #[tokio::test]

@@ -4,6 +4,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::FileError;
 use crate::git::{self, GitError, GitOptions, RefPurpose, EMPTY_TREE};
@@ -96,6 +98,42 @@ pub struct Archive {
 /// Percent-encodes every byte except unreserved ones and `safe` (`quote(value, safe)`).
 pub use crate::urlcode::quote as percent_encode;
 
+/// Set when the request that asked for an archive is gone (the client left, the server stops):
+/// the walk on the blocking pool then stops at its next file.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The error of a walk stopped by [`CancelOnDrop`].
+fn cancelled() -> std::io::Error {
+    std::io::Error::other("the archive request was cancelled")
+}
+
+/// Pseudo file systems whose "files" are kernel interfaces (sizes that lie, reads that never
+/// end or have effects): never archived, even when the path asked for contains them.
+fn is_pseudo_fs(dir: &Path) -> bool {
+    use nix::sys::statfs::{
+        statfs, BPF_FS_MAGIC, CGROUP_SUPER_MAGIC, DEBUGFS_MAGIC, PROC_SUPER_MAGIC,
+        SECURITYFS_MAGIC, SYSFS_MAGIC, TRACEFS_MAGIC,
+    };
+    statfs(dir).is_ok_and(|fs| {
+        [
+            PROC_SUPER_MAGIC,
+            SYSFS_MAGIC,
+            DEBUGFS_MAGIC,
+            TRACEFS_MAGIC,
+            SECURITYFS_MAGIC,
+            CGROUP_SUPER_MAGIC,
+            BPF_FS_MAGIC,
+        ]
+        .contains(&fs.filesystem_type())
+    })
+}
+
 /// Removes a scratch file when dropped.
 struct Scratch(PathBuf);
 
@@ -144,7 +182,9 @@ pub async fn create(req: ArchiveRequest) -> Result<Archive, FileError> {
     // Scratch space on the workspace's volume (its parent), else the temp dir.
     let scratch_dir = match target.parent() {
         Some(p)
-            if p != target && nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok() =>
+            if p != target
+                && nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+                && !is_pseudo_fs(p) =>
         {
             p.to_path_buf()
         }
@@ -162,6 +202,8 @@ pub async fn create(req: ArchiveRequest) -> Result<Archive, FileError> {
         .await
         .map_err(|e| FileError::Failed(format!("Failed to archive directory: {e}")))?;
     let scratch = Scratch(output.clone());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
 
     let root = {
         let t = target.clone();
@@ -176,7 +218,7 @@ pub async fn create(req: ArchiveRequest) -> Result<Archive, FileError> {
         }
         ArchiveFormat::TarGz => {
             let (r, o, ex) = (root.clone(), output.clone(), excludes.clone());
-            tokio::task::spawn_blocking(move || write_tar_gz(&r, &o, &ex))
+            tokio::task::spawn_blocking(move || write_tar_gz(&r, &o, &ex, &cancel))
                 .await
                 .map_err(|e| FileError::Failed(format!("Failed to archive directory: {e}")))?
                 .map_err(|e| FileError::Failed(format!("Failed to archive directory: {e}")))?;
@@ -473,16 +515,21 @@ fn is_sensitive_git_internal(parts: &[&str]) -> bool {
     false
 }
 
-/// Reads exactly `remaining` bytes: pads with NULs if the file shrank, stops if it grew.
-struct ExactSize<R> {
+/// Reads exactly `remaining` bytes: pads with NULs if the file shrank, stops if it grew; fails
+/// once `cancel` is set.
+struct ExactSize<'a, R> {
     inner: R,
     remaining: u64,
+    cancel: &'a AtomicBool,
 }
 
-impl<R: Read> Read for ExactSize<R> {
+impl<R: Read> Read for ExactSize<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.remaining == 0 {
             return Ok(0);
+        }
+        if self.cancel.load(Ordering::Acquire) {
+            return Err(cancelled());
         }
         let want = buf.len().min(self.remaining as usize);
         let n = match self.inner.read(&mut buf[..want]) {
@@ -522,7 +569,12 @@ fn archive_name(root: &Path) -> String {
 }
 
 /// Streams a gzip tarball of `root` (no symlinks followed) into `output`, with a manifest.
-fn write_tar_gz(root: &Path, output: &Path, excludes: &[String]) -> std::io::Result<()> {
+fn write_tar_gz(
+    root: &Path,
+    output: &Path,
+    excludes: &[String],
+    cancel: &AtomicBool,
+) -> std::io::Result<()> {
     let name = archive_name(root);
     let out = std::fs::OpenOptions::new()
         .write(true)
@@ -539,7 +591,14 @@ fn write_tar_gz(root: &Path, output: &Path, excludes: &[String]) -> std::io::Res
     // Depth-first walk like `os.walk` (top-down, sorted for determinism).
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     while let Some(rel_dir) = stack.pop() {
+        if cancel.load(Ordering::Acquire) {
+            return Err(cancelled());
+        }
         let dir = root.join(&rel_dir);
+        if is_pseudo_fs(&dir) {
+            tracing::info!(dir = %dir.display(), "not archiving a kernel pseudo file system");
+            continue;
+        }
         let arc_dir = if rel_dir.as_os_str().is_empty() {
             name.clone()
         } else {
@@ -590,6 +649,7 @@ fn write_tar_gz(root: &Path, output: &Path, excludes: &[String]) -> std::io::Res
             let reader = ExactSize {
                 inner: file,
                 remaining: meta.len(),
+                cancel,
             };
             // A failure here may have written a partial member: give up on the archive.
             tar.append_data(&mut header, &arcname, reader)?;
