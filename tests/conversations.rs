@@ -2161,30 +2161,6 @@ async fn huge_timeouts_from_the_client_do_not_break_a_run() {
         .any(|e| e["kind"] == "ObservationEvent" && e.to_string().contains("mock-marker-42")));
 }
 
-/// Event files under `conversations` that are empty or not a JSON object, and temp files.
-fn torn_or_temp(conversations: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![conversations.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if name.ends_with(".tmp")
-                || (name.starts_with("event-")
-                    && !std::fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                        .is_some_and(|v| v.is_object()))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 /// A full disk (a 2 MiB tmpfs holding the conversations): a message that cannot be stored is
 /// refused with the OS's words, no torn event file or temp file is left, the server keeps
 /// serving; with space again the conversation goes on, and after a restart every event loads
@@ -2192,20 +2168,7 @@ fn torn_or_temp(conversations: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 #[ignore = "needs root to mount a tmpfs; run with --include-ignored"]
 async fn full_disk_refuses_an_event_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "cannot mount a tmpfs (root needed)");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(dir.path().to_path_buf());
+    let dir = crate::support::Tmpfs::mount("2m");
     let convs = dir.path().join("conversations");
     let opts = ServerOptions {
         conversations_dir: Some(convs.clone()),
@@ -2242,7 +2205,11 @@ async fn full_disk_refuses_an_event_and_loses_nothing() {
         v.to_string().contains("No space left on device"),
         "{code} {v}"
     );
-    assert_eq!(torn_or_temp(&convs), Vec::<std::path::PathBuf>::new());
+    assert!(
+        crate::support::torn_or_temp_files(&convs).is_empty(),
+        "{:?}",
+        crate::support::torn_or_temp_files(&convs)
+    );
     let (code, _) = get(&srv, "/health").await;
     assert_eq!(code, 200);
     assert_eq!(ids(&all_events(&srv, &id).await), before);

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
 use crate::support::mock_llm::MockLlm;
-use crate::support::{ServerOptions, TestServer};
+use crate::support::{torn_or_temp_files, ServerOptions, TestServer};
 
 async fn call(
     srv: &TestServer,
@@ -64,37 +64,6 @@ fn start_ticks(pid: u32) -> u64 {
         .nth(19)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// Files under `conversations` that a crash must not leave behind once the conversations
-/// are loaded: temp files of interrupted writes, and event files that are empty or not a JSON
-/// object (torn writes are set aside as `.<name>.torn`, which is fine).
-fn torn_or_temp_files(conversations: &std::path::Path) -> HashSet<std::path::PathBuf> {
-    let mut found = HashSet::new();
-    let mut dirs = vec![conversations.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in rd.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if name.ends_with(".tmp") {
-                found.insert(path);
-            } else if name.starts_with("event-") && name.ends_with(".json") {
-                let whole = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                    .is_some_and(|v| v.is_object());
-                if !whole {
-                    found.insert(path);
-                }
-            }
-        }
-    }
-    found
 }
 
 /// The paths of the repairs a server's log reports (torn event files set aside, temp files

@@ -901,20 +901,7 @@ async fn unreadable_files_and_directories_are_403() {
 #[ignore = "needs root to mount a tmpfs; run with --include-ignored"]
 async fn full_disk_upload_fails_cleanly_and_changes_nothing() {
     let server = TestServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "cannot mount a tmpfs (root needed)");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(dir.path().to_path_buf());
+    let dir = crate::support::Tmpfs::mount("1m");
     let target = dir.path().join("data.bin");
     std::fs::write(&target, b"the old content").unwrap();
 

@@ -319,3 +319,58 @@ impl Drop for TestServer {
         self.stop_with(nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// A tmpfs of `size` (e.g. `"1m"`) mounted on a fresh temporary directory, unmounted when
+/// dropped. Needs root: panics otherwise.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "cannot mount a tmpfs (root needed)");
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Files under `root` that a crash or a failed write must not leave behind: temp files, and
+/// event files (`event-*`) that are empty or not a JSON object (a torn write set aside as
+/// `.<name>.torn` is fine).
+pub fn torn_or_temp_files(root: &Path) -> std::collections::HashSet<PathBuf> {
+    let mut found = std::collections::HashSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name.ends_with(".tmp")
+                || (name.starts_with("event-")
+                    && !std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .is_some_and(|v| v.is_object()))
+            {
+                found.insert(path);
+            }
+        }
+    }
+    found
+}
