@@ -205,6 +205,63 @@ pub fn lexical_normalize(path: &std::path::Path) -> std::path::PathBuf {
     out
 }
 
+/// Captures what tests log.
+#[cfg(test)]
+pub(crate) mod test_log {
+    use std::sync::{Arc, Mutex};
+
+    /// What the current thread logs at `level` and above (one line per record, no colours)
+    /// until dropped; read with [`Capture::text`]. Async tests on the current-thread runtime
+    /// log on this thread.
+    pub(crate) struct Capture {
+        buf: Arc<Mutex<Vec<u8>>>,
+        _guard: tracing::subscriber::DefaultGuard,
+    }
+
+    impl Capture {
+        pub(crate) fn start(level: tracing::Level) -> Self {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let sink = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(level)
+                .with_writer(move || Sink(sink.clone()))
+                .finish();
+            let guard = tracing::subscriber::set_default(subscriber);
+            Self { buf, _guard: guard }
+        }
+
+        /// Everything logged so far.
+        pub(crate) fn text(&self) -> String {
+            let buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+            String::from_utf8_lossy(&buf).into_owned()
+        }
+    }
+
+    /// Runs `f` and returns what it logged at INFO and above.
+    pub(crate) fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+        let capture = Capture::start(tracing::Level::INFO);
+        let out = f();
+        (out, capture.text())
+    }
+
+    /// A log writer into a shared buffer.
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

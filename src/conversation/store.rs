@@ -153,6 +153,7 @@ fn remove_temp_files(dir: &Path) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::util::test_log::logged;
 
     #[test]
     fn a_crash_s_leftovers_are_repaired_at_load() {
@@ -212,32 +213,6 @@ mod tests {
         let (again, log) = logged(|| load_events(&events).unwrap());
         assert_eq!(again, loaded);
         assert_eq!(log, "", "a second load repairs nothing");
-    }
-
-    /// Runs `f` and returns what it logged (one line per record, no colours).
-    fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        let out = tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
-        (out, text)
-    }
-
-    /// A log writer into a shared buffer.
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     #[test]

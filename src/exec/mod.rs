@@ -38,6 +38,9 @@ pub const MAX_SUBSCRIBERS: usize = 50;
 const SUBSCRIBER_BACKLOG: usize = 1024;
 /// Names a catching-up subscriber takes from the index at a time.
 const CATCH_UP_BATCH: usize = 64;
+/// Bytes of events a catching-up subscriber reads from disk in one blocking task (at least one
+/// event): reading a batch at a time lets it catch up faster than commands produce events.
+const CATCH_UP_BYTES: usize = 256 * 1024;
 /// How long shutdown waits for commands to end after stopping them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Byte chunks buffered ahead of a streamed response body.
@@ -100,15 +103,17 @@ impl Inner {
 #[derive(Debug)]
 pub struct Subscription {
     rx: broadcast::Receiver<Announced>,
-    /// An event to yield, not yet read from disk (keeps [`Subscription::next`] cancel-safe).
-    pending: Option<Arc<str>>,
     /// Name of the last event yielded or skipped. Events are stored in name order, so an
     /// announcement at or before it was already read from the store.
     last: Option<Arc<str>>,
     /// Reading the stored events after `last` before returning to the live feed.
     catching_up: bool,
-    /// Names read from the index while catching up, to yield in order.
+    /// Names of events to read from the store, then yield in order: taken from the index
+    /// while catching up, or announced without their text. Left in place until read, which
+    /// keeps [`Subscription::next`] cancel-safe.
     backlog: VecDeque<Arc<str>>,
+    /// Events read from the store, to yield in order (`None`: the file was gone or invalid).
+    loaded: VecDeque<(Arc<str>, Option<String>)>,
     store: Arc<Store>,
     count: Arc<AtomicUsize>,
 }
@@ -135,22 +140,27 @@ impl Subscription {
     /// Yields every stored event first (oldest first), then the live ones, with none twice.
     pub fn replay_stored(&mut self) {
         self.last = None;
-        self.pending = None;
         self.backlog.clear();
+        self.loaded.clear();
         self.catching_up = true;
     }
 
-    /// The next event if it is already announced and needs no disk read; `None` otherwise
+    /// The next event if it is already read or announced with its text; `None` otherwise
     /// ([`Subscription::next`] then waits or reads). Lets a sender batch ready events.
     pub fn try_next(&mut self) -> Option<String> {
-        if self.pending.is_some() || self.catching_up || !self.backlog.is_empty() {
+        if let Some((_, Some(_))) = self.loaded.front() {
+            let (name, json) = self.loaded.pop_front()?;
+            self.last = Some(name);
+            return json;
+        }
+        if !self.loaded.is_empty() || self.catching_up || !self.backlog.is_empty() {
             return None;
         }
         loop {
             match self.rx.try_recv() {
                 Ok(announced) => match self.take(announced) {
                     Some(json) => return Some(json),
-                    None if self.pending.is_some() => return None,
+                    None if !self.backlog.is_empty() => return None,
                     None => {}
                 },
                 Err(broadcast::error::TryRecvError::Lagged(missed)) => {
@@ -163,7 +173,7 @@ impl Subscription {
     }
 
     /// An announcement's JSON to yield; `None` when it was already yielded, or when it must be
-    /// read from the store (then left in `pending`).
+    /// read from the store (then left in `backlog`).
     fn take(&mut self, Announced { name, json }: Announced) -> Option<String> {
         if self.last.as_ref().is_some_and(|last| name <= *last) {
             return None;
@@ -174,7 +184,7 @@ impl Subscription {
                 Some(json.to_string())
             }
             None => {
-                self.pending = Some(name);
+                self.backlog.push_back(name);
                 None
             }
         }
@@ -190,9 +200,7 @@ impl Subscription {
     /// returned by the next call.
     pub async fn next(&mut self) -> Received {
         loop {
-            if let Some(name) = self.pending.clone() {
-                let json = self.store.load_json(&name).await;
-                self.pending = None;
+            if let Some((name, json)) = self.loaded.pop_front() {
                 match json {
                     Some(json) => {
                         self.last = Some(name);
@@ -207,8 +215,15 @@ impl Subscription {
                     }
                 }
             }
-            if let Some(name) = self.backlog.pop_front() {
-                self.pending = Some(name);
+            if !self.backlog.is_empty() {
+                let names: Vec<Arc<str>> =
+                    self.backlog.iter().take(CATCH_UP_BATCH).cloned().collect();
+                let read = self.store.load_json_many(&names, CATCH_UP_BYTES).await;
+                for json in read {
+                    if let Some(name) = self.backlog.pop_front() {
+                        self.loaded.push_back((name, json));
+                    }
+                }
                 continue;
             }
             if self.catching_up {
@@ -489,7 +504,7 @@ impl BashService {
         self.inner.store.select(query)
     }
 
-    /// One search page as a `BashEventPage` JSON body, events read one at a time.
+    /// One search page as a `BashEventPage` JSON body, events read a batch at a time.
     pub async fn search(&self, query: SearchQuery) -> JsonStream {
         let (names, next) = self.select(&query).await;
         let store = self.inner.store.clone();
@@ -498,14 +513,17 @@ impl BashService {
                 return;
             }
             let mut first = true;
-            for name in names {
-                let Some(json) = store.load_json(&name).await else {
-                    continue;
-                };
-                let piece = if first { json } else { format!(",{json}") };
-                first = false;
-                if !sink.send(piece).await {
-                    return;
+            let mut rest = &names[..];
+            while !rest.is_empty() {
+                let batch = &rest[..rest.len().min(CATCH_UP_BATCH)];
+                let read = store.load_json_many(batch, CATCH_UP_BYTES).await;
+                rest = &rest[read.len()..];
+                for json in read.into_iter().flatten() {
+                    let piece = if first { json } else { format!(",{json}") };
+                    first = false;
+                    if !sink.send(piece).await {
+                        return;
+                    }
                 }
             }
             let tail = format!(
@@ -592,10 +610,10 @@ impl BashService {
             let rx = self.inner.events.subscribe();
             Subscription {
                 rx,
-                pending: None,
                 last: self.inner.store.last_name(),
                 catching_up: false,
                 backlog: VecDeque::new(),
+                loaded: VecDeque::new(),
                 store: self.inner.store.clone(),
                 count,
             }
@@ -681,7 +699,14 @@ mod tests {
         for i in 0..n {
             store_command(&service, i).await;
         }
-        for i in 0..n {
+        assert_eq!(next_echo(&mut sub).await, 0);
+        // The store is read a batch at a time: the rest of the batch is ready at once (a
+        // socket sends it in one flush), which lets a subscriber catch up with the producers.
+        let ready: Vec<usize> = std::iter::from_fn(|| sub.try_next())
+            .map(|json| echo_of(&json))
+            .collect();
+        assert_eq!(ready, (1..CATCH_UP_BATCH).collect::<Vec<_>>());
+        for i in CATCH_UP_BATCH..n {
             assert_eq!(next_echo(&mut sub).await, i);
         }
         assert!(quiet(&mut sub).await, "no event twice, none from before");

@@ -15,8 +15,7 @@ impl Store {
         match read {
             Ok(Ok(event)) => Some(event),
             Ok(Err(e)) => {
-                tracing::warn!(name, error = %e, "unreadable bash event skipped");
-                lock(&self.index).remove(name);
+                self.skip_unreadable(name, &e);
                 None
             }
             Err(_) => None,
@@ -26,31 +25,54 @@ impl Store {
     /// Reads one event's JSON text as stored (our files are compact; files written by the
     /// reference are indented, which is still valid JSON). Checked to be JSON, not re-serialised.
     pub async fn load_json(&self, name: &str) -> Option<String> {
-        let path = self.dir.join(name);
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-            let bytes = std::fs::read(&path)?;
-            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-                .map_err(std::io::Error::other)?;
-            let mut text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
-            if text.starts_with("{\n") {
-                // Written indented by the reference server: answer compact JSON like ours.
-                let value: serde_json::Value =
-                    serde_json::from_str(&text).map_err(std::io::Error::other)?;
-                return Ok(value.to_string());
+        let names = [Arc::from(name)];
+        self.load_json_many(&names, 0).await.pop().flatten()
+    }
+
+    /// Reads the JSON text of the first of `names` in order, in one blocking task, until
+    /// `budget` bytes are read (at least one event, at most all of them): one result per name
+    /// read, `None` for a file gone or invalid (the name then leaves the index).
+    pub async fn load_json_many(&self, names: &[Arc<str>], budget: usize) -> Vec<Option<String>> {
+        let dir = self.dir.clone();
+        let owned = names.to_vec();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut read = Vec::with_capacity(owned.len());
+            let mut bytes = 0;
+            for name in &owned {
+                let result = read_json(&dir.join(&**name));
+                bytes += result.as_ref().map_or(0, String::len);
+                read.push(result);
+                if bytes >= budget {
+                    break;
+                }
             }
-            text.truncate(text.trim_end().len());
-            Ok(text)
+            read
         })
         .await;
-        match read {
-            Ok(Ok(text)) => Some(text),
-            Ok(Err(e)) => {
-                tracing::warn!(name, error = %e, "unreadable bash event skipped");
-                lock(&self.index).remove(name);
-                None
-            }
-            Err(_) => None,
+        let Ok(read) = read else {
+            // The runtime is shutting down.
+            return names.iter().map(|_| None).collect();
+        };
+        read.into_iter()
+            .zip(names)
+            .map(|(result, name)| result.map_err(|e| self.skip_unreadable(name, &e)).ok())
+            .collect()
+    }
+
+    /// Drops an unreadable event from the index. A file deleted by the retention limit after
+    /// its name was taken is expected under load (debug); anything else is a warning.
+    fn skip_unreadable(&self, name: &str, error: &std::io::Error) {
+        let mut index = lock(&self.index);
+        let evicted = index.newest_evicted.as_deref().is_some_and(|e| e >= name);
+        if error.kind() == std::io::ErrorKind::NotFound && evicted {
+            tracing::debug!(
+                name,
+                "bash event deleted by the retention limit before its read"
+            );
+        } else {
+            tracing::warn!(name, %error, "unreadable bash event skipped");
         }
+        index.remove(name);
     }
 
     /// File name of the event with this hex id.
@@ -281,4 +303,19 @@ pub(super) fn read_order(path: &Path) -> Option<i64> {
         BashEvent::Output(o) => Some(o.order),
         BashEvent::Command(_) => None,
     }
+}
+
+/// One event file's JSON text, compact: ours are written compact; the reference's indented
+/// files are re-serialised.
+fn read_json(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(std::io::Error::other)?;
+    let mut text = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+    if text.starts_with("{\n") {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(std::io::Error::other)?;
+        return Ok(value.to_string());
+    }
+    text.truncate(text.trim_end().len());
+    Ok(text)
 }

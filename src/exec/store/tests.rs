@@ -99,6 +99,42 @@ async fn retention_keeps_the_newest_events_only() {
     assert_eq!(event_files(dir.path()), names[90..]);
 }
 
+/// A reader that took names before the retention limit deleted them gets nothing for them,
+/// quietly (a normal race under load); an event file that is not JSON is skipped with a
+/// warning. Both leave the index; batches read in order up to their byte budget.
+#[tokio::test]
+async fn reads_of_deleted_or_broken_events_are_skipped_and_only_broken_ones_warned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tx, _rx) = tokio::sync::broadcast::channel(16);
+    let store = Arc::new(Store::open_keeping(dir.path().to_owned(), tx, 10).expect("open"));
+    let mut names = Vec::new();
+    for i in 0..10 {
+        let (name, _) = store.append(|s| command(i, s)).await.expect("append");
+        names.push(name);
+    }
+    let one = store.load_json_many(&names, 1).await;
+    assert_eq!(one.len(), 1, "a budget of one byte reads one event");
+    let all = store.load_json_many(&names, usize::MAX).await;
+    assert!(all.iter().all(Option::is_some) && all.len() == 10);
+
+    let capture = crate::util::test_log::Capture::start(tracing::Level::DEBUG);
+    // Five more events evict the five oldest, whose names this reader already holds.
+    for i in 10..15 {
+        store.append(|s| command(i, s)).await.expect("append");
+    }
+    std::fs::write(dir.path().join(&*names[7]), b"{not json").expect("break a file");
+    let read = store.load_json_many(&names, usize::MAX).await;
+    let gone: Vec<usize> = (0..10).filter(|&i| read[i].is_none()).collect();
+    assert_eq!(gone, [0, 1, 2, 3, 4, 7]);
+    let log = capture.text();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains(&*names[7]), "{log}");
+    assert!(log.contains("deleted by the retention limit"), "{log}");
+    assert!(store.name_of(&format!("{:032x}", 7)).is_none());
+    assert_eq!(lock(&store.index).by_name.len(), 9);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_become_visible_in_name_order() {
     let dir = tempfile::tempdir().expect("tempdir");
