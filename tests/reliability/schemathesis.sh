@@ -41,8 +41,27 @@ HOME="$work/home" OH_PERSISTENCE_DIR="$work/persistence" \
   setsid "$binary" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
 server=$!
 # The server finishes writing (its graceful stop persists conversations) before the scratch
-# directory goes.
-trap 'kill -- -"$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work" || true' EXIT
+# directory goes; one that has not stopped 20 s after SIGTERM is reported and killed, so a hung
+# server fails the run instead of hanging it.
+stop_server() {
+  kill -- -"$server" 2>/dev/null || return 0
+  for _ in $(seq 200); do
+    kill -0 "$server" 2>/dev/null || { wait "$server" 2>/dev/null; return 0; }
+    sleep 0.1
+  done
+  log "the server did not stop within 20 s of SIGTERM; killed. Its log ends:"
+  tail -20 "$work/server.log" >&2
+  kill -KILL -- -"$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null
+  return 1
+}
+cleanup() {
+  status=$?
+  stop_server || status=1
+  rm -rf "$work" || true
+  exit "$status"
+}
+trap cleanup EXIT
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   sleep 0.1
