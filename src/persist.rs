@@ -74,3 +74,35 @@ pub fn write_pretty_json(path: &Path, value: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     write_atomic(path, &bytes)
 }
+
+/// A scratch directory, removed with its contents when dropped (blocking: drop it off the
+/// async runtime, or call [`ScratchDir::remove`] there first).
+#[derive(Debug)]
+pub struct ScratchDir(Option<std::path::PathBuf>);
+
+impl ScratchDir {
+    /// Takes charge of `path` (not created here).
+    pub fn new(path: std::path::PathBuf) -> Self {
+        Self(Some(path))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Removes the directory now, from async code (on the blocking pool).
+    pub async fn remove(mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = tokio::fs::remove_dir_all(path).await;
+        }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}

@@ -75,6 +75,138 @@ async fn acp_models_are_discovered_or_the_failure_reported() {
     assert!(scratch.is_empty(), "discovery leaves nothing behind");
 }
 
+/// How many times the fake ACP server logging to `log` was started (its `initialize`s).
+fn starts(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"initialize\""))
+        .count()
+}
+
+/// The discovery scratch directories under `conversations`.
+fn discovery_dirs(conversations: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(conversations)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".acp-model-discovery"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Model discovery as the reference runs it: identical asks at once share one start of the ACP
+/// server, an ask within five minutes is answered without starting it, `refresh` starts it
+/// again; a client that leaves does not stop the discovery (it ends, its answer serves the next
+/// ask, its scratch directory goes); a killed server's scratch directories go at start.
+#[tokio::test]
+async fn acp_model_discovery_is_shared_kept_and_outlives_its_client() {
+    let state = tempfile::tempdir().unwrap();
+    let conversations = state.path().join("conversations");
+    let stale = conversations.join(".acp-model-discovery-0123abcd");
+    std::fs::create_dir_all(stale.join("workspace")).unwrap();
+    let srv = TestServer::start_with(ServerOptions::on_state(state.path()));
+    assert!(
+        !stale.exists(),
+        "a killed server's scratch directory is removed at start"
+    );
+    let ask = |log: &std::path::Path, delay: &str, refresh: bool| {
+        let secret = |v: &str| json!({"kind": "StaticSecret", "value": v});
+        json!({
+            "agent_settings": {"agent_kind": "acp", "acp_server": "custom", "acp_command": fake_server()},
+            "secrets": {"FAKE_ACP_LOG": secret(&log.to_string_lossy()),
+                        "FAKE_ACP_START_DELAY": secret(delay)},
+            "refresh": refresh,
+        })
+    };
+    let log = state.path().join("acp-shared.jsonl");
+    let (a, b) = tokio::join!(
+        call(
+            &srv,
+            Method::POST,
+            "/api/acp/models",
+            Some(ask(&log, "1", false))
+        ),
+        call(
+            &srv,
+            Method::POST,
+            "/api/acp/models",
+            Some(ask(&log, "1", false))
+        ),
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!(a.1["agent_name"], "fake-acp", "{a:?}");
+    assert_eq!(a.1, b.1);
+    assert_eq!(
+        starts(&log),
+        1,
+        "two identical asks at once start the server once"
+    );
+    let (code, kept) = call(
+        &srv,
+        Method::POST,
+        "/api/acp/models",
+        Some(ask(&log, "1", false)),
+    )
+    .await;
+    assert_eq!((code, &kept), (200, &a.1));
+    assert_eq!(
+        starts(&log),
+        1,
+        "a second ask is answered from the kept answer"
+    );
+    let (code, again) = call(
+        &srv,
+        Method::POST,
+        "/api/acp/models",
+        Some(ask(&log, "1", true)),
+    )
+    .await;
+    assert_eq!((code, &again), (200, &a.1));
+    assert_eq!(starts(&log), 2, "refresh asks the server again");
+
+    // A client that gives up after 300 ms, during the server's 2 s start.
+    let log = state.path().join("acp-left.jsonl");
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let left = impatient
+        .post(format!("{}/api/acp/models", srv.url))
+        .json(&ask(&log, "2", false))
+        .send()
+        .await;
+    assert!(left.is_err(), "the client timed out: {left:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("session/new")
+        && discovery_dirs(&conversations).is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the discovery went on without its client and cleaned up: log {:?}, dirs {:?}",
+            std::fs::read_to_string(&log),
+            discovery_dirs(&conversations)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, found) = call(
+        &srv,
+        Method::POST,
+        "/api/acp/models",
+        Some(ask(&log, "2", false)),
+    )
+    .await;
+    assert_eq!((code, &found["agent_name"]), (200, &json!("fake-acp")));
+    assert_eq!(
+        starts(&log),
+        1,
+        "the answer of the abandoned discovery was kept"
+    );
+}
+
 #[tokio::test]
 async fn an_acp_server_runs_the_conversation() {
     let state = tempfile::tempdir().unwrap();

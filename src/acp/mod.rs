@@ -330,6 +330,7 @@ fn answer_server_request(id: &Value, method: &str, params: &Value) -> Value {
     }
 }
 
+pub mod discovery;
 pub mod providers;
 
 /// A model an ACP server offers (`ACPModelInfo`).
@@ -437,43 +438,4 @@ pub async fn start_session(
         agent_version: init["agentInfo"]["version"].clone(),
         new_session: created,
     })
-}
-
-/// `POST /api/acp/models`: starts the server of `settings` in a throw-away directory under
-/// `scratch_root`, reports its models (`ACPModelDiscovery`) and stops it. Failures are
-/// reported in the body's `error`, as the reference does.
-pub async fn discover_models(
-    settings: &Value,
-    env: &[(String, String)],
-    scratch_root: &Path,
-) -> Value {
-    let dir = scratch_root.join(format!(".acp-model-discovery-{}", crate::util::hex_id()));
-    let workspace = dir.join("workspace");
-    let answer = match tokio::fs::create_dir_all(&workspace).await {
-        Err(e) => Err(AcpError::new("ACPSpawnError", e.to_string())),
-        Ok(()) => start_session(settings, env, &workspace).await,
-    };
-    let out = match answer {
-        Ok(session) => {
-            let (current, available, _) = session_models(&session.new_session);
-            let switchable = session
-                .agent_name
-                .as_str()
-                .and_then(providers::detect)
-                .is_some();
-            session.process.kill();
-            json!({
-                "agent_name": session.agent_name, "agent_version": session.agent_version,
-                "current_model_id": current, "available_models": available,
-                "supports_runtime_model_switch": switchable, "error": null,
-            })
-        }
-        Err(e) => json!({
-            "agent_name": null, "agent_version": null, "current_model_id": null,
-            "available_models": [], "supports_runtime_model_switch": false,
-            "error": {"code": e.code, "detail": e.detail},
-        }),
-    };
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    out
 }

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
+use crate::persist::ScratchDir;
+
 use super::load::{self, LoadError, Plugin};
 use super::source::{self, Kind};
 use super::PluginError;
@@ -323,14 +325,14 @@ impl Installed {
         if repo_path.is_some_and(|r| !r.is_empty()) || kind == Kind::Local {
             return load::load(path, &self.data_root);
         }
-        let staging = Scratch(std::env::temp_dir().join(format!(
+        let staging = ScratchDir::new(std::env::temp_dir().join(format!(
             "agent-server-plugin-load-{}",
             crate::util::hex_id()
         )));
         let name = root_name
             .map(str::to_string)
             .unwrap_or_else(|| source::extract_repo_name(&url));
-        let copy = staging.0.join(name);
+        let copy = staging.path().join(name);
         copy_tree_links(path, &copy).map_err(|e| LoadError::Invalid(e.to_string()))?;
         load::load(&copy, &self.data_root)
     }
@@ -384,15 +386,6 @@ impl Installed {
             "repo_path": e["repo_path"], "installed_at": e["installed_at"],
             "install_path": e["install_path"], "skills": skills, "files": files,
         })
-    }
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,6 +1,7 @@
 //! `POST /api/acp/models`: which models an ACP server offers, asked by starting it once
-//! ([`crate::acp::discover_models`]). A server that cannot start is reported in the answer's
-//! `error`, as the reference does; only invalid settings are HTTP errors.
+//! ([`crate::acp::discovery`]: shared by identical asks, kept five minutes). A server that
+//! cannot start is reported in the answer's `error`, as the reference does; only invalid
+//! settings are HTTP errors.
 
 use axum::extract::State;
 use axum::Json;
@@ -38,7 +39,7 @@ async fn secret_env(state: &AppState, secrets: &Value) -> Vec<(String, String)> 
     env
 }
 
-/// Starts the ACP server of `agent_settings` once and lists its models.
+/// Lists the models of the ACP server of `agent_settings` (started once, or a kept answer).
 #[utoipa::path(post, path = "/api/acp/models", tag = "ACP")]
 async fn discover_acp_models(
     State(state): State<AppState>,
@@ -56,9 +57,10 @@ async fn discover_acp_models(
         .map_err(ApiError::Validation)?;
     let settings = &req["agent_settings"];
     crate::acp::providers::resolve_command(settings).map_err(ApiError::Unprocessable)?;
-    let env = secret_env(&state, &req["secrets"]).await;
-    let scratch = state.config.conversations_path.clone();
-    Ok(Json(
-        crate::acp::discover_models(settings, &env, &scratch).await,
-    ))
+    let ask = crate::acp::discovery::Ask {
+        settings: settings.clone(),
+        env: secret_env(&state, &req["secrets"]).await,
+        refresh: req["refresh"].as_bool().unwrap_or(false),
+    };
+    Ok(Json(state.acp_discoveries.discover(ask).await))
 }

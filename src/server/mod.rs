@@ -66,6 +66,8 @@ pub struct AppState {
     pub workspaces: Arc<crate::settings::workspaces::WorkspacesStore>,
     /// Canvas extensions and their app backends (`/api/canvas-extensions/*`, `/app-backends/*`).
     pub canvas: Arc<crate::canvas::Canvas>,
+    /// ACP model discoveries, running and answered (`/api/acp/models`).
+    pub acp_discoveries: Arc<crate::acp::discovery::Discoveries>,
     /// Deferred init (`OH_DEFERRED_INIT`): the shared init state; `None` otherwise.
     pub init: Option<Arc<init::InitHandle>>,
     /// Set once start-up work is done; `/ready` answers 503 before.
@@ -123,8 +125,11 @@ impl AppState {
         let workspaces = Arc::new(crate::settings::workspaces::WorkspacesStore::new(
             config.workspaces_dir.clone(),
         ));
+        let acp_discoveries =
+            crate::acp::discovery::Discoveries::new(config.conversations_path.clone());
         Ok(AppState {
             canvas,
+            acp_discoveries,
             init: None,
             workspaces,
             settings,

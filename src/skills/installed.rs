@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use crate::persist::ScratchDir;
+
 use super::Skill;
 
 /// What an installed-skill operation can fail with.
@@ -57,28 +59,13 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 /// A fetched source: the directory holding the skill, and the clone to remove afterwards.
 struct Fetched {
     dir: PathBuf,
-    scratch: Option<Scratch>,
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    scratch: Option<ScratchDir>,
 }
 
 /// Clones `url` (at `git_ref`) into a scratch directory under `parent`; the child runs in its
 /// own process group.
-fn clone(url: &str, git_ref: Option<&str>, parent: &Path) -> Option<Scratch> {
-    let scratch = Scratch(parent.join(format!(".clone-{}", crate::util::hex_id())));
+fn clone(url: &str, git_ref: Option<&str>, parent: &Path) -> Option<ScratchDir> {
+    let scratch = ScratchDir::new(parent.join(format!(".clone-{}", crate::util::hex_id())));
     std::fs::create_dir_all(scratch.path()).ok()?;
     let mut cmd = crate::util::git_command();
     cmd.args(["clone", "--depth", "1", "--quiet"]);
