@@ -120,21 +120,9 @@ async fn acp_model_discovery_is_shared_kept_and_outlives_its_client() {
             "refresh": refresh,
         })
     };
+    let models = |body: Value| call(&srv, Method::POST, "/api/acp/models", Some(body));
     let log = state.path().join("acp-shared.jsonl");
-    let (a, b) = tokio::join!(
-        call(
-            &srv,
-            Method::POST,
-            "/api/acp/models",
-            Some(ask(&log, "1", false))
-        ),
-        call(
-            &srv,
-            Method::POST,
-            "/api/acp/models",
-            Some(ask(&log, "1", false))
-        ),
-    );
+    let (a, b) = tokio::join!(models(ask(&log, "1", false)), models(ask(&log, "1", false)),);
     assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
     assert_eq!(a.1["agent_name"], "fake-acp", "{a:?}");
     assert_eq!(a.1, b.1);
@@ -143,26 +131,14 @@ async fn acp_model_discovery_is_shared_kept_and_outlives_its_client() {
         1,
         "two identical asks at once start the server once"
     );
-    let (code, kept) = call(
-        &srv,
-        Method::POST,
-        "/api/acp/models",
-        Some(ask(&log, "1", false)),
-    )
-    .await;
+    let (code, kept) = models(ask(&log, "1", false)).await;
     assert_eq!((code, &kept), (200, &a.1));
     assert_eq!(
         starts(&log),
         1,
         "a second ask is answered from the kept answer"
     );
-    let (code, again) = call(
-        &srv,
-        Method::POST,
-        "/api/acp/models",
-        Some(ask(&log, "1", true)),
-    )
-    .await;
+    let (code, again) = models(ask(&log, "1", true)).await;
     assert_eq!((code, &again), (200, &a.1));
     assert_eq!(starts(&log), 2, "refresh asks the server again");
 
@@ -192,13 +168,7 @@ async fn acp_model_discovery_is_shared_kept_and_outlives_its_client() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (code, found) = call(
-        &srv,
-        Method::POST,
-        "/api/acp/models",
-        Some(ask(&log, "2", false)),
-    )
-    .await;
+    let (code, found) = models(ask(&log, "2", false)).await;
     assert_eq!((code, &found["agent_name"]), (200, &json!("fake-acp")));
     assert_eq!(
         starts(&log),
