@@ -264,8 +264,15 @@ async fn diffs_of_modified_added_deleted_and_foreign_files() {
     assert_eq!(body["detail"][0]["loc"], json!(["query", "commit"]));
     // A commit diff reads both sides from git (trimmed): the root commit added the file.
     assert_eq!(
-        diff(repo.join("deleted.txt"), vec![("commit", head)]).await,
+        diff(repo.join("deleted.txt"), vec![("commit", head.clone())]).await,
         (200, json!({"modified": "bye", "original": ""}))
+    );
+    // The repository's root is no file: empty sides, not a listing of its tree.
+    let empty = json!({"modified": "", "original": ""});
+    assert_eq!(diff(repo.clone(), vec![]).await, (200, empty.clone()));
+    assert_eq!(
+        diff(repo.clone(), vec![("commit", head)]).await,
+        (200, empty)
     );
 }
 

@@ -143,6 +143,16 @@ async fn workspace_session_cookie_opens_the_workspace_browser_only() {
             .status(),
         404
     );
+    // The root's index.html, with or without the trailing slash of the prefix the reference
+    // hands out (`conversation_workspace_url_path`).
+    std::fs::write(wd.join("index.html"), "<h1>root</h1>").unwrap();
+    for root in ["workspace", "workspace/"] {
+        let r = get(format!("/api/conversations/{id}/{root}"), true)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{root}");
+        assert_eq!(r.text().await.unwrap(), "<h1>root</h1>", "{root}");
+    }
     // Elsewhere the cookie is not a credential.
     assert_eq!(
         get("/api/workspaces".into(), true).await.unwrap().status(),

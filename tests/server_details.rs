@@ -1,6 +1,7 @@
 //! Server details, auth on REST, error bodies.
 
-use crate::support::{ServerOptions, TestServer};
+use crate::support::{call, ServerOptions, TestServer};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -636,4 +637,46 @@ fn an_invalid_cors_regex_stops_the_server_at_start_up() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success());
     assert!(stderr.contains("OH_ALLOW_CORS_ORIGIN_REGEX"), "{stderr}");
+}
+
+/// `idle_time` counts from the last work the reference counts (commands, file transfers, git
+/// reads); browsing the home directory, listing sub-directories and searching repositories do
+/// not reset it, as there (an idle-reaping platform would otherwise keep a sandbox alive).
+#[tokio::test]
+async fn browsing_does_not_reset_the_idle_time_and_file_work_does() {
+    let srv = TestServer::start();
+    let idle = || async {
+        let (code, info) = call(&srv, Method::GET, "/server_info", None).await;
+        assert_eq!(code, 200);
+        info["idle_time"].as_f64().expect("idle_time")
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    for path in [
+        "/api/file/home".to_string(),
+        format!("/api/file/search_subdirs?path={}", srv.workdir().display()),
+        "/api/git/repositories/search?provider=github".to_string(),
+    ] {
+        let (code, answer) = call(&srv, Method::GET, &path, None).await;
+        assert_eq!(code, 200, "{path}: {answer}");
+    }
+    let after_browsing = idle().await;
+    assert!(
+        after_browsing >= 2.0,
+        "browsing reset idle_time: {after_browsing}"
+    );
+    let file = srv.workdir().join("f.txt");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _) = call(
+        &srv,
+        Method::GET,
+        &format!("/api/file/download?path={}", file.display()),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let after_download = idle().await;
+    assert!(
+        after_download < 2.0,
+        "a download resets idle_time: {after_download}"
+    );
 }

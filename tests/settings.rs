@@ -395,6 +395,22 @@ async fn mcp_server_tools_work_in_the_agent_loop_and_the_test_route() {
         (code, answer["ok"].clone(), answer["error_kind"].clone()),
         (200, json!(false), json!("connection"))
     );
+    // OAuth sign-in needs a server whose auth is oauth2 (400 otherwise, as the reference);
+    // this server does not offer it and says so in an `MCPOAuthStartResponse`.
+    let plain = json!({"server": {"type": "http", "url": "http://127.0.0.1:1/mcp"}});
+    let (code, answer) = call(&srv, Method::POST, "/api/mcp/oauth/start", Some(plain)).await;
+    assert_eq!(
+        (code, &answer["detail"]),
+        (
+            400,
+            &json!("MCP OAuth start requires auth.strategy='oauth2'")
+        )
+    );
+    let oauth = json!({"server": {"type": "http", "url": "http://127.0.0.1:1/mcp",
+                                  "auth": {"strategy": "oauth2"}}});
+    let (code, answer) = call(&srv, Method::POST, "/api/mcp/oauth/start", Some(oauth)).await;
+    assert_eq!((code, &answer["ok"]), (200, &json!(false)), "{answer}");
+    assert!(answer["error"].as_str().is_some(), "{answer}");
 
     let mut agent = llm.agent();
     agent["mcp_config"] = json!({"echo": server});
@@ -483,5 +499,90 @@ async fn mcp_server_tools_work_in_the_agent_loop_and_the_test_route() {
             "the MCP server outlived its conversation"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Secrets listed for an agent profile are the ones its `secret_refs` name (all without refs;
+/// 404 for an unknown id); a secret body's extra fields are ignored; a settings PATCH refuses
+/// profile pointers that are no profile name (422) and stores an empty LLM key as none.
+#[tokio::test]
+async fn secrets_by_agent_profile_and_settings_pointers_and_empty_keys() {
+    let srv = TestServer::start();
+    for name in ["A", "B"] {
+        let body = json!({"name": name, "value": "v", "extra": 1});
+        let (code, answer) = call(&srv, Method::PUT, "/api/settings/secrets", Some(body)).await;
+        assert_eq!(code, 200, "an extra field is ignored: {answer}");
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (code, list) = call(&srv, Method::GET, "/api/agent-profiles", None).await;
+    assert_eq!(code, 200, "{list}");
+    let default_id = list["profiles"][0]["id"].as_str().unwrap().to_string();
+    let body =
+        json!({"llm_profile_ref": list["profiles"][0]["llm_profile_ref"], "secret_refs": ["B"]});
+    let (code, saved) = call(&srv, Method::POST, "/api/agent-profiles/scoped", Some(body)).await;
+    assert_eq!(code, 201, "{saved}");
+    let (_, scoped) = call(&srv, Method::GET, "/api/agent-profiles/scoped", None).await;
+    let scoped_id = scoped["profile"]["id"].as_str().unwrap().to_string();
+    let list_for = |id: String| {
+        let srv = &srv;
+        async move {
+            call(
+                srv,
+                Method::GET,
+                &format!("/api/settings/secrets?agent_profile_id={id}"),
+                None,
+            )
+            .await
+        }
+    };
+    let (code, list) = list_for(scoped_id).await;
+    assert_eq!((code, names(&list)), (200, vec!["B".to_string()]));
+    let (code, list) = list_for(default_id).await;
+    assert_eq!(
+        (code, names(&list)),
+        (200, vec!["A".to_string(), "B".to_string()])
+    );
+    let (code, err) = list_for("00000000-0000-0000-0000-000000000009".into()).await;
+    assert_eq!(
+        (code, &err["detail"]),
+        (404, &json!("Agent profile not found"))
+    );
+
+    for key in ["active_profile", "active_meta_profile"] {
+        for bad in ["", "bad name!"] {
+            let (code, err) = call(
+                &srv,
+                Method::PATCH,
+                "/api/settings",
+                Some(json!({key: bad})),
+            )
+            .await;
+            assert_eq!(code, 422, "{key}={bad:?}: {err}");
+            assert_eq!(err["detail"][0]["type"], "string_pattern_mismatch", "{err}");
+            assert_eq!(err["detail"][0]["loc"], json!(["body", key]), "{err}");
+        }
+    }
+    let set = json!({"agent_settings_diff": {"llm": {"api_key": "sk-abc123"}}});
+    let (code, _) = call(&srv, Method::PATCH, "/api/settings", Some(set)).await;
+    assert_eq!(code, 200);
+    for empty in ["", "   "] {
+        let clear = json!({"agent_settings_diff": {"llm": {"api_key": empty}}});
+        let (code, answer) = call(&srv, Method::PATCH, "/api/settings", Some(clear)).await;
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(answer["llm_api_key_is_set"], false, "{answer}");
+        assert_eq!(
+            answer["agent_settings"]["llm"]["api_key"],
+            Value::Null,
+            "{answer}"
+        );
+        let stored = plaintext_settings(&srv).await;
+        assert_eq!(stored["agent_settings"]["llm"]["api_key"], Value::Null);
     }
 }

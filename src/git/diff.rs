@@ -67,18 +67,23 @@ pub async fn diff(path: &Path, ref_: Option<&str>) -> Result<GitDiff, GitError> 
             Some(_) => {}
         }
     }
-    let original = match run_git(
-        &["git", "show", &relative_spec(&base, &rel)],
-        &repo,
-        &GitOptions {
-            keep_whitespace: true,
-            ..Default::default()
-        },
-    )
-    .await
-    {
-        Ok(text) => normalize_lines(&text),
-        Err(_) => String::new(),
+    let original = if rel.as_os_str().is_empty() {
+        // The repository's root is no file (`rev:` would name its tree).
+        String::new()
+    } else {
+        match run_git(
+            &["git", "show", &relative_spec(&base, &rel)],
+            &repo,
+            &GitOptions {
+                keep_whitespace: true,
+                ..Default::default()
+            },
+        )
+        .await
+        {
+            Ok(text) => normalize_lines(&text),
+            Err(_) => String::new(),
+        }
     };
     if deleted {
         return Ok(GitDiff {

@@ -81,6 +81,10 @@ pub async fn commit_changes(dir: &Path, commit: &str) -> Result<Vec<GitChange>, 
 }
 
 async fn show_at(repo: &Path, rev: &str, rel: &Path) -> Result<String, GitError> {
+    if rel.as_os_str().is_empty() {
+        // The repository's root is no file (`rev:` would name its tree).
+        return Ok(String::new());
+    }
     let spec = relative_spec(rev, rel);
     let Ok(size) = git(&["git", "--no-pager", "cat-file", "-s", &spec], repo).await else {
         return Ok(String::new());

@@ -216,8 +216,7 @@ const PROVIDERS: &[&str] = &["github", "gitlab", "bitbucket", "azure_devops"];
     ),
     responses((status = 200, body = GitProviderRepositoryPage), (status = 422, description = "Validation Error"))
 )]
-async fn repositories_search(State(state): State<AppState>, query: RawQuery) -> Response {
-    state.activity.touch();
+async fn repositories_search(query: RawQuery) -> Response {
     let mut params = Params::new(query);
     let provider = params.opt("provider");
     match &provider {

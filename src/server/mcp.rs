@@ -129,11 +129,18 @@ async fn test_mcp_server(ValidJson(body): ValidJson<Value>) -> Result<Json<Value
     Ok(Json(answer))
 }
 
-/// OAuth sign-in for an MCP server: not offered by this server (the answer says so).
+/// OAuth sign-in for an MCP server: a server without `auth.strategy` `oauth2` is a 400, as
+/// there; the sign-in itself is not offered by this server (the answer says so).
 #[utoipa::path(post, path = "/api/mcp/oauth/start", tag = "MCP")]
 async fn start_mcp_oauth(ValidJson(body): ValidJson<Value>) -> Result<Json<Value>, ApiError> {
-    server_spec(&body)?;
+    let server = server_spec(&body)?;
+    if server["auth"]["strategy"] != "oauth2" {
+        return Err(ApiError::BadRequest(
+            "MCP OAuth start requires auth.strategy='oauth2'".into(),
+        ));
+    }
     Ok(Json(json!({
+        "ok": false,
         "error": "MCP OAuth sign-in is not supported by this server; give the server a token \
                   (auth.strategy 'bearer', 'api_key' or 'header')",
         "error_kind": "unknown",

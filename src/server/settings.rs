@@ -134,6 +134,13 @@ async fn update_settings(
             );
         }
     }
+    for key in ["active_profile", "active_meta_profile"] {
+        if let Some(name) = body[key].as_str() {
+            if let Err(ApiError::Validation(mut found)) = profile_name(name, &["body", key]) {
+                issues.append(&mut found);
+            }
+        }
+    }
     if let Some(id) = body["active_agent_profile_id"].as_str() {
         if uuid::Uuid::try_parse(id).is_err() || id.len() != 36 {
             issues.push(
@@ -215,10 +222,26 @@ async fn list_secrets(
     State(state): State<AppState>,
     crate::error::ValidQuery(query): crate::error::ValidQuery<SecretsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if query.agent_profile_id.is_some() {
-        return Err(ApiError::NotFound("Agent profile not found".into()));
+    // Scoped to an agent profile: only the secrets its `secret_refs` name (all when it has none).
+    let allowed: Option<Vec<String>> = match &query.agent_profile_id {
+        None => None,
+        Some(id) => {
+            let profile = state
+                .settings
+                .agent_profile_by_id(id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("Agent profile not found".into()))?;
+            profile["secret_refs"].as_array().map(|refs| {
+                refs.iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
+        }
+    };
+    let mut secrets = state.settings.list_secrets().await?;
+    if let Some(allowed) = allowed {
+        secrets.retain(|s| allowed.contains(&s.name));
     }
-    let secrets = state.settings.list_secrets().await?;
     Ok(Json(json!({ "secrets": secrets })))
 }
 
@@ -239,8 +262,8 @@ async fn get_secret_value(
         .into_response())
 }
 
+/// Extra fields are ignored, as the reference's model does.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SecretCreateRequest {
     name: String,
     value: String,

@@ -32,6 +32,11 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_runtime_vscode_url))
         .routes(routes!(create_workspace_session, delete_workspace_session))
         .routes(routes!(serve_workspace_root))
+        // The prefix the reference hands out (`conversation_workspace_url_path`) ends in `/`.
+        .route(
+            "/api/conversations/{conversation_id}/workspace/",
+            axum::routing::get(serve_workspace_root),
+        )
         // A wildcard: the path may have any depth (the reference's `{file_path:path}`).
         .route(
             "/api/conversations/{conversation_id}/workspace/{*file_path}",

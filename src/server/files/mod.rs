@@ -289,7 +289,6 @@ async fn download_trajectory(
     headers: HeaderMap,
     axum::extract::Path(conversation_id): axum::extract::Path<String>,
 ) -> Response {
-    state.activity.touch();
     let id = match uuid::Uuid::parse_str(&conversation_id) {
         Ok(id) => id,
         Err(e) => {
@@ -331,10 +330,8 @@ async fn download_trajectory(
     responses((status = 200, body = HomeResponse), (status = 422, description = "Validation Error"))
 )]
 async fn home_directory(
-    State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    state.activity.touch();
     let mut params = Params::new(query);
     let include_hidden = params.boolean("include_hidden", false);
     if let Err(e) = params.finish() {
@@ -357,10 +354,8 @@ async fn home_directory(
     responses((status = 200, body = SubdirectoryPage), (status = 422, description = "Validation Error"))
 )]
 async fn search_subdirs(
-    State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    state.activity.touch();
     let mut params = Params::new(query);
     let path = params.required("path");
     let page_id = params.opt("page_id");

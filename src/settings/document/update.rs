@@ -14,8 +14,9 @@ use crate::crypto::{Cipher, MASK};
 
 impl Settings {
     /// Merges the diffs of a settings update and validates the result; on error `self` is
-    /// unchanged. Secrets arriving as tokens of our key are decrypted; the mask keeps the
-    /// stored value (a client round-tripping a redacted answer must not erase its key).
+    /// unchanged. Secrets arriving as tokens of our key are decrypted; an empty LLM or critic
+    /// key becomes null; the mask keeps the stored value (a client round-tripping a redacted
+    /// answer must not erase its key).
     pub fn apply_diffs(
         &mut self,
         agent_diff: Option<&Value>,
@@ -55,10 +56,19 @@ impl Settings {
                     }
                 }
             };
-            for field in LLM_SECRET_FIELDS {
-                keep_mask(&["llm", field], &mut diff);
+            for (group, field) in LLM_SECRET_FIELDS
+                .iter()
+                .map(|f| ("llm", *f))
+                .chain([("verification", "critic_api_key")])
+            {
+                // An empty key is no key (the reference stores null).
+                if let Some(slot) = diff.get_mut(group).and_then(|g| g.get_mut(field)) {
+                    if slot.as_str().is_some_and(|s| s.trim().is_empty()) {
+                        *slot = Value::Null;
+                    }
+                }
+                keep_mask(&[group, field], &mut diff);
             }
-            keep_mask(&["verification", "critic_api_key"], &mut diff);
             if let Some(servers) = diff.get("mcp_config").and_then(Value::as_object) {
                 let names: Vec<String> = servers.keys().cloned().collect();
                 for name in names {
