@@ -569,6 +569,25 @@ async fn secrets_by_agent_profile_and_settings_pointers_and_empty_keys() {
             assert_eq!(err["detail"][0]["loc"], json!(["body", key]), "{err}");
         }
     }
+    // Numeric fields keep the reference's bounds; the settings stay as they were.
+    for diff in [
+        json!({"conversation_settings_diff": {"max_iterations": 0}}),
+        json!({"agent_settings_diff": {"llm": {"num_retries": -1}}}),
+        json!({"agent_settings_diff": {"llm": {"timeout": -5}}}),
+        json!({"agent_settings_diff": {"llm": {"temperature": -1}}}),
+        json!({"agent_settings_diff": {"llm": {"top_p": 7}}}),
+        json!({"agent_settings_diff": {"condenser": {"max_size": 1}}}),
+    ] {
+        let (code, err) = call(&srv, Method::PATCH, "/api/settings", Some(diff.clone())).await;
+        assert_eq!(code, 422, "{diff}: {err}");
+    }
+    let (_, now) = call(&srv, Method::GET, "/api/settings", None).await;
+    assert_eq!(now["conversation_settings"]["max_iterations"], 500, "{now}");
+    assert_eq!(now["agent_settings"]["condenser"]["max_size"], 240, "{now}");
+    let fine = json!({"agent_settings_diff": {"llm": {"top_p": 1, "temperature": 0}, "condenser": {"max_size": 20}},
+                      "conversation_settings_diff": {"max_iterations": 1}});
+    let (code, answer) = call(&srv, Method::PATCH, "/api/settings", Some(fine)).await;
+    assert_eq!(code, 200, "values at their bounds pass: {answer}");
     let set = json!({"agent_settings_diff": {"llm": {"api_key": "sk-abc123"}}});
     let (code, _) = call(&srv, Method::PATCH, "/api/settings", Some(set)).await;
     assert_eq!(code, 200);

@@ -429,7 +429,29 @@ async fn validate_profile(
     ValidJson(body): ValidJson<ValidateProfileRequest>,
 ) -> Result<Json<Value>, ApiError> {
     profile_name(&name, &["path", "name"])?;
-    let llm = state.settings.incoming_llm(&body.llm)?;
+    let llm = match state.settings.incoming_llm(&body.llm) {
+        // A value out of the SDK's bounds fails the check (a verdict, as there), not the request.
+        Err(crate::settings::SettingsError::Fields(errors))
+            if errors
+                .iter()
+                .all(|e| e.kind.starts_with("greater_than") || e.kind.starts_with("less_than")) =>
+        {
+            let message: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    let loc: Vec<String> = e
+                        .loc
+                        .iter()
+                        .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_string))
+                        .collect();
+                    format!("{}: {}", loc.join("."), e.msg)
+                })
+                .collect();
+            let error = json!({"type": "LLMBadRequestError", "message": message.join("; ")});
+            return Ok(Json(json!({"valid": false, "error": error})));
+        }
+        other => other?,
+    };
     let llm = state.settings.resolve_connection(llm).await?;
     let verdict = crate::llm::preflight(&llm).await;
     Ok(Json(match verdict {

@@ -1,5 +1,6 @@
-//! Validation against the schemas the server serves: field types and choices worded like
-//! pydantic's errors, an LLM object completed with its defaults, an MCP server entry.
+//! Validation against the schemas the server serves: field types, choices and numeric bounds
+//! worded like pydantic's errors, an LLM object completed with its defaults, an MCP server
+//! entry.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -15,6 +16,118 @@ pub(super) struct FieldSpec {
     value_type: String,
     choices: Vec<Value>,
     nullable: bool,
+    bounds: Option<&'static Bounds>,
+}
+
+/// A numeric field's limits as the reference's models set them (`ge`/`gt`, `le`/`lt`):
+/// `(limit, exclusive)`.
+#[derive(Debug)]
+struct Bounds {
+    min: Option<(f64, bool)>,
+    max: Option<(f64, bool)>,
+}
+
+const AT_LEAST_0: Bounds = Bounds {
+    min: Some((0.0, false)),
+    max: None,
+};
+const AT_LEAST_1: Bounds = Bounds {
+    min: Some((1.0, false)),
+    max: None,
+};
+const ABOVE_0: Bounds = Bounds {
+    min: Some((0.0, true)),
+    max: None,
+};
+const BETWEEN_0_AND_1: Bounds = Bounds {
+    min: Some((0.0, true)),
+    max: Some((1.0, true)),
+};
+
+/// The bounds of the settings fields (from the reference's `LLM`,
+/// `LLMSummarizingCondenserSettings` and conversation settings models), by dotted key.
+const BOUNDS: &[(&str, &Bounds)] = &[
+    ("llm.num_retries", &AT_LEAST_0),
+    ("llm.retry_multiplier", &AT_LEAST_0),
+    ("llm.retry_min_wait", &AT_LEAST_0),
+    ("llm.retry_max_wait", &AT_LEAST_0),
+    ("llm.timeout", &AT_LEAST_0),
+    ("llm.stream_idle_timeout", &AT_LEAST_0),
+    ("llm.max_message_chars", &AT_LEAST_1),
+    ("llm.temperature", &AT_LEAST_0),
+    (
+        "llm.top_p",
+        &Bounds {
+            min: Some((0.0, false)),
+            max: Some((1.0, false)),
+        },
+    ),
+    ("llm.top_k", &AT_LEAST_0),
+    ("llm.max_input_tokens", &AT_LEAST_1),
+    ("llm.max_output_tokens", &AT_LEAST_1),
+    ("llm.input_cost_per_token", &AT_LEAST_0),
+    ("llm.output_cost_per_token", &AT_LEAST_0),
+    (
+        "condenser.max_size",
+        &Bounds {
+            min: Some((20.0, false)),
+            max: None,
+        },
+    ),
+    ("condenser.max_tokens", &ABOVE_0),
+    ("condenser.keep_first", &AT_LEAST_0),
+    ("condenser.minimum_progress", &BETWEEN_0_AND_1),
+    ("condenser.hard_context_reset_max_retries", &ABOVE_0),
+    (
+        "condenser.hard_context_reset_context_scaling",
+        &BETWEEN_0_AND_1,
+    ),
+    ("max_iterations", &AT_LEAST_1),
+];
+
+/// Python's rendering of a bound (`0`, `0.5`).
+fn limit_text(limit: f64) -> String {
+    if limit.fract() == 0.0 {
+        format!("{}", limit as i64)
+    } else {
+        limit.to_string()
+    }
+}
+
+/// The pydantic error of `value` outside `bounds`, if it is.
+fn check_bounds(bounds: &Bounds, value: f64) -> Option<(&'static str, String)> {
+    if let Some((min, exclusive)) = bounds.min {
+        if exclusive && value <= min {
+            return Some((
+                "greater_than",
+                format!("Input should be greater than {}", limit_text(min)),
+            ));
+        }
+        if !exclusive && value < min {
+            return Some((
+                "greater_than_equal",
+                format!(
+                    "Input should be greater than or equal to {}",
+                    limit_text(min)
+                ),
+            ));
+        }
+    }
+    if let Some((max, exclusive)) = bounds.max {
+        if exclusive && value >= max {
+            return Some((
+                "less_than",
+                format!("Input should be less than {}", limit_text(max)),
+            ));
+        }
+        if !exclusive && value > max {
+            return Some((
+                "less_than_equal",
+                format!("Input should be less than or equal to {}", limit_text(max)),
+            ));
+        }
+    }
+    None
 }
 
 /// Field specs by dotted key (`llm.model`, `condenser.max_size`, `max_iterations`).
@@ -37,6 +150,7 @@ fn specs(schema: &'static str) -> HashMap<String, FieldSpec> {
                         .map(|c| c["value"].clone())
                         .collect(),
                     nullable: field["default"].is_null(),
+                    bounds: BOUNDS.iter().find(|(k, _)| *k == key).map(|(_, b)| *b),
                 },
             );
         }
@@ -117,7 +231,10 @@ fn check_value(spec: &FieldSpec, value: &Value) -> Option<(&'static str, String)
             format!("Input should be {}", names.join(" or ")),
         ));
     }
-    None
+    match (spec.bounds, value.as_f64()) {
+        (Some(bounds), Some(number)) => check_bounds(bounds, number),
+        _ => None,
+    }
 }
 
 /// Checks every field of `doc` named in `specs` under `prefix` (`"llm."` for an LLM object).
