@@ -65,6 +65,11 @@ mod tests {
         let anthropic = models(Some("anthropic"));
         assert!(!anthropic.is_empty() && anthropic.len() < all.len());
         assert!(models(Some("no-such-provider")).is_empty());
+        // An empty provider: the models without one (`gpt-4o`, `claude-3-5-sonnet-...`), as
+        // the reference's filter answers it.
+        let bare = models(Some(""));
+        assert_eq!(bare.len(), 632);
+        assert!(bare.iter().any(|m| m == "whisper-1"));
         assert!(providers()["providers"]
             .as_array()
             .is_some_and(|p| p.len() > 50));
